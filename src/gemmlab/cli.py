@@ -1,0 +1,106 @@
+"""The `gemmlab` command: `gemmlab ladder` (the notes' speed ladder) and `gemmlab info` (backends)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from gemmlab import available_backends, backend_info, matmul
+from gemmlab.reference import assert_close_to_reference
+from gemmlab.registry import BACKENDS
+from gemmlab.timing import measure
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _format_seconds(s: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s / 1e-9:.3g} ns"
+
+
+def run_ladder(args: argparse.Namespace) -> int:
+    console = Console()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    m, k, n = args.shape
+    dtype = DTYPES[args.dtype]
+    gen = torch.Generator().manual_seed(args.seed)
+    a = torch.randn(m, k, generator=gen, dtype=dtype)
+    b = torch.randn(k, n, generator=gen, dtype=dtype)
+    names = args.backends or available_backends()
+    console.print(
+        f"({m}, {k}) @ ({k}, {n}) {args.dtype}, {torch.get_num_threads()} thread(s), "
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}"
+    )
+    rows = {}
+    for name in names:
+        console.print(f"  timing {name}...", end="\r")
+        result = matmul(a, b, backend=name)  # checked before it is timed
+        assert_close_to_reference(result, a, b, what=f"backend {name!r}")
+        rows[name] = measure(lambda: matmul(a, b, backend=name), repeats=args.repeats)
+    base = rows.get("loops")
+    torch_time = rows.get("torch")
+    table = Table(title="gemmlab ladder: time per call (median), speed-up over `loops`, speed as a ratio to torch's @")
+    for col in ("backend", "first call", "per call", "repeats", "x loops", "x torch"):
+        table.add_column(col, justify="left" if col == "backend" else "right")
+    for name, t in rows.items():
+        table.add_row(
+            name,
+            _format_seconds(t.first_call),
+            _format_seconds(t.per_call),
+            f"{t.repeats}x{t.calls_per_repeat}",
+            f"{base.per_call / t.per_call:,.0f}" if base else "-",
+            f"{torch_time.per_call / t.per_call:.3g}" if torch_time else "-",
+        )
+    console.print(table)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"shape": [m, k, n], "dtype": args.dtype, "threads": torch.get_num_threads(),
+                       "results": {name: vars(t) for name, t in rows.items()}}, f, indent=2)
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps(backend_info(), indent=2))
+        return 0
+    table = Table(title="gemmlab backends (ladder order)")
+    for col in ("backend", "available", "devices", "dtypes", "notes"):
+        table.add_column(col)
+    for info in backend_info():
+        table.add_row(info["name"], "yes" if info["available"] else "no", ", ".join(info["devices"]),
+                      ", ".join(info["dtypes"]), info["reason"] or info["note"] or info["summary"])
+    Console().print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gemmlab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ladder = sub.add_parser("ladder", help="time every backend on the notes' (5, 784) @ (784, 10) product")
+    ladder.add_argument("--shape", type=int, nargs=3, default=(5, 784, 10), metavar=("M", "K", "N"))
+    ladder.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    ladder.add_argument("--backends", nargs="+", choices=list(BACKENDS), help="default: every available backend")
+    ladder.add_argument("--threads", type=int, help="torch.set_num_threads (all parallel backends follow it)")
+    ladder.add_argument("--repeats", type=int, default=7, help="timed samples per backend (slow ones get at least 3)")
+    ladder.add_argument("--seed", type=int, default=0)
+    ladder.add_argument("--json", metavar="FILE", help="also write the raw timings to FILE")
+    ladder.set_defaults(func=run_ladder)
+
+    info = sub.add_parser("info", help="list every backend: available or why not, devices, dtypes")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=run_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

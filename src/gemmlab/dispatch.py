@@ -1,0 +1,158 @@
+"""gemmlab.matmul: everything but the 2-D product, written once for every backend.
+
+Here live the argument checks, torch.matmul's shape semantics (1-D operands, batched N-D operands
+with broadcast batch dimensions), NumPy in and out, and autograd. A backend only ever sees 2-D
+operands (any strides) and a fresh contiguous output to fill.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+
+from gemmlab.registry import AUTO, Backend, current_backend, get_backend, pick_auto
+
+ArrayLike = torch.Tensor | np.ndarray
+
+
+def _describe(x: torch.Tensor) -> str:
+    return f"shape {tuple(x.shape)}, {str(x.dtype).removeprefix('torch.')} on {x.device}"
+
+
+def _to_tensors(a, b) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Both operands as tensors, and whether they came as NumPy arrays (so the result goes back as one)."""
+    kinds = {type(a).__name__, type(b).__name__}
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a, b, False
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return _from_numpy(a, "a"), _from_numpy(b, "b"), True
+    raise TypeError(f"gemmlab.matmul takes two torch.Tensors or two numpy.ndarrays; got {' and '.join(sorted(kinds))}")
+
+
+def _from_numpy(x: np.ndarray, name: str) -> torch.Tensor:
+    # torch cannot view negative strides or non-native byte order: those (and only those) are copied.
+    if any(s < 0 for s in x.strides) or not x.dtype.isnative:
+        x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
+    try:
+        with warnings.catch_warnings():  # read-only arrays are fine: gemmlab never writes its inputs
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(x)
+    except TypeError as exc:
+        raise TypeError(f"gemmlab.matmul: operand {name} has numpy dtype {x.dtype}, which torch cannot take ({exc})") from None
+
+
+def _check_operands(a: torch.Tensor, b: torch.Tensor, backend: Backend) -> None:
+    def pair() -> str:  # built only when there is an error to report: matmul is on hot paths
+        return f"a: {_describe(a)}; b: {_describe(b)}"
+
+    if a.layout != torch.strided or b.layout != torch.strided:
+        raise TypeError(f"gemmlab.matmul needs dense (strided) tensors; got layouts {a.layout} and {b.layout}")
+    if a.dim() == 0 or b.dim() == 0:
+        raise ValueError(f"gemmlab.matmul needs operands with at least 1 dimension; got a 0-d operand ({pair()})")
+    if a.dtype != b.dtype:
+        raise TypeError(f"gemmlab.matmul: operands have different dtypes ({pair()}); cast one with .to(dtype)")
+    if a.dtype not in backend.dtypes:
+        supported = ", ".join(str(d).removeprefix("torch.") for d in backend.dtypes)
+        raise TypeError(f"backend {backend.name!r} supports {supported}; got {pair()}")
+    if a.device != b.device:
+        raise ValueError(f"gemmlab.matmul: operands are on different devices ({pair()}); move one with .to(device)")
+    if a.device.type not in backend.devices:
+        raise ValueError(
+            f"backend {backend.name!r} runs on {', '.join(backend.devices)}; got {pair()}; "
+            f"move the operands with .to(...) or pick another backend"
+        )
+    k_a = a.shape[-1]
+    k_b = b.shape[0] if b.dim() == 1 else b.shape[-2]
+    if k_a != k_b:
+        raise ValueError(f"gemmlab.matmul: inner dimensions differ ({k_a} vs {k_b}); {pair()}")
+    if a.dim() > 2 and b.dim() > 2:
+        try:
+            torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        except RuntimeError:
+            raise ValueError(f"gemmlab.matmul: batch dimensions do not broadcast; {pair()}") from None
+
+
+def _resolve(backend: str | None, device: torch.device) -> Backend:
+    name = current_backend() if backend is None else backend
+    return pick_auto(device.type) if name == AUTO else get_backend(name)
+
+
+def _product(kernel, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(m, k) @ (k, n), or (B, m, k) @ (B, k, n) one batch entry at a time, into a fresh contiguous out."""
+    out = torch.empty((*a.shape[:-1], b.shape[-1]), dtype=a.dtype, device=a.device)
+    if out.numel() == 0:
+        return out
+    if a.shape[-1] == 0:
+        return out.zero_()
+    a, b = a.detach(), b.detach()
+    if out.dim() == 2:
+        kernel(a, b, out)
+    else:
+        for i in range(out.shape[0]):
+            kernel(a[i], b[i], out[i])
+    return out
+
+
+class _Product(torch.autograd.Function):
+    """The product with a backward pass that runs on the same backend's kernel."""
+
+    @staticmethod
+    def forward(ctx, a, b, kernel):
+        ctx.save_for_backward(a, b)
+        ctx.kernel = kernel
+        return _product(kernel, a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        grad_a = _product(ctx.kernel, grad, b.mT) if ctx.needs_input_grad[0] else None
+        grad_b = _product(ctx.kernel, a.mT, grad) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b, None
+
+
+def _matmul_tensors(a: torch.Tensor, b: torch.Tensor, kernel) -> torch.Tensor:
+    """torch.matmul's shape semantics on top of the 2-D (or equal-batch 3-D) product."""
+    a2 = a.unsqueeze(0) if a.dim() == 1 else a  # (k,) -> (1, k)
+    b2 = b.unsqueeze(-1) if b.dim() == 1 else b  # (k,) -> (k, 1)
+    m, k = a2.shape[-2:]
+    n = b2.shape[-1]
+    if b2.dim() == 2:
+        # Every batch entry of a meets the same b: fold a's batch into rows, one 2-D product.
+        lead = a2.shape[:-2]
+        x, y = a2.reshape(math.prod(lead) * m, k), b2
+    else:
+        lead = torch.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        size = math.prod(lead)
+        x = a2.expand(*lead, m, k).reshape(size, m, k)
+        y = b2.expand(*lead, k, n).reshape(size, k, n)
+    if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
+        product = _Product.apply(x, y, kernel)
+    else:
+        product = _product(kernel, x, y)
+    out = product.reshape(*lead, m, n)
+    if a.dim() == 1:
+        out = out.squeeze(-2)
+    if b.dim() == 1:
+        out = out.squeeze(-1)
+    return out
+
+
+def matmul(a: ArrayLike, b: ArrayLike, backend: str | None = None) -> ArrayLike:
+    """a @ b with torch.matmul's semantics, computed by the chosen backend's kernel.
+
+    a, b: two torch tensors (the result is a tensor on their device) or two NumPy arrays (the
+    result is a NumPy array). backend: a name from gemmlab.available_backends(), "auto", or None
+    for the current default (see gemmlab.set_backend / gemmlab.use_backend).
+    """
+    a_t, b_t, from_numpy = _to_tensors(a, b)
+    chosen = _resolve(backend, a_t.device)
+    kernel = chosen.kernel  # raises if the backend cannot run here
+    _check_operands(a_t, b_t, chosen)
+    out = _matmul_tensors(a_t, b_t, kernel)
+    if from_numpy:
+        result = out.numpy()
+        return result[()] if result.ndim == 0 else result  # a NumPy scalar for 1-D @ 1-D, as np.matmul gives
+    return out

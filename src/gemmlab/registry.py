@@ -1,0 +1,160 @@
+"""Which backends exist, which can run here, and which one is the default.
+
+Backends are imported lazily, the first time one is used or asked about, so `import gemmlab` stays
+fast and never fails because an extension is missing: a backend whose module cannot be imported is
+reported as unavailable, with the reason and what to do about it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+
+FLOATS = (torch.float32, torch.float64)
+TORCH_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128)
+TORCH_DEVICES = ("cpu", "cuda")
+
+REBUILD_HINT = (
+    "build gemmlab's extensions: with torch==2.13.0 installed, run "
+    "`pip install --no-build-isolation .` in the gemmlab checkout (or `make setup`)"
+)
+
+
+@dataclass
+class Backend:
+    name: str
+    module: str
+    summary: str
+    devices: tuple[str, ...] = ("cpu",)
+    dtypes: tuple[torch.dtype, ...] = FLOATS
+    hint: str = ""  # how to make it available when its module fails to import
+    note: str | None = None  # e.g. Numba compiling without its on-disk cache
+    _kernel: Callable | None = field(default=None, repr=False)
+    _error: str | None = field(default=None, repr=False)
+    _loaded: bool = field(default=False, repr=False)
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        try:
+            module = importlib.import_module(self.module)
+            self._kernel = module.matmul_2d
+            self.note = getattr(module, "CACHE_NOTE", None)
+        except Exception as exc:  # an extension missing, built against another torch, a JIT failure...
+            self._error = f"{type(exc).__name__}: {exc}"
+        self._loaded = True
+
+    @property
+    def available(self) -> bool:
+        self._load()
+        return self._kernel is not None
+
+    @property
+    def kernel(self) -> Callable:
+        """The backend's matmul_2d; raises BackendUnavailableError if it cannot run here."""
+        self._load()
+        if self._kernel is None:
+            raise BackendUnavailableError(
+                f"backend {self.name!r} is not available here ({self._error})" + (f"; to enable it, {self.hint}" if self.hint else "")
+            )
+        return self._kernel
+
+    def info(self) -> dict:
+        self._load()
+        return {
+            "name": self.name,
+            "available": self._kernel is not None,
+            "reason": self._error,
+            "summary": self.summary,
+            "devices": list(self.devices),
+            "dtypes": [str(d).removeprefix("torch.") for d in self.dtypes],
+            "note": self.note,
+        }
+
+
+class BackendUnavailableError(RuntimeError):
+    """The backend is known but cannot run here (its extension is missing or failed to load)."""
+
+
+# The ladder, slowest to fastest.
+LADDER = (
+    Backend("loops", "gemmlab.backends.loops", "three nested Python loops over tensor elements (notes' level 0)", TORCH_DEVICES),
+    Backend("elementwise", "gemmlab.backends.elementwise", "two Python loops, each dot product a vector op (level 1)", TORCH_DEVICES),
+    Backend("broadcast", "gemmlab.backends.broadcast", "one Python loop, a row at a time by broadcasting (level 2)", TORCH_DEVICES),
+    Backend("einsum", "gemmlab.backends.einsum", "torch.einsum('ik,kj->ij') (level 3)", TORCH_DEVICES, TORCH_DTYPES),
+    Backend("numba", "gemmlab.backends.numba_jit", "row-parallel loop kernel compiled by Numba @njit",
+            hint="install numba (`pip install numba`)"),
+    Backend("cython", "gemmlab.backends.cython_ext", "row-parallel loop kernel in Cython (memoryviews, OpenMP)", hint=REBUILD_HINT),
+    Backend("cpp", "gemmlab.backends.cpp_ext", "row-parallel loop kernel in a C++ torch extension", hint=REBUILD_HINT),
+    Backend("torch", "gemmlab.backends.torch_blas", "BLAS through torch's @ (MKL on this CPU; level 4)", TORCH_DEVICES, TORCH_DTYPES),
+)
+BACKENDS = {b.name: b for b in LADDER}
+AUTO = "auto"
+# What `auto` picks, per device type: the first available backend in the list.
+AUTO_PREFERENCE = {"cpu": ("torch",), "cuda": ("torch",)}
+
+
+def known_backends() -> list[str]:
+    return [AUTO, *BACKENDS]
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that can run here, in ladder order (slowest first)."""
+    return [b.name for b in LADDER if b.available]
+
+
+def backend_info() -> list[dict]:
+    """Every known backend: whether it is available, why not, its devices and dtypes."""
+    return [b.info() for b in LADDER]
+
+
+def get_backend(name: str) -> Backend:
+    """The Backend called name (not `auto`); ValueError naming the known ones otherwise."""
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise ValueError(f"unknown gemmlab backend {name!r}; known backends: {', '.join(known_backends())}")
+    return BACKENDS[name]
+
+
+def pick_auto(device_type: str) -> Backend:
+    for name in AUTO_PREFERENCE.get(device_type, ("torch",)):
+        if BACKENDS[name].available:
+            return BACKENDS[name]
+    raise BackendUnavailableError(f"no gemmlab backend is available for device type {device_type!r}")
+
+
+# The default backend: a process-wide setting, overridden inside `use_backend` blocks (per thread
+# and per asyncio task, as contextvars are).
+_process_default = AUTO
+_scoped_default: contextvars.ContextVar[str | None] = contextvars.ContextVar("gemmlab_backend", default=None)
+
+
+def _checked_name(name: str) -> str:
+    if name != AUTO:
+        get_backend(name).kernel  # unknown or unavailable: raise now, not at the first matmul
+    return name
+
+
+def current_backend() -> str:
+    """The name matmul uses when it is given no backend."""
+    return _scoped_default.get() or _process_default
+
+
+def set_backend(name: str) -> None:
+    """Make name the default backend for the whole process."""
+    global _process_default
+    _process_default = _checked_name(name)
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[str]:
+    """Make name the default backend inside a `with` block."""
+    token = _scoped_default.set(_checked_name(name))
+    try:
+        yield name
+    finally:
+        _scoped_default.reset(token)
