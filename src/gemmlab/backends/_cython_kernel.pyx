@@ -13,7 +13,7 @@ ctypedef fused real:
     double
 
 
-def matmul_2d(const real[:, :] a, const real[:, :] b, real[:, :] out, int num_threads=1):
+def matmul_2d(const real[:, :] a not None, const real[:, :] b not None, real[:, :] out not None, int num_threads=1):
     """Write a @ b into out, splitting rows of out over num_threads OpenMP threads."""
     cdef Py_ssize_t m = a.shape[0], k = a.shape[1], n = b.shape[1]
     cdef Py_ssize_t i, j, p

@@ -58,6 +58,8 @@ def matmul_2d_numpy(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         raise ValueError(f"gemmlab numba matmul_2d: shapes do not fit: a {a.shape}, b {b.shape}, out {out.shape}")
     if not out.flags.writeable:
         raise ValueError("gemmlab numba matmul_2d: out is read-only")
+    if any(stride == 0 and size > 1 for stride, size in zip(out.strides, out.shape)):
+        raise ValueError(f"gemmlab numba matmul_2d: out has elements that share memory (strides {out.strides})")
     if out.size and (np.may_share_memory(out, a) or np.may_share_memory(out, b)):
         raise ValueError("gemmlab numba matmul_2d: out shares memory with an input; pass a separate output array")
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))

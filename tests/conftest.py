@@ -1,0 +1,40 @@
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+import gemmlab
+
+settings.register_profile(
+    "default", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+settings.register_profile("thorough", parent=settings.get_profile("default"), max_examples=300)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+CPU_BACKENDS = ["loops", "elementwise", "broadcast", "einsum", "numba", "cython", "cpp", "torch"]
+COMPILED = ["numba", "cython", "cpp"]
+# The Python-loop levels cost microseconds per element: keep their shapes small.
+MAX_DIM = {"loops": 7, "elementwise": 16, "broadcast": 24}
+
+
+def max_dim(backend: str) -> int:
+    return MAX_DIM.get(backend, 67)
+
+
+@pytest.fixture(scope="session", params=gemmlab.available_backends())
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def threads():
+    """Restore torch's thread count after a test changes it."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def randn(*shape, dtype=torch.float64, seed=0):
+    """Random normal data (never zeros), reproducible per seed."""
+    return torch.randn(*shape, dtype=dtype, generator=torch.Generator().manual_seed(seed))
