@@ -81,18 +81,21 @@ def _resolve(backend: str | None, device: torch.device) -> Backend:
 
 
 def _product(kernel, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(m, k) @ (k, n), or (B, m, k) @ (B, k, n) one batch entry at a time, into a fresh contiguous out."""
-    out = torch.empty((*a.shape[:-1], b.shape[-1]), dtype=a.dtype, device=a.device)
-    if out.numel() == 0:
+    """(m, k) @ (k, n), or (B, m, k) @ (B, k, n) one batch entry at a time, into a fresh contiguous out.
+
+    a and b must not require grad (the NumPy-based kernels cannot take such tensors)."""
+    *batch, m, k = a.shape
+    n = b.shape[-1]
+    out = torch.empty((*batch, m, n), dtype=a.dtype, device=a.device)
+    if m == 0 or n == 0 or 0 in batch:
         return out
-    if a.shape[-1] == 0:
+    if k == 0:
         return out.zero_()
-    a, b = a.detach(), b.detach()
-    if out.dim() == 2:
-        kernel(a, b, out)
-    else:
-        for i in range(out.shape[0]):
+    if batch:
+        for i in range(batch[0]):
             kernel(a[i], b[i], out[i])
+    else:
+        kernel(a, b, out)
     return out
 
 
@@ -103,18 +106,28 @@ class _Product(torch.autograd.Function):
     def forward(ctx, a, b, kernel):
         ctx.save_for_backward(a, b)
         ctx.kernel = kernel
-        return _product(kernel, a, b)
+        return _product(kernel, a.detach(), b.detach())
 
     @staticmethod
     def backward(ctx, grad):
         a, b = ctx.saved_tensors
-        grad_a = _product(ctx.kernel, grad, b.mT) if ctx.needs_input_grad[0] else None
-        grad_b = _product(ctx.kernel, a.mT, grad) if ctx.needs_input_grad[1] else None
+        grad_a = _product(ctx.kernel, grad, b.detach().mT) if ctx.needs_input_grad[0] else None
+        grad_b = _product(ctx.kernel, a.detach().mT, grad) if ctx.needs_input_grad[1] else None
         return grad_a, grad_b, None
+
+
+def _differentiable_product(kernel, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if a.requires_grad or b.requires_grad:
+        if torch.is_grad_enabled():
+            return _Product.apply(a, b, kernel)
+        a, b = a.detach(), b.detach()
+    return _product(kernel, a, b)
 
 
 def _matmul_tensors(a: torch.Tensor, b: torch.Tensor, kernel) -> torch.Tensor:
     """torch.matmul's shape semantics on top of the 2-D (or equal-batch 3-D) product."""
+    if a.dim() == 2 and b.dim() == 2:  # the common case, kept short: it is on every layer's hot path
+        return _differentiable_product(kernel, a, b)
     a2 = a.unsqueeze(0) if a.dim() == 1 else a  # (k,) -> (1, k)
     b2 = b.unsqueeze(-1) if b.dim() == 1 else b  # (k,) -> (k, 1)
     m, k = a2.shape[-2:]
@@ -128,11 +141,7 @@ def _matmul_tensors(a: torch.Tensor, b: torch.Tensor, kernel) -> torch.Tensor:
         size = math.prod(lead)
         x = a2.expand(*lead, m, k).reshape(size, m, k)
         y = b2.expand(*lead, k, n).reshape(size, k, n)
-    if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
-        product = _Product.apply(x, y, kernel)
-    else:
-        product = _product(kernel, x, y)
-    out = product.reshape(*lead, m, n)
+    out = _differentiable_product(kernel, x, y).reshape(*lead, m, n)
     if a.dim() == 1:
         out = out.squeeze(-2)
     if b.dim() == 1:
