@@ -1,4 +1,4 @@
-"""The `gemmlab` command: `gemmlab ladder` (the notes' speed ladder) and `gemmlab info` (backends)."""
+"""The `gemmlab` command: `ladder` (the notes' speed ladder), `train` (an MLP on digits) and `info` (backends)."""
 
 from __future__ import annotations
 
@@ -84,6 +84,37 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_train(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gemmlab.train import TrainConfig, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig(backend=args.backend, model=args.model, loss=args.loss, epochs=args.epochs, hidden=args.hidden,
+                      lr=args.lr, momentum=args.momentum, batch_size=args.batch_size, seed=args.seed, data=args.data)
+    console = Console()
+    console.print(f"training a {cfg.model} MLP (hidden {cfg.hidden}, loss {cfg.loss}) with backend {cfg.backend!r}, "
+                  f"{torch.get_num_threads()} thread(s), seed {cfg.seed}")
+    columns = (TextColumn("steps"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("train", total=None)
+        history = train(
+            cfg,
+            on_step=lambda done, total: progress.update(task, completed=done, total=total),
+            on_epoch=lambda e: progress.console.print(
+                f"epoch {e.epoch:3d}  train loss {e.train_loss:.4f}  valid loss {e.valid_loss:.4f}  "
+                f"valid accuracy {e.valid_accuracy:.2%}  {e.seconds:.2f} s"),
+        )
+    final = history.epochs[-1]
+    console.print(f"{history.dataset}: final validation accuracy {final.valid_accuracy:.2%} after {len(history.epochs)} "
+                  f"epochs, {sum(e.seconds for e in history.epochs):.2f} s in all")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": vars(cfg), "dataset": history.dataset, "epochs": [vars(e) for e in history.epochs]}, f, indent=2)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gemmlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +128,23 @@ def build_parser() -> argparse.ArgumentParser:
     ladder.add_argument("--seed", type=int, default=0)
     ladder.add_argument("--json", metavar="FILE", help="also write the raw timings to FILE")
     ladder.set_defaults(func=run_ladder)
+
+    train = sub.add_parser("train", help="train an MLP on digits (default) or MNIST with a chosen backend")
+    train.add_argument("--backend", default="auto", choices=["auto", *BACKENDS])
+    train.add_argument("--model", default="nn", choices=["nn", "scratch"],
+                       help="nn: gemmlab.nn layers + autograd + torch.optim; scratch: the notes' hand-written backward")
+    train.add_argument("--loss", default="ce", choices=["ce", "mse"], help="cross-entropy, or the notes' MSE on the label")
+    train.add_argument("--epochs", type=int, default=5)
+    train.add_argument("--hidden", type=int, default=50)
+    train.add_argument("--lr", type=float, default=0.1)
+    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--data", metavar="PATH", help="mnist.pkl.gz or a folder of MNIST IDX files (default: "
+                       "scikit-learn's bundled 8x8 digits, no download)")
+    train.add_argument("--threads", type=int)
+    train.add_argument("--json", metavar="FILE", help="also write the per-epoch numbers to FILE")
+    train.set_defaults(func=run_train)
 
     info = sub.add_parser("info", help="list every backend: available or why not, devices, dtypes")
     info.add_argument("--json", action="store_true")

@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import torch
 
+from gemmlab import ops
 from gemmlab.registry import AUTO, Backend, current_backend, get_backend, pick_auto
 
 ArrayLike = torch.Tensor | np.ndarray
@@ -80,54 +81,21 @@ def _resolve(backend: str | None, device: torch.device) -> Backend:
     return pick_auto(device.type) if name == AUTO else get_backend(name)
 
 
-def _product(kernel, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(m, k) @ (k, n), or (B, m, k) @ (B, k, n) one batch entry at a time, into a fresh contiguous out.
-
-    a and b must not require grad (the NumPy-based kernels cannot take such tensors)."""
-    *batch, m, k = a.shape
-    n = b.shape[-1]
-    out = torch.empty((*batch, m, n), dtype=a.dtype, device=a.device)
-    if m == 0 or n == 0 or 0 in batch:
-        return out
-    if k == 0:
-        return out.zero_()
-    if batch:
-        for i in range(batch[0]):
-            kernel(a[i], b[i], out[i])
-    else:
-        kernel(a, b, out)
-    return out
-
-
-class _Product(torch.autograd.Function):
-    """The product with a backward pass that runs on the same backend's kernel."""
-
-    @staticmethod
-    def forward(ctx, a, b, kernel):
-        ctx.save_for_backward(a, b)
-        ctx.kernel = kernel
-        return _product(kernel, a.detach(), b.detach())
-
-    @staticmethod
-    def backward(ctx, grad):
-        a, b = ctx.saved_tensors
-        grad_a = _product(ctx.kernel, grad, b.detach().mT) if ctx.needs_input_grad[0] else None
-        grad_b = _product(ctx.kernel, a.detach().mT, grad) if ctx.needs_input_grad[1] else None
-        return grad_a, grad_b, None
-
-
-def _differentiable_product(kernel, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    if a.requires_grad or b.requires_grad:
-        if torch.is_grad_enabled():
-            return _Product.apply(a, b, kernel)
+def _differentiable_product(backend: Backend, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The 2-D or equal-batch 3-D product; through the custom op only where autograd or
+    torch.compile needs it, since the op's dispatch costs more than the tiny products it wraps."""
+    needs_grad = a.requires_grad or b.requires_grad
+    if torch.compiler.is_compiling() or (needs_grad and torch.is_grad_enabled()):
+        return ops.product(a, b, backend.name)
+    if needs_grad:
         a, b = a.detach(), b.detach()
-    return _product(kernel, a, b)
+    return ops.run(backend.kernel, a, b)
 
 
-def _matmul_tensors(a: torch.Tensor, b: torch.Tensor, kernel) -> torch.Tensor:
+def _matmul_tensors(a: torch.Tensor, b: torch.Tensor, backend: Backend) -> torch.Tensor:
     """torch.matmul's shape semantics on top of the 2-D (or equal-batch 3-D) product."""
     if a.dim() == 2 and b.dim() == 2:  # the common case, kept short: it is on every layer's hot path
-        return _differentiable_product(kernel, a, b)
+        return _differentiable_product(backend, a, b)
     a2 = a.unsqueeze(0) if a.dim() == 1 else a  # (k,) -> (1, k)
     b2 = b.unsqueeze(-1) if b.dim() == 1 else b  # (k,) -> (k, 1)
     m, k = a2.shape[-2:]
@@ -141,7 +109,7 @@ def _matmul_tensors(a: torch.Tensor, b: torch.Tensor, kernel) -> torch.Tensor:
         size = math.prod(lead)
         x = a2.expand(*lead, m, k).reshape(size, m, k)
         y = b2.expand(*lead, k, n).reshape(size, k, n)
-    out = _differentiable_product(kernel, x, y).reshape(*lead, m, n)
+    out = _differentiable_product(backend, x, y).reshape(*lead, m, n)
     if a.dim() == 1:
         out = out.squeeze(-2)
     if b.dim() == 1:
@@ -158,9 +126,9 @@ def matmul(a: ArrayLike, b: ArrayLike, backend: str | None = None) -> ArrayLike:
     """
     a_t, b_t, from_numpy = _to_tensors(a, b)
     chosen = _resolve(backend, a_t.device)
-    kernel = chosen.kernel  # raises if the backend cannot run here
+    chosen.kernel  # raises now if the backend cannot run here
     _check_operands(a_t, b_t, chosen)
-    out = _matmul_tensors(a_t, b_t, kernel)
+    out = _matmul_tensors(a_t, b_t, chosen)
     if from_numpy:
         result = out.numpy()
         return result[()] if result.ndim == 0 else result  # a NumPy scalar for 1-D @ 1-D, as np.matmul gives

@@ -1,0 +1,61 @@
+"""PyTorch modules whose products run on a chosen gemmlab backend, forward and backward.
+
+`Linear` is a drop-in for torch.nn.Linear (same parameters, same initialisation, interchangeable
+state_dicts) that computes x @ weight.T with gemmlab.matmul, so its gradients also come from that
+backend's kernel. `mlp` builds an ordinary nn.Sequential of them, one backend per layer if wanted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from gemmlab.dispatch import matmul
+
+
+class Linear(nn.Module):
+    """y = x @ weight.T + bias, the product on `backend` (see gemmlab.available_backends())."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, backend: str = "auto",
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.backend = in_features, out_features, backend
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
+        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # torch.nn.Linear's initialisation, so swapping one for the other changes only the kernel.
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = matmul(x, self.weight.T, backend=self.backend)
+        return y + self.bias if self.bias is not None else y
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, backend={self.backend!r}"
+
+
+def mlp(sizes: Sequence[int], backend: str | Sequence[str] = "auto", activation=nn.ReLU, **factory) -> nn.Sequential:
+    """Linear layers of the given sizes with `activation` between them, e.g. mlp([784, 50, 10], "cpp").
+
+    backend: one name for every layer, or one per layer (len(sizes) - 1 names)."""
+    n_layers = len(sizes) - 1
+    if n_layers < 1:
+        raise ValueError(f"mlp needs at least two sizes (inputs and outputs); got {list(sizes)}")
+    backends = [backend] * n_layers if isinstance(backend, str) else list(backend)
+    if len(backends) != n_layers:
+        raise ValueError(f"mlp with sizes {list(sizes)} has {n_layers} layers but got {len(backends)} backends: {backends}")
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(Linear(n_in, n_out, backend=backends[i], **factory))
+        if i < n_layers - 1:
+            layers.append(activation())
+    return nn.Sequential(*layers)

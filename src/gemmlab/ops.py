@@ -1,0 +1,60 @@
+"""gemmlab's product as a PyTorch custom operator, so autograd and torch.compile see one op.
+
+`gemmlab::product(Tensor a, Tensor b, str backend) -> Tensor` computes (m, k) @ (k, n), or
+(B, m, k) @ (B, k, n), with the named backend's kernel. Its fake (meta) implementation gives
+torch.compile the output's shape without running a kernel, and its backward computes
+grad @ b.T and a.T @ grad with the SAME backend, through the op itself (so higher-order
+gradients work too).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gemmlab.registry import get_backend
+
+
+def run(kernel, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The product into a fresh contiguous output, one 2-D kernel call per batch entry.
+
+    a and b must not require grad: the NumPy-based kernels cannot take such tensors."""
+    *batch, m, k = a.shape
+    n = b.shape[-1]
+    out = torch.empty((*batch, m, n), dtype=a.dtype, device=a.device)
+    if m == 0 or n == 0 or 0 in batch:
+        return out
+    if k == 0:
+        return out.zero_()
+    if batch:
+        for i in range(batch[0]):
+            kernel(a[i], b[i], out[i])
+    else:
+        kernel(a, b, out)
+    return out
+
+
+@torch.library.custom_op("gemmlab::product", mutates_args=())
+def product(a: torch.Tensor, b: torch.Tensor, backend: str) -> torch.Tensor:
+    """(m, k) @ (k, n) or (B, m, k) @ (B, k, n) on the named backend (shapes already checked)."""
+    return run(get_backend(backend).kernel, a, b)
+
+
+@product.register_fake
+def _product_fake(a, b, backend):
+    return a.new_empty((*a.shape[:-1], b.shape[-1]))
+
+
+def _setup_context(ctx, inputs, output):
+    a, b, backend = inputs
+    ctx.save_for_backward(a, b)
+    ctx.backend = backend
+
+
+def _backward(ctx, grad):
+    a, b = ctx.saved_tensors
+    grad_a = product(grad, b.mT, ctx.backend) if ctx.needs_input_grad[0] else None
+    grad_b = product(a.mT, grad, ctx.backend) if ctx.needs_input_grad[1] else None
+    return grad_a, grad_b, None
+
+
+product.register_autograd(_backward, setup_context=_setup_context)
