@@ -1,10 +1,12 @@
-"""The `gemmlab` command: `ladder` (the notes' speed ladder), `train` (an MLP on digits) and `info` (backends)."""
+"""The `gemmlab` command: `ladder` (the notes' speed ladder), `bench` (GFLOP/s against torch),
+`train` (an MLP on digits) and `info` (backends)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import sys
 
 import torch
 from rich.console import Console
@@ -19,6 +21,11 @@ BARE_TORCH = "a @ b (bare torch)"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+def _console() -> Console:
+    # Piped output (files, CI logs, README tables) gets a width that fits the tables, not rich's 80.
+    return Console() if sys.stdout.isatty() else Console(width=132)
+
+
 def _format_seconds(s: float) -> str:
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
         if s >= scale:
@@ -27,7 +34,7 @@ def _format_seconds(s: float) -> str:
 
 
 def run_ladder(args: argparse.Namespace) -> int:
-    console = Console()
+    console = _console()
     if args.threads:
         torch.set_num_threads(args.threads)
     m, k, n = args.shape
@@ -80,7 +87,7 @@ def run_info(args: argparse.Namespace) -> int:
     for info in backend_info():
         table.add_row(info["name"], "yes" if info["available"] else "no", ", ".join(info["devices"]),
                       ", ".join(info["dtypes"]), info["reason"] or info["note"] or info["summary"])
-    Console().print(table)
+    _console().print(table)
     return 0
 
 
@@ -93,7 +100,7 @@ def run_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = TrainConfig(backend=args.backend, model=args.model, loss=args.loss, epochs=args.epochs, hidden=args.hidden,
                       lr=args.lr, momentum=args.momentum, batch_size=args.batch_size, seed=args.seed, data=args.data)
-    console = Console()
+    console = _console()
     console.print(f"training a {cfg.model} MLP (hidden {cfg.hidden}, loss {cfg.loss}) with backend {cfg.backend!r}, "
                   f"{torch.get_num_threads()} thread(s), seed {cfg.seed}")
     columns = (TextColumn("steps"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -113,6 +120,51 @@ def run_train(args: argparse.Namespace) -> int:
         with open(args.json, "w") as f:
             json.dump({"config": vars(cfg), "dataset": history.dataset, "epochs": [vars(e) for e in history.epochs]}, f, indent=2)
     return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from gemmlab import bench
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shapes = [shape for preset in args.preset or [] for shape in bench.PRESETS[preset]]
+    shapes += [(n, n, n) for n in args.size or []] + [tuple(s) for s in args.shape or []]
+    shapes = list(dict.fromkeys(shapes or bench.PRESETS["square"]))
+    console = _console()
+    info = bench.machine()
+    console.print(f"{info['cpu']} ({info['capability']}), {info['threads']} thread(s), torch {info['torch']}")
+    peaks = {d: bench.cpu_peak(torch.get_num_threads(), bench.DTYPES[d]) for d in args.dtype}
+    for d, p in peaks.items():
+        console.print(f"peak {d}: {p.gflops:.0f} GFLOP/s ({p.how})")
+    first_calls = {name: bench.first_call_seconds(name) for name in args.backend}
+    console.print("first call (import, JIT compile or cache load): "
+                  + ", ".join(f"{name} {_format_seconds(t)}" for name, t in first_calls.items()))
+    table = Table(title="gemmlab bench: median time per call; speed as a ratio to torch's @ in the same run")
+    for col in ("m x k x n", "dtype", "backend", "per call", "GFLOP/s", "x torch @", "% peak", "error/bound"):
+        table.add_column(col, justify="left" if col in ("m x k x n", "dtype", "backend") else "right")
+    wrong = []
+
+    def add(r):
+        if not r.error_ratio <= 1.0:
+            wrong.append(r)
+        table.add_row(f"{r.m}x{r.k}x{r.n}", r.dtype, r.backend, _format_seconds(r.seconds), f"{r.gflops:.1f}",
+                      f"{r.ratio_to_torch:.2f}", f"{100 * r.gflops / peaks[r.dtype].gflops:.0f}",
+                      f"{r.error_ratio:.2g}" + ("" if r.error_ratio <= 1.0 else " WRONG"))
+
+    with console.status("benchmarking...") as status:
+        results = bench.run(args.backend, args.dtype, shapes, repeats=args.repeats,
+                            on_result=lambda r: (status.update(f"{r.m}x{r.k}x{r.n} {r.dtype}: {r.backend} done"), add(r)))
+    console.print(table)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(bench.to_json(results, peaks, first_calls), f, indent=2)
+        console.print(f"raw numbers written to {args.json}")
+    if args.plot:
+        bench.plot(results, peaks, args.plot)
+        console.print(f"plot written to {args.plot}")
+    for r in wrong:
+        console.print(f"[red]WRONG: {r.backend} on {r.m}x{r.k}x{r.n} {r.dtype} is off by {r.error_ratio:.3g}x the allowed error")
+    return 1 if wrong else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +197,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int)
     train.add_argument("--json", metavar="FILE", help="also write the per-epoch numbers to FILE")
     train.set_defaults(func=run_train)
+
+    bench = sub.add_parser("bench", help="GFLOP/s of the compiled backends against torch's @, checked against float64")
+    bench.add_argument("--preset", action="append", choices=["square", "mlp", "tiny"],
+                       help="square: 256..4096; mlp: the MNIST MLP's three products; tiny: the notes' 5x784 @ 784x10")
+    bench.add_argument("--size", type=int, action="append", help="an n x n x n product (repeatable)")
+    bench.add_argument("--shape", type=int, nargs=3, action="append", metavar=("M", "K", "N"), help="(repeatable)")
+    bench.add_argument("--backend", nargs="+", choices=list(BACKENDS), default=["numba", "cython", "cpp", "torch"])
+    bench.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), default=["float32"])
+    bench.add_argument("--threads", type=int, help="torch.set_num_threads (all parallel backends follow it)")
+    bench.add_argument("--repeats", type=int, default=7)
+    bench.add_argument("--plot", nargs="?", const="bench.png", metavar="FILE.png", help="draw GFLOP/s (default bench.png)")
+    bench.add_argument("--json", metavar="FILE", help="write the raw numbers")
+    bench.set_defaults(func=run_bench)
 
     info = sub.add_parser("info", help="list every backend: available or why not, devices, dtypes")
     info.add_argument("--json", action="store_true")

@@ -1,0 +1,168 @@
+"""`gemmlab bench`: GFLOP/s of each backend against torch's @ measured in the same run.
+
+Every result is checked against the float64 reference before it is timed; timings are medians of
+calibrated repeats after warm-up (gemmlab.timing). The first call of each backend in the process
+(import, JIT compilation or cache load) is reported separately from the steady state.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from gemmlab.dispatch import matmul
+from gemmlab.reference import error_ratio
+from gemmlab.timing import measure
+
+PRESETS = {
+    "square": [(n, n, n) for n in (256, 512, 1024, 2048, 4096)],
+    # The MNIST MLP's products: forward x @ w1, backward grad @ w1.T and x.T @ grad.
+    "mlp": [(50000, 784, 50), (50000, 50, 784), (784, 50000, 50)],
+    "tiny": [(5, 784, 10)],  # the notes' (5, 784) @ (784, 10)
+}
+DEFAULT_BACKENDS = ("numba", "cython", "cpp", "torch")
+TORCH_AT = "torch @"  # bare torch.matmul, no gemmlab dispatch: the yardstick for every ratio
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class Result:
+    backend: str
+    dtype: str
+    m: int
+    k: int
+    n: int
+    seconds: float  # median per call
+    gflops: float
+    ratio_to_torch: float  # torch @'s time / this backend's time, same shape and dtype, same run
+    error_ratio: float  # max |err| / allowed error against the float64 reference; <= 1 passes
+    repeats: int
+    calls_per_repeat: int
+
+
+@dataclass
+class Peak:
+    gflops: float
+    how: str
+
+
+def cpu_peak(threads: int, dtype: torch.dtype) -> Peak:
+    """The cores' theoretical peak, computed (not measured) from vector width, FMA units and clock."""
+    capability = torch.backends.cpu.get_cpu_capability()  # e.g. "AVX512", "AVX2", "DEFAULT"
+    bits = {"AVX512": 512, "AVX2": 256}.get(capability, 128)
+    lanes = bits // torch.finfo(dtype).bits
+    fma_units = 2  # an assumption: server cores with AVX-512 or AVX2 issue two FMAs per cycle
+    ghz = _cpu_ghz()
+    gflops = threads * lanes * fma_units * 2 * ghz
+    how = (f"computed: {threads} cores x {lanes} {str(dtype)[6:]} lanes ({capability}) x {fma_units} FMA units (assumed) "
+           f"x 2 flops x {ghz:.2f} GHz (nominal clock from /proc/cpuinfo)")
+    return Peak(gflops, how)
+
+
+def _cpu_ghz() -> float:
+    try:
+        with open("/proc/cpuinfo") as f:
+            mhz = re.search(r"cpu MHz\s*:\s*([\d.]+)", f.read())
+        return float(mhz.group(1)) / 1000 if mhz else float("nan")
+    except OSError:
+        return float("nan")
+
+
+def machine() -> dict:
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            found = re.search(r"model name\s*:\s*(.+)", f.read())
+            model = found.group(1).strip() if found else model
+    except OSError:
+        pass
+    return {"cpu": model, "capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+
+
+def first_call_seconds(backend: str) -> float:
+    """Time of this backend's first product in the process: import, JIT compile or cache load, warm-up."""
+    a, b = torch.randn(8, 8), torch.randn(8, 8)
+    start = time.perf_counter()
+    matmul(a, b, backend=backend)
+    return time.perf_counter() - start
+
+
+def run(backends, dtypes, shapes, repeats: int = 7, on_result=None) -> list[Result]:
+    results = []
+    for m, k, n in shapes:
+        for dtype_name in dtypes:
+            dtype = DTYPES[dtype_name]
+            gen = torch.Generator().manual_seed(m * 31 + k * 7 + n)
+            a = torch.randn(m, k, generator=gen, dtype=dtype)
+            b = torch.randn(k, n, generator=gen, dtype=dtype)
+            flops = 2.0 * m * k * n
+            base = None
+            for name in (TORCH_AT, *backends):
+                fn = (lambda: torch.matmul(a, b)) if name == TORCH_AT else (lambda name=name: matmul(a, b, backend=name))
+                err = error_ratio(fn(), a, b)
+                t = measure(fn, repeats=repeats)
+                if name == TORCH_AT:
+                    base = t.per_call
+                result = Result(name, dtype_name, m, k, n, t.per_call, flops / t.per_call / 1e9, base / t.per_call,
+                                err, t.repeats, t.calls_per_repeat)
+                results.append(result)
+                if on_result:
+                    on_result(result)
+    return results
+
+
+def to_json(results: list[Result], peaks: dict[str, Peak], first_calls: dict[str, float]) -> dict:
+    return {"machine": machine(), "peak": {k: asdict(v) for k, v in peaks.items()}, "first_call_seconds": first_calls,
+            "results": [asdict(r) for r in results]}
+
+
+def plot(results: list[Result], peaks: dict[str, Peak], path: str) -> None:
+    """GFLOP/s against size per backend (square shapes), and per shape for the others."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise SystemExit(f"--plot needs matplotlib (pip install matplotlib): {exc}") from None
+    dtypes = sorted({r.dtype for r in results})
+    fig, axes = plt.subplots(len(dtypes), 2, figsize=(13, 4.5 * len(dtypes)), squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 2]})
+    for row, dtype in zip(axes, dtypes):
+        square_ax, other_ax = row
+        mine = [r for r in results if r.dtype == dtype]
+        names = list(dict.fromkeys(r.backend for r in mine))
+        for name in names:
+            pts = sorted((r.m, r.gflops) for r in mine if r.backend == name and r.m == r.k == r.n)
+            if pts:
+                style = {"color": "black", "linewidth": 2.5} if name == TORCH_AT else {"marker": "o"}
+                square_ax.plot(*zip(*pts), label=name, **style)
+        if dtype in peaks:
+            square_ax.axhline(peaks[dtype].gflops, color="grey", linestyle="--", label="peak (computed)")
+        sizes = sorted({r.m for r in mine if r.m == r.k == r.n})
+        square_ax.set(xscale="log", xlabel="n (n x n x n)", ylabel="GFLOP/s", title=f"square products, {dtype}")
+        square_ax.set_xticks(sizes, [str(s) for s in sizes])
+        square_ax.minorticks_off()
+        square_ax.legend(fontsize=8)
+        others = list(dict.fromkeys((r.m, r.k, r.n) for r in mine if not r.m == r.k == r.n))
+        if others:
+            width = 0.8 / len(names)
+            for i, name in enumerate(names):
+                values = [next((r.gflops for r in mine if r.backend == name and (r.m, r.k, r.n) == s), 0) for s in others]
+                other_ax.bar([j + i * width for j in range(len(others))], values, width, label=name)
+            other_ax.set_xticks([j + 0.4 - width / 2 for j in range(len(others))],
+                                [f"{m}x{k}\n@ {k}x{n}" for m, k, n in others], fontsize=7)
+            other_ax.set(ylabel="GFLOP/s (log)", yscale="log", title=f"other shapes, {dtype}")
+            other_ax.legend(fontsize=7)
+        else:
+            other_ax.axis("off")
+    info = machine()
+    fig.suptitle(f"gemmlab bench: {info['cpu']}, {info['threads']} threads, torch {info['torch']}, {info['date']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
