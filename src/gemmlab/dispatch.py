@@ -58,9 +58,10 @@ def _check_operands(a: torch.Tensor, b: torch.Tensor, backend: Backend) -> None:
     if a.dtype not in backend.dtypes:
         supported = ", ".join(str(d).removeprefix("torch.") for d in backend.dtypes)
         raise TypeError(f"backend {backend.name!r} supports {supported}; got {pair()}")
-    if a.device != b.device:
+    device = a.device
+    if device != b.device:
         raise ValueError(f"gemmlab.matmul: operands are on different devices ({pair()}); move one with .to(device)")
-    if a.device.type not in backend.devices:
+    if device.type not in backend.devices:
         raise ValueError(
             f"backend {backend.name!r} runs on {', '.join(backend.devices)}; got {pair()}; "
             f"move the operands with .to(...) or pick another backend"
