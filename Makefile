@@ -10,7 +10,7 @@ export MAX_JOBS ?= 2
 BUILD_INPUTS := setup.py pyproject.toml requirements.txt $(wildcard csrc/*) $(wildcard src/gemmlab/backends/*.pyx)
 INSTALLED := $(VENV)/.gemmlab-installed
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test asv-smoke clean
 
 setup: $(INSTALLED)
 
@@ -28,8 +28,16 @@ $(INSTALLED): $(PY) $(BUILD_INPUTS)
 demo: setup
 	$(PY) -m gemmlab ladder
 
-test: setup
+# The asv smoke run goes first so that pytest's summary is the last thing printed.
+test: setup asv-smoke
 	$(PY) -m pytest
 
+# The asv suite must keep working: check it imports, then run every benchmark once on small data
+# in this environment (results are not saved). asv exits non-zero if a benchmark fails.
+asv-smoke: setup
+	$(VENV)/bin/asv machine --yes > /dev/null
+	$(VENV)/bin/asv check --python=same
+	GEMMLAB_ASV_SMOKE=1 $(VENV)/bin/asv run --python=same --quick --dry-run --show-stderr --durations 5
+
 clean:
-	rm -rf build $(VENV) src/gemmlab/*.so src/gemmlab/backends/*.so src/gemmlab/backends/_cython_kernel.cpp
+	rm -rf build .asv $(VENV) src/gemmlab/*.so src/gemmlab/backends/*.so src/gemmlab/backends/_cython_kernel.cpp
