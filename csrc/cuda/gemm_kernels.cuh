@@ -2,8 +2,9 @@
 //
 // This header is deliberately torch-free (plain CUDA C++ on pointers, sizes and element strides), so
 // that it can be compiled and checked with nothing but nvcc (csrc/cuda/harness.cu), and even with
-// g++ through a CPU emulation of the few CUDA features it uses (csrc/cuda/emulate.h). The torch glue
-// lives in csrc/cuda/cuda_ext.cu.
+// g++ through a CPU emulation of the few CUDA features it uses (csrc/cuda/emulate.h). Its host-side
+// interface is declared in gemm.h; gemm.cu instantiates it for the extension, whose torch glue is
+// csrc/cuda/cuda_ext.cpp.
 //
 // The ladder, each step one selectable kernel (Kernel below):
 //   naive      one thread per element of C; consecutive threads take consecutive ROWS, so the
@@ -25,9 +26,9 @@
 
 #pragma once
 
-#if defined(GEMMLAB_CUDA_EMULATE) && !defined(__CUDACC__)
-#include "emulate.h"
-#else
+#include "gemm.h"
+
+#if !(defined(GEMMLAB_CUDA_EMULATE) && !defined(__CUDACC__))
 #include <cuda_runtime.h>
 #endif
 
@@ -52,47 +53,6 @@
 
 namespace gemmlab {
 namespace gpu {
-
-using index_t = long long;
-
-// The ladder, slowest first.
-enum class Kernel : int { Naive = 0, Coalesced, Smem, RegBlock, WarpTile };
-constexpr int kNumKernels = 5;
-constexpr Kernel kDefaultKernel = Kernel::WarpTile;
-
-inline const char* kernel_name(Kernel k) {
-  switch (k) {
-    case Kernel::Naive: return "naive";
-    case Kernel::Coalesced: return "coalesced";
-    case Kernel::Smem: return "smem";
-    case Kernel::RegBlock: return "regblock";
-    case Kernel::WarpTile: return "warptile";
-  }
-  return "?";
-}
-
-inline bool parse_kernel(const char* name, Kernel* out) {
-  for (int i = 0; i < kNumKernels; ++i) {
-    if (std::strcmp(name, kernel_name(static_cast<Kernel>(i))) == 0) {
-      *out = static_cast<Kernel>(i);
-      return true;
-    }
-  }
-  return false;
-}
-
-// C (m x n) = A (m x k) @ B (k x n); element (i, j) of X lives at x[i * x_rs + j * x_cs].
-// Input strides may be anything, including 0 (broadcast); C must not have overlapping elements.
-template <typename T>
-struct Problem {
-  index_t m, n, k;
-  const T* a;
-  index_t a_rs, a_cs;
-  const T* b;
-  index_t b_rs, b_cs;
-  T* c;
-  index_t c_rs, c_cs;
-};
 
 namespace detail {
 
@@ -586,13 +546,6 @@ inline index_t ceil_div(index_t x, index_t y) { return (x + y - 1) / y; }
 
 }  // namespace detail
 
-// What a call would use: the load path chosen for each operand and whether C is stored in vectors.
-// For tests and diagnostics; gemm() makes the same choices.
-struct Plan {
-  int a_load, b_load;  // detail::Load values: 0/1 scalars (threads along k / outer), 2 vectors along k, 3 along outer
-  bool c_vec;
-};
-
 template <typename T>
 Plan plan(const Problem<T>& p) {
   using namespace detail;
@@ -602,9 +555,6 @@ Plan plan(const Problem<T>& p) {
   return {static_cast<int>(choose_load(A)), static_cast<int>(choose_load(B)), c_vec};
 }
 
-// Launches the chosen kernel on stream. Returns cudaErrorInvalidValue for sizes beyond what the
-// kernels index (any dimension above 2^31 - 1, negative sizes) and otherwise the launch's error
-// (cudaGetLastError); the kernel runs asynchronously. Nothing is launched when C is empty.
 template <typename T>
 cudaError_t gemm(Kernel kind, const Problem<T>& p, cudaStream_t stream) {
   using namespace detail;
