@@ -1,5 +1,4 @@
-"""Build of gemmlab's compiled backends: one Cython module and one C++ torch extension, plus the
-CUDA extension where torch and the machine allow it (cuda_extensions below).
+"""Build of gemmlab's compiled backends: one Cython module and one C++ torch extension.
 
 Both are compiled by the same `pip install --no-build-isolation .` against the torch already
 installed. Flags stay portable (-O3, no -march=native) so an installed build runs on any x86-64 CPU.
