@@ -60,7 +60,7 @@ echo "CUDA_HOME=${CUDA_HOME:-} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-} MA
 (timeout --kill-after=5 150 scripts/cuda_check.sh --require-gpu > "$OUT/harness.log" 2>&1; echo "exit $?" >> "$OUT/harness.log") &
 HARNESS=$!
 
-step build 160 "$PY" setup.py build_ext --inplace
+step build 150 "$PY" setup.py build_ext --inplace
 wait "$HARNESS"
 echo
 echo "=== harness (torch-free kernels on the GPU):"
@@ -69,7 +69,7 @@ STATUS[harness]=$(tail -1 "$OUT/harness.log" | awk '{print $2}')
 
 if [[ ${STATUS[build]} == 0 ]]; then
   "$PY" -m gemmlab info || true
-  step tests 75 env GEMMLAB_REQUIRE_GPU_BACKENDS=1 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
+  step tests 90 env GEMMLAB_REQUIRE_GPU_BACKENDS=1 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
   step bench 100 "$PY" scripts/gpu_bench.py --sizes 1024 2048 4096 8192 --json "$OUT/gpu_bench.json" --deadline-s 90
 else
   echo "=== the build failed: no tests, no benchmark"
