@@ -14,9 +14,10 @@
 //   smem       32x32 tiles of A and B staged in shared memory, one element of C per thread
 //   regblock   128x128 block tile, each thread accumulating an 8x8 tile of C in registers,
 //              16-byte vector loads from global and shared memory (float; double: 64x64, 4x4)
-//   warptile   the default: block tile split into warp tiles and those into 4x4 thread
-//              sub-tiles, double-buffered shared memory (the next tile's global loads are in
-//              flight while the current one is computed), grouped block order for L2 reuse
+//   warptile   the default: 128x128 block tile split into 64x32 warp tiles and those into 4x4
+//              thread sub-tiles (8x8 per thread), double-buffered shared memory (the next tile's
+//              global loads are in flight while the current one is computed), grouped block order
+//              for L2 reuse (double: 64x64 block tile, 32x32 warp tiles)
 //
 // Strides are handled where global memory is read: a tile is read with 16-byte vector loads only
 // when the operand is contiguous along the loaded dimension and every vector is 16-byte aligned
@@ -384,6 +385,9 @@ template <typename T>
 struct WarpTileShape;
 template <>
 struct WarpTileShape<float> {
+  // 256 threads, warp tiles 64 x 32, 8 x 8 accumulators per thread (2 x 2 sub-tiles of 4 x 4).
+  // BK = 8: with 16, the prefetch registers pushed the common (row-major) case past the 128-register
+  // cap into spills (ptxas -v, sm_90); with 8 no vector-load variant spills.
   static constexpr int BM = 128, BN = 128, BK = 8, WARPS_M = 2, WARPS_N = 4, WMITER = 2, WNITER = 2;
   static constexpr int THREADS = WARPS_M * WARPS_N * 32;
   static constexpr int MIN_BLOCKS = 2;  // caps registers at 128 per thread: two blocks per SM
