@@ -10,6 +10,8 @@ export MAX_JOBS ?= 2
 BUILD_INPUTS := setup.py pyproject.toml requirements.txt $(wildcard csrc/*) $(wildcard src/gemmlab/backends/*.pyx)
 INSTALLED := $(VENV)/.gemmlab-installed
 
+BUILD_INPUTS += $(wildcard csrc/cuda/*)
+
 .PHONY: setup demo test asv-smoke clean
 
 setup: $(INSTALLED)
@@ -29,7 +31,7 @@ demo: setup
 	$(PY) -m gemmlab ladder
 
 # The asv smoke run goes first so that pytest's summary is the last thing printed.
-test: setup asv-smoke
+test: setup asv-smoke cuda-check
 	$(PY) -m pytest
 
 # The asv suite must keep working: check it imports, then run every benchmark once on small data
@@ -38,6 +40,12 @@ asv-smoke: setup
 	$(VENV)/bin/asv machine --yes > /dev/null
 	$(VENV)/bin/asv check --python=same
 	GEMMLAB_ASV_SMOKE=1 $(VENV)/bin/asv run --python=same --quick --dry-run --show-stderr --durations 5
+
+# The CUDA kernels compiled with plain nvcc (no torch needed) and, on a machine with a GPU, checked;
+# skipped with a message where there is no nvcc.
+.PHONY: cuda-check
+cuda-check:
+	scripts/cuda_check.sh
 
 clean:
 	rm -rf build .asv $(VENV) src/gemmlab/*.so src/gemmlab/backends/*.so src/gemmlab/backends/_cython_kernel.cpp

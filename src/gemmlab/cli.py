@@ -42,7 +42,7 @@ def run_ladder(args: argparse.Namespace) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     a = torch.randn(m, k, generator=gen, dtype=dtype)
     b = torch.randn(k, n, generator=gen, dtype=dtype)
-    names = args.backends or available_backends()
+    names = args.backends or [name for name in available_backends() if "cpu" in BACKENDS[name].devices]  # CPU operands
     console.print(
         f"({m}, {k}) @ ({k}, {n}) {args.dtype}, {torch.get_num_threads()} thread(s), "
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}"

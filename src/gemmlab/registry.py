@@ -24,6 +24,11 @@ REBUILD_HINT = (
     "`pip install --no-build-isolation .` in the gemmlab checkout (or `make setup`)"
 )
 
+CUDA_HINT = (
+    "on a machine with an NVIDIA GPU, a CUDA build of torch==2.13.0 and a CUDA toolkit of the same major version, "
+    "rebuild with `GEMMLAB_CUDA=1 pip install --no-build-isolation .` (GEMMLAB_CUDA=1 fails loudly, saying why)"
+)
+
 
 @dataclass
 class Backend:
@@ -92,6 +97,11 @@ LADDER = (
     Backend("cython", "gemmlab.backends.cython_ext", "row-parallel loop kernel in Cython (memoryviews, OpenMP)", hint=REBUILD_HINT),
     Backend("cpp", "gemmlab.backends.cpp_ext", "row-parallel loop kernel in a C++ torch extension", hint=REBUILD_HINT),
     Backend("torch", "gemmlab.backends.torch_blas", "BLAS through torch's @ (MKL on this CPU; level 4)", TORCH_DEVICES, TORCH_DTYPES),
+    # GPU backends (issue #6): unavailable, with the reason, where gemmlab has no CUDA build or no GPU.
+    Backend("cuda", "gemmlab.backends.cuda_ext", "gemmlab's CUDA kernels (default: warp-tiled, double-buffered)",
+            ("cuda",), hint=CUDA_HINT),
+    Backend("numba_cuda", "gemmlab.backends.numba_cuda", "shared-memory tiled kernel in numba.cuda (numba-cuda)",
+            ("cuda",), hint="install numba-cuda (`pip install numba-cuda==0.30.4`) on a machine with an NVIDIA GPU"),
 )
 BACKENDS = {b.name: b for b in LADDER}
 AUTO = "auto"
