@@ -24,24 +24,29 @@ std::string describe(const at::Tensor& t) {
   return s.str();
 }
 
+std::string describe_all(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out) {
+  return "a: " + describe(a) + ", b: " + describe(b) + ", out: " + describe(out);
+}
+
 // Every check the kernel relies on; a bad call raises a Python exception instead of touching
-// memory it does not own.
+// memory it does not own. The message is built only when a check fails (TORCH_CHECK evaluates its
+// message arguments lazily): formatting three descriptions on every call cost about a microsecond,
+// a third of the whole (5, 784) @ (784, 10) product.
 void check_arguments(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out) {
-  const std::string all = "a: " + describe(a) + ", b: " + describe(b) + ", out: " + describe(out);
   for (const at::Tensor* t : {&a, &b, &out}) {
-    TORCH_CHECK_VALUE(t->layout() == at::kStrided, "gemmlab._cpp.matmul_2d needs strided tensors; got ", all);
-    TORCH_CHECK_VALUE(t->device().is_cpu(), "gemmlab._cpp.matmul_2d runs on the CPU; got ", all);
-    TORCH_CHECK_VALUE(t->dim() == 2, "gemmlab._cpp.matmul_2d needs 2-D tensors; got ", all);
+    TORCH_CHECK_VALUE(t->layout() == at::kStrided, "gemmlab._cpp.matmul_2d needs strided tensors; got ", describe_all(a, b, out));
+    TORCH_CHECK_VALUE(t->device().is_cpu(), "gemmlab._cpp.matmul_2d runs on the CPU; got ", describe_all(a, b, out));
+    TORCH_CHECK_VALUE(t->dim() == 2, "gemmlab._cpp.matmul_2d needs 2-D tensors; got ", describe_all(a, b, out));
   }
   TORCH_CHECK_TYPE(a.scalar_type() == b.scalar_type() && a.scalar_type() == out.scalar_type(),
-                   "gemmlab._cpp.matmul_2d needs one dtype for a, b and out; got ", all);
+                   "gemmlab._cpp.matmul_2d needs one dtype for a, b and out; got ", describe_all(a, b, out));
   TORCH_CHECK_TYPE(a.scalar_type() == at::kFloat || a.scalar_type() == at::kDouble,
-                   "gemmlab._cpp.matmul_2d supports float32 and float64; got ", all);
-  TORCH_CHECK_VALUE(a.size(1) == b.size(0), "gemmlab._cpp.matmul_2d: inner dimensions differ; got ", all);
+                   "gemmlab._cpp.matmul_2d supports float32 and float64; got ", describe_all(a, b, out));
+  TORCH_CHECK_VALUE(a.size(1) == b.size(0), "gemmlab._cpp.matmul_2d: inner dimensions differ; got ", describe_all(a, b, out));
   TORCH_CHECK_VALUE(out.size(0) == a.size(0) && out.size(1) == b.size(1),
-                    "gemmlab._cpp.matmul_2d: out must have shape (a.size(0), b.size(1)); got ", all);
+                    "gemmlab._cpp.matmul_2d: out must have shape (a.size(0), b.size(1)); got ", describe_all(a, b, out));
   TORCH_CHECK_VALUE(at::has_internal_overlap(out) != at::MemOverlap::Yes,
-                    "gemmlab._cpp.matmul_2d: out has elements that share memory (an expanded view?); got ", all);
+                    "gemmlab._cpp.matmul_2d: out has elements that share memory (an expanded view?); got ", describe_all(a, b, out));
   at::assert_no_overlap(out, a);
   at::assert_no_overlap(out, b);
 }
