@@ -51,8 +51,8 @@ struct Task {
 template <class P>
 void run_task(const Operands<typename P::T>& op, const Task<typename P::T>& t, int64_t k) {
   using T = typename P::T;
-  T* pa = static_cast<T*>(tls_pack_a.get(sizeof(T) * P::MC * P::KC));
-  T* pb = static_cast<T*>(tls_pack_b.get(sizeof(T) * P::KC * P::NC));
+  T* pa = static_cast<T*>(tls_pack_a.get(sizeof(T) * pack_a_size<P>()));
+  T* pb = static_cast<T*>(tls_pack_b.get(sizeof(T) * pack_b_size<P>(t.n1 - t.n0, k)));
   gemm_task<P>(op, t.m0, t.m1, t.n0, t.n1, k, pa, pb);
 }
 
