@@ -1,17 +1,22 @@
 // Register blocking (MR x NR micro-tile) and cache blocking (KC, MC, NC) for every ISA path and
 // element type, bundled with the matching kernels.
 //
-// Cache blocking, following the BLIS analysis for this machine (Sapphire Rapids class: L1d
-// 48 KiB and L2 2 MiB per core, a large shared L3):
-//   KC: one packed B micro-panel (KC x NR) is reused by every A micro-panel of the MC block, so it
-//       should stay in L1 next to the A micro-panel streaming past it: KC*NR*size + KC*MR*size
-//       well under 48 KiB. Long KC also amortises the C tile's load/store per micro-kernel call.
-//   MC: the packed A block (MC x KC) is reused across all NC/NR B micro-panels and lives in L2;
-//       about half of L2, leaving room for the B panels passing through and C.
-//   NC: the packed B block (KC x NC) is reused across all MC-blocks of the task and lives in L2/L3;
-//       each thread packs its own, so NC is per-thread L3 share, not the whole L3.
-// The values were picked by sweeping them on the development machine (see the commit message and
-// scripts/bench_cpp.py); they are all multiples of MR/NR so the balanced blocks stay aligned.
+// Register blocking: as many accumulators as the register file holds, leaving room for the NR/L
+// vectors of B and one broadcast of A; more rows per tile means fewer B loads per FMA.
+//
+// Cache blocking, starting from the BLIS analysis and then measured on the development machine
+// (Sapphire Rapids class: L1d 48 KiB and L2 2 MiB per core, large shared L3), single-threaded:
+//   KC (depth of a K slice): each slice adds into every C tile once, so a longer slice means fewer
+//       passes of loads and stores over C; BLIS sizes it so one B micro-panel (KC x NR) stays in
+//       L1. With the B panel software-prefetched from L2 (ukernel_simd.inc), fewer passes over C
+//       won: AVX-512 float32 2048^3 went from 143 GFLOP/s at KC=256 to 155 at KC=512 (a 64 KiB B
+//       panel), with 1024^3 unchanged at ~158. float64 peaks at KC=384.
+//   MC (rows per packed A block, which lives in L2 and is reused by all NC/NR B panels): about
+//       340 KiB of A measured best (KC=512: MC=168; larger blocks, e.g. 516 KiB, were 3-5% slower).
+//   NC (columns per packed B block, reused by all MC blocks; in L3): insensitive between 512 and
+//       4096; 2048 bounds each thread's B buffer to KC*NC (4 MiB float32).
+// AVX2 and the portable path were flat within noise around the BLIS-style values used here.
+// All are multiples of MR/NR so the balanced blocks (five_loops.h) stay aligned to micro-panels.
 #pragma once
 
 #include <cstdint>
@@ -63,14 +68,14 @@ template <> struct Avx2Path<double> : Blocking<double, 6, 8, 256, 144, 2048> {
 
 // AVX-512: 32 zmm registers: 14 rows x 2 vectors = 28 accumulators, 2 for B, 1 broadcast.
 template <class T> struct Avx512Path;
-template <> struct Avx512Path<float> : Blocking<float, 14, 32, 256, 336, 4096> {
+template <> struct Avx512Path<float> : Blocking<float, 14, 32, 512, 168, 2048> {
   using Simd = avx512::F32;
   using Transpose = avx512::TransposePack<Simd>;
   static constexpr const auto& kernels = avx512::micro_kernels<Simd, MR, NR / Simd::L>;
   static constexpr int SMALL_ROWS = 6, SMALL_VECTORS = 2;
   static constexpr const auto& small = avx512::small_kernels<Simd, SMALL_ROWS, SMALL_VECTORS>;
 };
-template <> struct Avx512Path<double> : Blocking<double, 14, 16, 256, 336, 4096> {
+template <> struct Avx512Path<double> : Blocking<double, 14, 16, 384, 112, 2048> {
   using Simd = avx512::F64;
   using Transpose = avx512::TransposePack<Simd>;
   static constexpr const auto& kernels = avx512::micro_kernels<Simd, MR, NR / Simd::L>;
