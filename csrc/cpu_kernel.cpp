@@ -14,6 +14,7 @@
 #include <sstream>
 #include <string>
 
+#include "gemm/five_loops.h"
 #include "gemm/gemm.h"
 
 namespace {
@@ -74,6 +75,26 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cpu_path", [] { return std::string(gemmlab::path_name(gemmlab::selected_path())); },
         "The CPU path the next product will use: 'avx512', 'avx2' or 'generic' (GEMMLAB_CPU forces one)");
   m.def("supported_paths", &gemmlab::supported_paths, "The CPU paths this machine can run, fastest first");
+  m.def(
+      "blocking",
+      [](const std::string& dtype) {
+        TORCH_CHECK_VALUE(dtype == "float32" || dtype == "float64", "blocking() takes 'float32' or 'float64', got '",
+                          dtype, "'");
+        const gemmlab::CpuPath path = gemmlab::selected_path();
+        const gemmlab::BlockingInfo b = gemmlab::blocking_info(path, dtype == "float64");
+        py::dict d;
+        d["path"] = gemmlab::path_name(path);
+        d["MR"] = b.mr;
+        d["NR"] = b.nr;
+        d["KC"] = b.kc;
+        d["MC"] = b.mc;
+        d["NC"] = b.nc;
+        return d;
+      },
+      py::arg("dtype"), "Register and cache blocking (MR, NR, KC, MC, NC) of the path cpu_path() names");
+  m.attr("SMALL_PRODUCT_FMAS") = gemmlab::SMALL_PRODUCT_FMAS;
+  m.attr("FMAS_PER_THREAD") = gemmlab::FMAS_PER_THREAD;
+  m.attr("B_RESIDENT_BYTES") = gemmlab::B_RESIDENT_BYTES;
   m.def("_set_path_ceiling", &gemmlab::set_path_ceiling, py::arg("ceiling"),
         "Testing hook: pretend this CPU supports no path above `ceiling` ('' lifts it)");
 }

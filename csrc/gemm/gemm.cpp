@@ -188,6 +188,27 @@ void gemm(int64_t m, int64_t n, int64_t k, const Operands<T>& op, int threads) {
   }
 }
 
+namespace {
+template <class P>
+BlockingInfo info() {
+  return {P::MR, P::NR, P::KC, P::MC, P::NC};
+}
+template <class T>
+BlockingInfo info_for(CpuPath path) {
+  switch (path) {
+#ifdef GEMMLAB_HAVE_X86
+    case CpuPath::avx512: return info<Avx512Path<T>>();
+    case CpuPath::avx2: return info<Avx2Path<T>>();
+#endif
+    default: return info<GenericPath<T>>();
+  }
+}
+}  // namespace
+
+BlockingInfo blocking_info(CpuPath path, bool is_double) {
+  return is_double ? info_for<double>(path) : info_for<float>(path);
+}
+
 template void gemm<float>(int64_t, int64_t, int64_t, const Operands<float>&, int);
 template void gemm<double>(int64_t, int64_t, int64_t, const Operands<double>&, int);
 

@@ -26,6 +26,12 @@ constexpr int64_t SMALL_PRODUCT_FMAS = 64 * 64 * 64;
 // microseconds, about what one core needs for ~1M multiply-adds.
 constexpr int64_t FMAS_PER_THREAD = 1 << 20;
 
+// The register and cache blocking a path uses for one element type (for tests and tools).
+struct BlockingInfo {
+  int mr, nr, kc, mc, nc;
+};
+BlockingInfo blocking_info(CpuPath path, bool is_double);
+
 extern template void gemm<float>(int64_t, int64_t, int64_t, const Operands<float>&, int);
 extern template void gemm<double>(int64_t, int64_t, int64_t, const Operands<double>&, int);
 
