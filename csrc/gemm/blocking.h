@@ -41,11 +41,13 @@ struct Blocking {
 template <class T> struct GenericPath;
 template <> struct GenericPath<float> : Blocking<float, 6, 8, 256, 96, 2048> {
   using Transpose = ScalarTransposePack;
-  static constexpr const auto& kernels = generic::micro_kernels<float, MR, NR>;
+  static constexpr const auto& kernels = generic::micro_kernels<float, MR, NR, NR>;
+  static constexpr const auto& narrow_kernels = generic::micro_kernels<float, MR, NR, NR / 2>;
 };
 template <> struct GenericPath<double> : Blocking<double, 6, 4, 256, 96, 2048> {
   using Transpose = ScalarTransposePack;
-  static constexpr const auto& kernels = generic::micro_kernels<double, MR, NR>;
+  static constexpr const auto& kernels = generic::micro_kernels<double, MR, NR, NR>;
+  static constexpr const auto& narrow_kernels = generic::micro_kernels<double, MR, NR, NR / 2>;
 };
 
 #ifdef GEMMLAB_HAVE_X86
@@ -54,14 +56,16 @@ template <class T> struct Avx2Path;
 template <> struct Avx2Path<float> : Blocking<float, 6, 16, 256, 144, 2048> {
   using Simd = avx2::F32;
   using Transpose = avx2::TransposePack<Simd>;
-  static constexpr const auto& kernels = avx2::micro_kernels<Simd, MR, NR / Simd::L>;
+  static constexpr const auto& kernels = avx2::micro_kernels<Simd, MR, NR, NR / Simd::L>;
+  static constexpr const auto& narrow_kernels = avx2::micro_kernels<Simd, MR, NR, NR / Simd::L / 2>;
   static constexpr int SMALL_ROWS = 6, SMALL_VECTORS = 1;
   static constexpr const auto& small = avx2::small_kernels<Simd, SMALL_ROWS, SMALL_VECTORS>;
 };
 template <> struct Avx2Path<double> : Blocking<double, 6, 8, 256, 144, 2048> {
   using Simd = avx2::F64;
   using Transpose = avx2::TransposePack<Simd>;
-  static constexpr const auto& kernels = avx2::micro_kernels<Simd, MR, NR / Simd::L>;
+  static constexpr const auto& kernels = avx2::micro_kernels<Simd, MR, NR, NR / Simd::L>;
+  static constexpr const auto& narrow_kernels = avx2::micro_kernels<Simd, MR, NR, NR / Simd::L / 2>;
   static constexpr int SMALL_ROWS = 6, SMALL_VECTORS = 1;
   static constexpr const auto& small = avx2::small_kernels<Simd, SMALL_ROWS, SMALL_VECTORS>;
 };
@@ -71,14 +75,16 @@ template <class T> struct Avx512Path;
 template <> struct Avx512Path<float> : Blocking<float, 14, 32, 512, 168, 2048> {
   using Simd = avx512::F32;
   using Transpose = avx512::TransposePack<Simd>;
-  static constexpr const auto& kernels = avx512::micro_kernels<Simd, MR, NR / Simd::L>;
+  static constexpr const auto& kernels = avx512::micro_kernels<Simd, MR, NR, NR / Simd::L>;
+  static constexpr const auto& narrow_kernels = avx512::micro_kernels<Simd, MR, NR, NR / Simd::L / 2>;
   static constexpr int SMALL_ROWS = 6, SMALL_VECTORS = 2;
   static constexpr const auto& small = avx512::small_kernels<Simd, SMALL_ROWS, SMALL_VECTORS>;
 };
 template <> struct Avx512Path<double> : Blocking<double, 14, 16, 384, 112, 2048> {
   using Simd = avx512::F64;
   using Transpose = avx512::TransposePack<Simd>;
-  static constexpr const auto& kernels = avx512::micro_kernels<Simd, MR, NR / Simd::L>;
+  static constexpr const auto& kernels = avx512::micro_kernels<Simd, MR, NR, NR / Simd::L>;
+  static constexpr const auto& narrow_kernels = avx512::micro_kernels<Simd, MR, NR, NR / Simd::L / 2>;
   static constexpr int SMALL_ROWS = 6, SMALL_VECTORS = 2;
   static constexpr const auto& small = avx512::small_kernels<Simd, SMALL_ROWS, SMALL_VECTORS>;
 };

@@ -35,16 +35,18 @@ template <class P>
 inline int64_t kc_block(int64_t k) { return even_block(k, P::KC, 1); }
 
 // The two innermost loops (BLIS's "macro-kernel"): C[0:mc, 0:nc] (+)= packed A block (mc x kc)
-// times packed B block (kc x nc), one micro-kernel call per MR x NR tile.
+// times packed B block (kc x nc), one micro-kernel call per MR x NR tile: the instance of exactly
+// the tile's rows, and of half the width when the tile's columns fit in half a panel.
 template <class P>
 inline void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const typename P::T* pa, const typename P::T* pb,
                          typename P::T* c, int64_t crs, int64_t ccs, bool accumulate) {
   constexpr int MR = P::MR, NR = P::NR;
   for (int64_t jr = 0; jr < nc; jr += NR) {
     const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+    const auto& kernels = nr <= NR / 2 ? P::narrow_kernels : P::kernels;  // skip an all-padding half
     for (int64_t ir = 0; ir < mc; ir += MR) {
       const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
-      P::kernels[mr - 1](kc, pa + ir * kc, pb + jr * kc, c + ir * crs + jr * ccs, crs, ccs, nr, accumulate);
+      kernels[mr - 1](kc, pa + ir * kc, pb + jr * kc, c + ir * crs + jr * ccs, crs, ccs, nr, accumulate);
     }
   }
 }

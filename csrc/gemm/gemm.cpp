@@ -75,7 +75,9 @@ GEMMLAB_TARGET_AVX512 __attribute__((flatten)) void task_avx512(const Operands<T
 
 // ---- Small products ----------------------------------------------------------------------------
 // No packing, no threads: the kernel reads A and B where they are. Needs B's and C's rows
-// contiguous (unit column stride), which is what the small layers of a network give.
+// contiguous (unit column stride), which is what the small layers of a network give. Any other
+// small product takes the packed path on one thread: its SIMD transposing pack beat a scalar copy
+// of B into row-major order (measured: 64^3 with B = W.T, 4.9 vs 7.0 us).
 template <class P, class T>
 void small_simd(int64_t m, int64_t n, int64_t k, const Operands<T>& op) {
   constexpr int L = P::Simd::L;

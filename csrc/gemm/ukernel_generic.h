@@ -12,19 +12,20 @@
 
 namespace gemmlab::generic {
 
-template <class T, int MR, int NR, int ROWS>
+// Computes the first NW columns of the NR-wide panel (NW = NR/2 serves narrow panels).
+template <class T, int MR, int NR, int NW, int ROWS>
 __attribute__((noinline)) void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b, T* c,
                                             int64_t rs, int64_t cs, int nr, bool accumulate) {
-  T acc[ROWS][NR] = {};
+  T acc[ROWS][NW] = {};
   for (int64_t p = 0; p < kc; ++p, a += MR, b += NR) {
 #pragma GCC unroll 16
     for (int r = 0; r < ROWS; ++r) {
       const T ar = a[r];
 #pragma GCC unroll 16
-      for (int j = 0; j < NR; ++j) acc[r][j] += ar * b[j];
+      for (int j = 0; j < NW; ++j) acc[r][j] += ar * b[j];
     }
   }
-  store_tile(&acc[0][0], NR, ROWS, nr, c, rs, cs, accumulate);
+  store_tile(&acc[0][0], NW, ROWS, nr, c, rs, cs, accumulate);
 }
 
 }  // namespace gemmlab::generic
@@ -34,13 +35,13 @@ __attribute__((noinline)) void micro_kernel(int64_t kc, const T* __restrict a, c
 
 namespace gemmlab::generic {
 
-template <class T, int MR, int NR, int... R>
+template <class T, int MR, int NR, int NW, int... R>
 constexpr std::array<MicroKernel<T>, sizeof...(R)> make_micro_kernels(std::integer_sequence<int, R...>) {
-  return {{&micro_kernel<T, MR, NR, R + 1>...}};
+  return {{&micro_kernel<T, MR, NR, NW, R + 1>...}};
 }
-// micro_kernels<T, MR, NR>[rows - 1] computes `rows` rows of an MR x NR tile.
-template <class T, int MR, int NR>
-inline constexpr auto micro_kernels = make_micro_kernels<T, MR, NR>(std::make_integer_sequence<int, MR>{});
+// micro_kernels<T, MR, NR, NW>[rows - 1] computes `rows` rows and NW columns of an MR x NR tile.
+template <class T, int MR, int NR, int NW>
+inline constexpr auto micro_kernels = make_micro_kernels<T, MR, NR, NW>(std::make_integer_sequence<int, MR>{});
 
 // Small products, straight from the caller's memory: B's rows and C's rows contiguous (the
 // caller checks), A through both strides. i-p-j order so the inner loop is a contiguous axpy.
