@@ -7,7 +7,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export MAX_JOBS ?= 2
-BUILD_INPUTS := setup.py pyproject.toml requirements.txt $(wildcard csrc/*) $(wildcard src/gemmlab/backends/*.pyx)
+BUILD_INPUTS := setup.py pyproject.toml requirements.txt $(wildcard csrc/* csrc/gemm/*) $(wildcard src/gemmlab/backends/*.pyx)
 INSTALLED := $(VENV)/.gemmlab-installed
 
 BUILD_INPUTS += $(wildcard csrc/cuda/*)

@@ -1,0 +1,93 @@
+// Register blocking (MR x NR micro-tile) and cache blocking (KC, MC, NC) for every ISA path and
+// element type, bundled with the matching kernels.
+//
+// Register blocking: as many accumulators as the register file holds, leaving room for the NR/L
+// vectors of B and one broadcast of A; more rows per tile means fewer B loads per FMA.
+//
+// Cache blocking, starting from the BLIS analysis and then measured on the development machine
+// (Sapphire Rapids class: L1d 48 KiB and L2 2 MiB per core, large shared L3), single-threaded:
+//   KC (depth of a K slice): each slice adds into every C tile once, so a longer slice means fewer
+//       passes of loads and stores over C; BLIS sizes it so one B micro-panel (KC x NR) stays in
+//       L1. With the B panel software-prefetched from L2 (ukernel_simd.inc), fewer passes over C
+//       won: AVX-512 float32 2048^3 went from 143 GFLOP/s at KC=256 to 155 at KC=512 (a 64 KiB B
+//       panel), with 1024^3 unchanged at ~158. float64 peaks at KC=384.
+//   MC (rows per packed A block, which lives in L2 and is reused by all NC/NR B panels): about
+//       340 KiB of A measured best (KC=512: MC=168; larger blocks, e.g. 516 KiB, were 3-5% slower).
+//   NC (columns per packed B block, reused by all MC blocks; in L3): insensitive between 512 and
+//       4096; 2048 bounds each thread's B buffer to KC*NC (4 MiB float32).
+// AVX2 and the portable path were flat within noise around the BLIS-style values used here.
+// All are multiples of MR/NR so the balanced blocks (five_loops.h) stay aligned to micro-panels.
+#pragma once
+
+#include <cstdint>
+
+#include "pack.h"
+#include "simd_avx2.h"
+#include "simd_avx512.h"
+#include "ukernel_avx2.h"
+#include "ukernel_avx512.h"
+#include "ukernel_generic.h"
+
+namespace gemmlab {
+
+template <class T_, int MR_, int NR_, int KC_, int MC_, int NC_>
+struct Blocking {
+  using T = T_;
+  static constexpr int MR = MR_, NR = NR_, KC = KC_, MC = MC_, NC = NC_;
+  static_assert(MC % MR == 0 && NC % NR == 0, "cache blocks must hold whole micro-panels");
+};
+
+// Portable path: 128-bit vectors (SSE2 / NEON), 16 registers: 6 rows x 2 vectors of accumulators.
+template <class T> struct GenericPath;
+template <> struct GenericPath<float> : Blocking<float, 6, 8, 256, 96, 2048> {
+  using Transpose = ScalarTransposePack;
+  static constexpr const auto& kernels = generic::micro_kernels<float, MR, NR, NR>;
+  static constexpr const auto& narrow_kernels = generic::micro_kernels<float, MR, NR, NR / 2>;
+};
+template <> struct GenericPath<double> : Blocking<double, 6, 4, 256, 96, 2048> {
+  using Transpose = ScalarTransposePack;
+  static constexpr const auto& kernels = generic::micro_kernels<double, MR, NR, NR>;
+  static constexpr const auto& narrow_kernels = generic::micro_kernels<double, MR, NR, NR / 2>;
+};
+
+#ifdef GEMMLAB_HAVE_X86
+// AVX2: 16 ymm registers: 6 rows x 2 vectors = 12 accumulators, 2 for B, 1 broadcast.
+template <class T> struct Avx2Path;
+template <> struct Avx2Path<float> : Blocking<float, 6, 16, 256, 144, 2048> {
+  using Simd = avx2::F32;
+  using Transpose = avx2::TransposePack<Simd>;
+  static constexpr const auto& kernels = avx2::micro_kernels<Simd, MR, NR, NR / Simd::L>;
+  static constexpr const auto& narrow_kernels = avx2::micro_kernels<Simd, MR, NR, NR / Simd::L / 2>;
+  static constexpr int SMALL_ROWS = 6, SMALL_VECTORS = 1;
+  static constexpr const auto& small = avx2::small_kernels<Simd, SMALL_ROWS, SMALL_VECTORS>;
+};
+template <> struct Avx2Path<double> : Blocking<double, 6, 8, 256, 144, 2048> {
+  using Simd = avx2::F64;
+  using Transpose = avx2::TransposePack<Simd>;
+  static constexpr const auto& kernels = avx2::micro_kernels<Simd, MR, NR, NR / Simd::L>;
+  static constexpr const auto& narrow_kernels = avx2::micro_kernels<Simd, MR, NR, NR / Simd::L / 2>;
+  static constexpr int SMALL_ROWS = 6, SMALL_VECTORS = 1;
+  static constexpr const auto& small = avx2::small_kernels<Simd, SMALL_ROWS, SMALL_VECTORS>;
+};
+
+// AVX-512: 32 zmm registers: 14 rows x 2 vectors = 28 accumulators, 2 for B, 1 broadcast.
+template <class T> struct Avx512Path;
+template <> struct Avx512Path<float> : Blocking<float, 14, 32, 512, 168, 2048> {
+  using Simd = avx512::F32;
+  using Transpose = avx512::TransposePack<Simd>;
+  static constexpr const auto& kernels = avx512::micro_kernels<Simd, MR, NR, NR / Simd::L>;
+  static constexpr const auto& narrow_kernels = avx512::micro_kernels<Simd, MR, NR, NR / Simd::L / 2>;
+  static constexpr int SMALL_ROWS = 6, SMALL_VECTORS = 2;
+  static constexpr const auto& small = avx512::small_kernels<Simd, SMALL_ROWS, SMALL_VECTORS>;
+};
+template <> struct Avx512Path<double> : Blocking<double, 14, 16, 384, 112, 2048> {
+  using Simd = avx512::F64;
+  using Transpose = avx512::TransposePack<Simd>;
+  static constexpr const auto& kernels = avx512::micro_kernels<Simd, MR, NR, NR / Simd::L>;
+  static constexpr const auto& narrow_kernels = avx512::micro_kernels<Simd, MR, NR, NR / Simd::L / 2>;
+  static constexpr int SMALL_ROWS = 6, SMALL_VECTORS = 2;
+  static constexpr const auto& small = avx512::small_kernels<Simd, SMALL_ROWS, SMALL_VECTORS>;
+};
+#endif
+
+}  // namespace gemmlab

@@ -1,0 +1,124 @@
+// The five loops around the micro-kernel (BLIS's jc, pc, ic, jr, ir), for one task: one
+// rectangle of C, the whole K range. Threads run disjoint tasks (see gemm.cpp), each packing into
+// its own buffers, so the loops need no synchronisation.
+//
+//   jc: NC-wide column blocks of C and B                 (packed B block: L2/L3)
+//    pc: KC-deep slices of K: pack B[pc, jc] once
+//     ic: MC-tall row blocks: pack A[ic, pc] once         (packed A block: L2)
+//      jr: NR-wide micro-panels of the packed B            (one B micro-panel: L1)
+//       ir: MR-tall micro-panels of the packed A: one micro-kernel call per MR x NR tile of C
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "operands.h"
+#include "pack.h"
+
+namespace gemmlab {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+// Size of the blocks when n items are cut into as few blocks of at most `max` as possible, made
+// as equal as possible and rounded up to whole `unit`s: K = 784 with KC = 256 gives four slices of
+// 196, not three of 256 and a sliver of 16 whose micro-kernel calls would be mostly overhead.
+inline int64_t even_block(int64_t n, int64_t max, int64_t unit) {
+  const int64_t blocks = ceil_div(n, max);
+  return round_up(ceil_div(n, blocks), unit);
+}
+
+// K slice size: depends on k alone, never on the task's rectangle or the thread count, so every
+// element of C is summed in the same order however the work is split (results are bit-identical
+// for any number of threads).
+template <class P>
+inline int64_t kc_block(int64_t k) { return even_block(k, P::KC, 1); }
+
+// The two innermost loops (BLIS's "macro-kernel"): C[0:mc, 0:nc] (+)= packed A block (mc x kc)
+// times packed B block (kc x nc), one micro-kernel call per MR x NR tile: the instance of exactly
+// the tile's rows, and of half the width when the tile's columns fit in half a panel.
+template <class P>
+inline void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const typename P::T* pa, const typename P::T* pb,
+                         typename P::T* c, int64_t crs, int64_t ccs, bool accumulate) {
+  constexpr int MR = P::MR, NR = P::NR;
+  for (int64_t jr = 0; jr < nc; jr += NR) {
+    const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+    const auto& kernels = nr <= NR / 2 ? P::narrow_kernels : P::kernels;  // skip an all-padding half
+    for (int64_t ir = 0; ir < mc; ir += MR) {
+      const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
+      kernels[mr - 1](kc, pa + ir * kc, pb + jr * kc, c + ir * crs + jr * ccs, crs, ccs, nr, accumulate);
+    }
+  }
+}
+
+// Whether a task may keep all of K of its packed B block (k x nc) at once, and swap the pc and ic
+// loops (see gemm_task). Half of L2, leaving the other half for the packed A block and C tiles.
+constexpr int64_t B_RESIDENT_BYTES = 1 << 20;
+
+template <class P>
+inline int64_t nc_block(int64_t n) { return even_block(n, P::NC, P::NR); }
+template <class P>
+inline int64_t mc_block(int64_t m) { return even_block(m, P::MC, P::MR); }
+
+template <class P>
+inline bool b_resident(int64_t n, int64_t k) {
+  return k * nc_block<P>(n) * static_cast<int64_t>(sizeof(typename P::T)) <= B_RESIDENT_BYTES;
+}
+
+// Packing buffer sizes (elements) gemm_task needs for a task of width n.
+template <class P>
+inline int64_t pack_a_size() { return P::MC * P::KC; }
+template <class P>
+inline int64_t pack_b_size(int64_t n, int64_t k) {
+  return b_resident<P>(n, k) ? k * nc_block<P>(n) : kc_block<P>(k) * nc_block<P>(n);
+}
+
+// C[m0:m1, n0:n1] = A[m0:m1, :] @ B[:, n0:n1], with pa and pb sized by pack_a_size/pack_b_size.
+//
+// Usual order (jc, pc, ic): a packed B slice serves every MC block of rows before the next slice.
+// When all of K of the B block fits in half of L2 (skinny B, as in x @ W of an MLP layer) it is
+// packed once and the order becomes jc, ic, pc: each row block of A is then read in one sweep
+// (whole rows streaming from memory, rather than one KC-wide strip of every row per pass) and its
+// C tiles stay in cache across the K slices instead of being re-read from memory once per slice.
+// Both orders add the K slices into each element in the same order, so results are identical.
+template <class P>
+inline void gemm_task(const Operands<typename P::T>& op, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t k,
+                      typename P::T* pa, typename P::T* pb) {
+  using T = typename P::T;
+  constexpr int MR = P::MR, NR = P::NR;
+  const int64_t kc_blk = kc_block<P>(k);
+  const int64_t mc_blk = mc_block<P>(m1 - m0);
+  const int64_t nc_blk = nc_block<P>(n1 - n0);
+  const bool resident = b_resident<P>(n1 - n0, k);
+  for (int64_t jc = n0; jc < n1; jc += nc_blk) {
+    const int64_t nc = std::min(nc_blk, n1 - jc);
+    const int64_t nc_padded = round_up(nc, NR);
+    const T* b_block = op.b + jc * op.bcs;
+    T* c_block = op.c + jc * op.ccs;
+    if (resident) {
+      for (int64_t pc = 0; pc < k; pc += kc_blk)
+        pack_b<T, NR, typename P::Transpose>(std::min(kc_blk, k - pc), nc, b_block + pc * op.brs, op.brs, op.bcs,
+                                             pb + pc * nc_padded);
+      for (int64_t ic = m0; ic < m1; ic += mc_blk) {
+        const int64_t mc = std::min(mc_blk, m1 - ic);
+        for (int64_t pc = 0; pc < k; pc += kc_blk) {
+          const int64_t kc = std::min(kc_blk, k - pc);
+          pack_a<T, MR, typename P::Transpose>(mc, kc, op.a + ic * op.ars + pc * op.acs, op.ars, op.acs, pa);
+          macro_kernel<P>(mc, nc, kc, pa, pb + pc * nc_padded, c_block + ic * op.crs, op.crs, op.ccs, pc != 0);
+        }
+      }
+    } else {
+      for (int64_t pc = 0; pc < k; pc += kc_blk) {
+        const int64_t kc = std::min(kc_blk, k - pc);
+        pack_b<T, NR, typename P::Transpose>(kc, nc, b_block + pc * op.brs, op.brs, op.bcs, pb);
+        for (int64_t ic = m0; ic < m1; ic += mc_blk) {
+          const int64_t mc = std::min(mc_blk, m1 - ic);
+          pack_a<T, MR, typename P::Transpose>(mc, kc, op.a + ic * op.ars + pc * op.acs, op.ars, op.acs, pa);
+          macro_kernel<P>(mc, nc, kc, pa, pb, c_block + ic * op.crs, op.crs, op.ccs, pc != 0);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace gemmlab

@@ -1,0 +1,38 @@
+// gemmlab's BLIS-structured GEMM: C = A @ B for float32/float64 matrices of any strides.
+//
+// Pieces (one header each): cpu_path (run-time ISA choice), pack (packing A/B blocks), ukernel_*
+// (register-blocked micro-kernels: AVX-512, AVX2+FMA, portable), blocking (MR/NR/KC/MC/NC per
+// path), five_loops (the loops around the micro-kernel), and gemm.cpp (small-product path,
+// thread partitioning, per-ISA entry points).
+#pragma once
+
+#include <cstdint>
+
+#include "cpu_path.h"
+#include "operands.h"
+
+namespace gemmlab {
+
+// C = A @ B with C m x n, A m x k, B k x n (see Operands). Arguments are assumed checked.
+// Uses up to `threads` threads (torch.get_num_threads() at the call site) via ATen's
+// parallel_for; the path is selected_path() unless `path` is given.
+template <class T>
+void gemm(int64_t m, int64_t n, int64_t k, const Operands<T>& op, int threads);
+
+// Products with m*n*k at or below this many multiply-adds take the small path (one thread, no
+// packing) when B's and C's rows are contiguous.
+constexpr int64_t SMALL_PRODUCT_FMAS = 64 * 64 * 64;
+// The packed path gives each thread at least this many multiply-adds: a fork/join costs a few
+// microseconds, about what one core needs for ~1M multiply-adds.
+constexpr int64_t FMAS_PER_THREAD = 1 << 20;
+
+// The register and cache blocking a path uses for one element type (for tests and tools).
+struct BlockingInfo {
+  int mr, nr, kc, mc, nc;
+};
+BlockingInfo blocking_info(CpuPath path, bool is_double);
+
+extern template void gemm<float>(int64_t, int64_t, int64_t, const Operands<float>&, int);
+extern template void gemm<double>(int64_t, int64_t, int64_t, const Operands<double>&, int);
+
+}  // namespace gemmlab

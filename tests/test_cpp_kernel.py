@@ -1,0 +1,234 @@
+"""The C++ backend's BLIS-structured GEMM (csrc/gemm/), path by path, against the float64 reference.
+
+Every ISA path this CPU supports (forced with GEMMLAB_CPU), the small unpacked path and the packed
+path, edge tiles around the real block sizes (read from the extension, so retuning cannot make
+these tests miss an edge), both loop orders, every operand layout, 1/2/3 threads, NaN-poisoned and
+strided outputs, and operands placed against a guard page so a read or write past any tensor's end
+crashes the test instead of passing silently.
+"""
+
+import ctypes
+import mmap
+import sys
+
+import pytest
+import torch
+from conftest import randn
+
+from gemmlab.reference import assert_close_to_reference
+
+cpp = pytest.importorskip("gemmlab._cpp")
+
+PATHS = ["avx512", "avx2", "generic"]
+DTYPES = [torch.float32, torch.float64]
+
+
+@pytest.fixture(params=PATHS)
+def path(request, monkeypatch):
+    """Force one ISA path for the test (skipped where this CPU cannot run it)."""
+    if request.param not in cpp.supported_paths():
+        pytest.skip(f"this CPU does not support the {request.param} path")
+    monkeypatch.setenv("GEMMLAB_CPU", request.param)
+    assert cpp.cpu_path() == request.param
+    return request.param
+
+
+def blocks(dtype):
+    return cpp.blocking(str(dtype).removeprefix("torch."))
+
+
+def nan_out(m, n, dtype):
+    return torch.full((m, n), float("nan"), dtype=dtype)
+
+
+def run(a, b, out=None):
+    out = nan_out(a.shape[0], b.shape[1], a.dtype) if out is None else out
+    cpp.matmul_2d(a, b, out)
+    return out
+
+
+def layouts(m, k, n, dtype, seed=0):
+    """(name, a, b): the same product through differently laid-out operands."""
+    yield "contiguous", randn(m, k, dtype=dtype, seed=seed), randn(k, n, dtype=dtype, seed=seed + 1)
+    yield "a transposed", randn(k, m, dtype=dtype, seed=seed + 2).T, randn(k, n, dtype=dtype, seed=seed + 3)
+    yield "b transposed", randn(m, k, dtype=dtype, seed=seed + 4), randn(n, k, dtype=dtype, seed=seed + 5).T
+    yield "both transposed", randn(k, m, dtype=dtype, seed=seed + 6).T, randn(n, k, dtype=dtype, seed=seed + 7).T
+    yield "sliced", randn(2 * m, 3 * k + 1, dtype=dtype, seed=seed + 8)[::2, 1::3], randn(k + 3, 2 * n, dtype=dtype, seed=seed + 9)[3:, ::2]
+    yield "expanded", randn(m, 1, dtype=dtype, seed=seed + 10).expand(m, k), randn(1, n, dtype=dtype, seed=seed + 11).expand(k, n)
+
+
+def shapes(dtype):
+    """Shapes on both sides of every threshold of the active path, with the path each exercises."""
+    bl = blocks(dtype)
+    mr, nr, kc, mc = bl["MR"], bl["NR"], bl["KC"], bl["MC"]
+    size = torch.finfo(dtype).bits // 8
+    k_long = 2 * kc + 3  # three K slices, the last one short
+    n_wide = max(3 * nr + 5, cpp.B_RESIDENT_BYTES // (k_long * size) + 7)  # packed B no longer fits: pc-outer order
+    side = round(cpp.SMALL_PRODUCT_FMAS ** (1 / 3))
+    return [
+        ("tiny network layer (small path)", 5, 784, 10),
+        ("1x1x1 (small path)", 1, 1, 1),
+        ("at the small-path limit", side, side, side),
+        ("just above the small-path limit (packed)", side, side, side + 1),
+        ("one short row and column of tiles", mr - 1, 5, nr - 1),
+        ("edges in every dimension, B kept whole (ic-outer order)", mc + 13, k_long, nr + 5),
+        ("edges in every dimension, B sliced (pc-outer order)", mc + 13, k_long, n_wide),
+        ("long K, narrow output", 2 * mr + 1, 4 * kc + 1, 3),
+        ("tall, one column", 8 * mc + 1, 7, 1),
+        ("one row, wider than NC", 3, 37, bl["NC"] + nr + 3),
+    ]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_paths_on_edge_shapes_and_layouts(path, dtype):
+    for what, m, k, n in shapes(dtype):
+        for name, a, b in layouts(m, k, n, dtype, seed=m + k + n):
+            assert_close_to_reference(run(a, b), a, b, what=f"{path}: {what} {(m, k, n)}, {name} operands")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("count", [1, 2])
+def test_paths_threaded(path, dtype, count, threads):
+    torch.set_num_threads(count)
+    bl = blocks(dtype)
+    cases = [  # big enough for threads: an M split, an N split, and a narrow B kept whole
+        (3 * bl["MC"] + 5, bl["KC"] + 9, 2 * bl["NR"] + 3),
+        (bl["MR"] + 3, bl["KC"] + 9, 9 * bl["NR"] + 1),
+        (4 * bl["MC"] + 1, 2 * bl["KC"] + 1, 50),
+    ]
+    for m, k, n in cases:
+        for name, a, b in layouts(m, k, n, dtype, seed=m):
+            if name in ("contiguous", "b transposed", "sliced"):
+                assert_close_to_reference(run(a, b), a, b, what=f"{path}, {count} threads: {(m, k, n)} {name}")
+
+
+def test_results_do_not_depend_on_thread_count(path, threads):
+    """K is never split across threads, so every element is summed in the same order."""
+    bl = blocks(torch.float32)
+    for m, k, n in [(3 * bl["MC"] + 5, bl["KC"] + 9, 130), (20, 2 * bl["KC"] + 1, 700), (700, 300, 50)]:
+        a, b = randn(m, k, dtype=torch.float32, seed=1), randn(k, n, dtype=torch.float32, seed=2)
+        results = []
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results.append(run(a, b))
+        assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2]), (m, k, n)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_strided_out_is_written_exactly(path, dtype):
+    """Outputs that are views: every element of the view written, nothing around it touched."""
+    bl = blocks(dtype)
+    for m, k, n in [(5, 9, 7), (bl["MC"] + 13, bl["KC"] + 9, bl["NR"] + 5)]:
+        a, b = randn(m, k, dtype=dtype, seed=3), randn(k, n, dtype=dtype, seed=4)
+        transposed = nan_out(n, m, dtype)
+        assert_close_to_reference(run(a, b, transposed.T), a, b, what=f"{path}: column-major out {(m, k, n)}")
+        for name, rows, cols, pick in [
+            ("sliced", 2 * m + 1, 3 * n + 2, (slice(1, None, 2), slice(2, None, 3))),
+            ("row-padded", m + 1, n + 17, (slice(0, m), slice(0, n))),  # contiguous rows, wider stride
+        ]:
+            base = nan_out(rows, cols, dtype)
+            view = base[pick]
+            run(a, b, view)
+            assert_close_to_reference(view, a, b, what=f"{path}: {name} out {(m, k, n)}")
+            untouched = torch.ones_like(base, dtype=torch.bool)
+            untouched[pick] = False
+            assert base[untouched].isnan().all(), f"the kernel wrote outside its {name} output view"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_k_zero_gives_zeros(path, dtype):
+    out = run(randn(4, 0, dtype=dtype), randn(0, 6, dtype=dtype))
+    assert torch.equal(out, torch.zeros(4, 6, dtype=dtype))
+
+
+# --- nothing is read or written past the end of any tensor -------------------------------------
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+@pytest.fixture
+def guarded():
+    """guarded(rows, cols, dtype): a fresh row-major tensor whose last element sits right before a
+    page that cannot be read or written, so any access past its end kills the process."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("guard pages via mmap/mprotect on Linux only")
+    keep = []
+
+    def make(rows, cols, dtype, seed=0):
+        page = mmap.PAGESIZE
+        size = torch.finfo(dtype).bits // 8
+        nbytes = rows * cols * size
+        pages = (nbytes + page - 1) // page + 1
+        region = mmap.mmap(-1, pages * page)
+        start = ctypes.addressof(ctypes.c_char.from_buffer(region))
+        guard = start + (pages - 1) * page
+        assert libc.mprotect(ctypes.c_void_p(guard), page, 0) == 0, ctypes.get_errno()  # PROT_NONE
+        flat = torch.frombuffer(region, dtype=dtype, count=rows * cols, offset=(pages - 1) * page - nbytes)
+        t = flat.view(rows, cols)
+        t.copy_(randn(rows, cols, dtype=dtype, seed=seed))
+        keep.append(region)
+        return t
+
+    yield make
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_no_access_past_the_end(path, dtype, guarded):
+    bl = blocks(dtype)
+    for m, k, n in [(5, 784, 10), (3, 5, 7), (bl["MC"] + 13, bl["KC"] + 9, bl["NR"] + 5), (2 * bl["MR"] + 1, 37, 1)]:
+        a, b = guarded(m, k, dtype, seed=5), guarded(k, n, dtype, seed=6)
+        out = guarded(m, n, dtype)
+        out.fill_(float("nan"))
+        cpp.matmul_2d(a, b, out)
+        assert_close_to_reference(out, a, b, what=f"{path}: guarded operands {(m, k, n)}")
+        bt, at = guarded(n, k, dtype, seed=7), guarded(k, m, dtype, seed=8)  # transposed views end at the guard too
+        out_t = guarded(n, m, dtype)
+        cpp.matmul_2d(at.T, bt.T, out_t.T)
+        assert_close_to_reference(out_t.T, at.T, bt.T, what=f"{path}: guarded transposed operands {(m, k, n)}")
+
+
+# --- path selection ----------------------------------------------------------------------------
+
+def test_default_path_is_the_fastest_supported(monkeypatch):
+    monkeypatch.delenv("GEMMLAB_CPU", raising=False)
+    supported = cpp.supported_paths()
+    assert supported[-1] == "generic" and set(supported) <= set(PATHS)
+    assert [p for p in PATHS if p in supported] == supported  # fastest first
+    assert cpp.cpu_path() == supported[0]
+    assert cpp.blocking("float32")["path"] == supported[0]
+
+
+def test_unknown_path_is_rejected(monkeypatch):
+    monkeypatch.setenv("GEMMLAB_CPU", "sse9")
+    with pytest.raises(ValueError, match="GEMMLAB_CPU=sse9 is not a gemmlab CPU path; use avx512, avx2 or generic"):
+        cpp.cpu_path()
+    with pytest.raises(ValueError, match="GEMMLAB_CPU=sse9"):
+        run(randn(2, 3), randn(3, 4))
+
+
+@pytest.fixture
+def ceiling():
+    """Pretend the CPU supports no path above the given one; lifted afterwards."""
+    yield cpp._set_path_ceiling
+    cpp._set_path_ceiling("")
+
+
+@pytest.mark.parametrize("forced, top", [("avx512", "avx2"), ("avx512", "generic"), ("avx2", "generic")])
+def test_unsupported_path_is_rejected(monkeypatch, ceiling, forced, top):
+    ceiling(top)
+    assert cpp.supported_paths()[0] in (top, "generic") and forced not in cpp.supported_paths()
+    monkeypatch.setenv("GEMMLAB_CPU", forced)
+    with pytest.raises(RuntimeError, match=f"GEMMLAB_CPU={forced} asks for the {forced} path, which this CPU does not support; supported here: "):
+        cpp.cpu_path()
+    out = nan_out(2, 4, torch.float64)
+    with pytest.raises(RuntimeError, match="does not support"):
+        cpp.matmul_2d(randn(2, 3), randn(3, 4), out)
+    assert out.isnan().all()  # raised before touching anything
+    monkeypatch.delenv("GEMMLAB_CPU")
+    assert cpp.cpu_path() == cpp.supported_paths()[0]  # unforced: falls back to what is supported
+    assert_close_to_reference(run(randn(2, 3), randn(3, 4)), randn(2, 3), randn(3, 4))
+
+
+def test_blocking_rejects_other_dtypes():
+    with pytest.raises(ValueError, match="float32"):
+        cpp.blocking("int8")
