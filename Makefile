@@ -7,7 +7,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export MAX_JOBS ?= 2
-BUILD_INPUTS := setup.py pyproject.toml requirements.txt $(wildcard csrc/*) $(wildcard src/gemmlab/backends/*.pyx)
+BUILD_INPUTS := setup.py pyproject.toml requirements.txt $(wildcard csrc/*) $(wildcard src/gemmlab/backends/*.pyx) $(wildcard src/gemmlab/backends/*.pxi)
 INSTALLED := $(VENV)/.gemmlab-installed
 
 .PHONY: setup demo test clean
@@ -32,4 +32,4 @@ test: setup
 	$(PY) -m pytest
 
 clean:
-	rm -rf build $(VENV) src/gemmlab/*.so src/gemmlab/backends/*.so src/gemmlab/backends/_cython_kernel.cpp
+	rm -rf build $(VENV) src/gemmlab/*.so src/gemmlab/backends/*.so src/gemmlab/backends/_cython_kernel*.cpp
