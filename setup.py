@@ -18,10 +18,20 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension
 OPENMP = ["-fopenmp"]
 OPTIMISE = ["-O3"]
 
-# The Cython kernel's builds: module name -> instruction-set flags. Each .pyx only sets a few
-# constants and includes _cython_kernel_body.pxi. Code built with these flags may use the
-# instructions anywhere, so cython_ext imports a build only on a CPU that has them.
-CYTHON_KERNEL_VARIANTS = {"_cython_kernel": ["-fno-tree-loop-vectorize"]}  # portable: x86-64 baseline (SSE2), or any other CPU
+# The Cython kernel's builds: module name -> flags. Each .pyx only sets a few constants and includes
+# _cython_kernel_body.pxi. Code built with instruction-set flags may use those instructions
+# anywhere, so cython_ext imports a build only on a CPU that has them.
+#
+# The vectoriser flags come from reading the generated assembly (gcc 12), so that the micro-kernel's
+# MR x NR accumulators stay in registers:
+# - AVX-512 (one vector = 16 float / 8 double): the loop vectoriser turns each one-vector column
+#   loop of the micro-kernel into single zmm FMAs. gcc would first completely unroll the 8-trip
+#   double loops (and then vectorise across the tile's rows with permutes and spills), so complete
+#   peeling before vectorisation is limited to 4 trips.
+# - AVX2 and SSE2 (one vector = 8 / 4 float): the loop vectoriser picks those permute-heavy plans
+#   (half the speed), while completely unrolling the short loops and letting the basic-block (SLP)
+#   vectoriser pack them gives clean FMAs: loop vectorisation is off there.
+CYTHON_KERNEL_VARIANTS = {"_cython_kernel": ["-fno-tree-loop-vectorize"]}  # portable: x86-64 baseline (SSE2), or any CPU
 if platform.machine().lower() in ("x86_64", "amd64"):
     CYTHON_KERNEL_VARIANTS["_cython_kernel_avx2"] = ["-mavx2", "-mfma", "-fno-tree-loop-vectorize"]
     CYTHON_KERNEL_VARIANTS["_cython_kernel_avx512"] = [
