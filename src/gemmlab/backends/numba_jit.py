@@ -242,6 +242,45 @@ def _update_tile(kc, apanel, bpanel, out, i0, j0, mr, nr, first):
     _store_tile(acc, out, i0, j0, mr, nr, first)
 
 
+@_njit()
+def _update_tile_unpacked(kc, a, rows, p0, bpanel, out, i0, j0, mr, nr, first):
+    """As _update_tile, reading A's MR rows (rows[i]) straight from a at columns p0..p0+kc.
+
+    For tasks that cover a single B panel, where each A block is used once and packing it would
+    cost as much memory traffic as the product itself (n <= NR: the MLP's 50000x784 @ 784x50).
+    The A values are scalar broadcasts either way; rows past the end are clamped by the caller."""
+    acc = _tile(out)
+    NR = _tile_width(bpanel)
+    for x in range(MR * NR):
+        acc[x] = 0
+    r0, r1, r2, r3, r4, r5 = rows
+    for p in range(kc):
+        col = np.uintp(p0 + p)  # unsigned indices: no negative-index handling in the loop
+        a0 = a[r0, col]
+        a1 = a[r1, col]
+        a2 = a[r2, col]
+        a3 = a[r3, col]
+        a4 = a[r4, col]
+        a5 = a[r5, col]
+        for j in range(NR):
+            bv = bpanel[p * NR + j]
+            acc[j] += a0 * bv
+            acc[NR + j] += a1 * bv
+            acc[2 * NR + j] += a2 * bv
+            acc[3 * NR + j] += a3 * bv
+            acc[4 * NR + j] += a4 * bv
+            acc[5 * NR + j] += a5 * bv
+    _store_tile(acc, out, i0, j0, mr, nr, first)
+
+
+@_njit(inline="always")
+def _clamped_rows(i0, m):
+    """The MR row indices from i0, those past the last row replaced by it (valid memory to read;
+    their results are never written back)."""
+    return (np.uintp(i0), np.uintp(min(i0 + 1, m - 1)), np.uintp(min(i0 + 2, m - 1)),
+            np.uintp(min(i0 + 3, m - 1)), np.uintp(min(i0 + 4, m - 1)), np.uintp(min(i0 + 5, m - 1)))
+
+
 @_njit(inline="always")
 def _store_tile(acc, out, i0, j0, mr, nr, first):
     """out[i0:i0+mr, j0:j0+nr] = (or +=) the tile; vector stores for full tiles on unit-stride rows."""
@@ -303,18 +342,25 @@ def _packed(a, b, out, threads):
                 mcb = min(mc, m - i0)
                 t_lo = sp * n_panels // splits
                 t_hi = (sp + 1) * n_panels // splits
-                apack = np.empty(-(-mcb // MR) * MR * KC, dtype=a.dtype)
+                pack_a = t_hi - t_lo > 1  # an A block used by one B panel only is read in place
+                apack = np.empty(-(-mcb // MR) * MR * KC if pack_a else 0, dtype=a.dtype)
                 for pb in range(0, ksz, KC):
                     kc = min(KC, ksz - pb)
-                    _pack_a_block(a, i0, mcb, ks + pb, kc, apack)
+                    if pack_a:
+                        _pack_a_block(a, i0, mcb, ks + pb, kc, apack)
                     first = ks + pb == 0
                     for t in range(t_lo, t_hi):
                         j0 = jc + t * NR
                         nr = min(NR, n - j0)
                         bpanel = _part(bpack, t * ksz * NR + pb * NR, kc * NR)
                         for r0 in range(0, mcb, MR):
-                            apanel = _part(apack, r0 * kc, kc * MR)
-                            _update_tile(kc, apanel, bpanel, out, i0 + r0, j0, min(MR, mcb - r0), nr, first)
+                            mr = min(MR, mcb - r0)
+                            if pack_a:
+                                apanel = _part(apack, r0 * kc, kc * MR)
+                                _update_tile(kc, apanel, bpanel, out, i0 + r0, j0, mr, nr, first)
+                            else:
+                                rows = _clamped_rows(i0 + r0, m)
+                                _update_tile_unpacked(kc, a, rows, ks + pb, bpanel, out, i0 + r0, j0, mr, nr, first)
 
 
 # --- the small, serial path -----------------------------------------------------------------
@@ -354,8 +400,7 @@ def _small_unit_stride(a, b, out):
     acc = _tile(a)  # MR * NR >= 2 * MR * W elements
     for i0 in range(0, m, MR):
         mr = min(MR, m - i0)
-        rows = (np.uintp(i0), np.uintp(min(i0 + 1, m - 1)), np.uintp(min(i0 + 2, m - 1)),
-                np.uintp(min(i0 + 3, m - 1)), np.uintp(min(i0 + 4, m - 1)), np.uintp(min(i0 + 5, m - 1)))
+        rows = _clamped_rows(i0, m)
         for j0 in range(0, n, W):
             nr = min(W, n - j0)
             for x in range(2 * MR * W):
