@@ -42,6 +42,10 @@ cdef enum:
     SMALL_WORK = 64 * 64 * 64
     CHUNK = 128  # rows of b the small path for narrow b copies at a time (8 KiB of float on AVX-512)
 
+# The blocking of this build, for tests and reports (NR in elements is NR_BYTES / itemsize).
+BLOCKING = {"MR": MR, "NR_BYTES": NR_BYTES, "VECTOR_BYTES": VECTOR_BYTES, "KC": KC, "MC": MC, "NC": NC,
+            "PACK_B_ELEMENTS": PACK_B_ELEMENTS, "SMALL_WORK": SMALL_WORK}
+
 # Status codes of the core (the Python-level callers turn them into exceptions).
 cdef enum:
     OK = 0
