@@ -515,18 +515,20 @@ def matmul_2d(const real[:, :] a not None, const real[:, :] b not None, real[:, 
 def _matmul_2d_addresses(int itemsize, size_t pa, Py_ssize_t m, Py_ssize_t k, Py_ssize_t sa0, Py_ssize_t sa1,
                          size_t pb, Py_ssize_t kb, Py_ssize_t n, Py_ssize_t sb0, Py_ssize_t sb1,
                          size_t po, Py_ssize_t mo, Py_ssize_t no, Py_ssize_t so0, Py_ssize_t so1, int num_threads):
-    """matmul_2d on operands given by address, shape and byte strides (itemsize 4: float32, 8:
-    float64), for cython_ext's torch path: far cheaper per call than NumPy views and memoryviews.
-    Internal: the caller vouches that the addresses are live CPU memory of that extent."""
+    """matmul_2d on operands given by address, shape and strides in elements (itemsize 4: float32,
+    8: float64), for cython_ext's torch path: far cheaper per call than NumPy views and typed
+    memoryviews. Internal: the caller vouches that the addresses are live CPU memory of that extent."""
     cdef int status
+    if num_threads < 1:
+        raise ValueError(f"gemmlab cython matmul_2d: num_threads must be >= 1, got {num_threads}")
     if itemsize == 4:
         with nogil:
-            status = product(<const float*>pa, m, k, sa0, sa1, <const float*>pb, kb, n, sb0, sb1,
-                             <float*>po, mo, no, so0, so1, num_threads)
+            status = product(<const float*>pa, m, k, sa0 * 4, sa1 * 4, <const float*>pb, kb, n, sb0 * 4, sb1 * 4,
+                             <float*>po, mo, no, so0 * 4, so1 * 4, num_threads)
     elif itemsize == 8:
         with nogil:
-            status = product(<const double*>pa, m, k, sa0, sa1, <const double*>pb, kb, n, sb0, sb1,
-                             <double*>po, mo, no, so0, so1, num_threads)
+            status = product(<const double*>pa, m, k, sa0 * 8, sa1 * 8, <const double*>pb, kb, n, sb0 * 8, sb1 * 8,
+                             <double*>po, mo, no, so0 * 8, so1 * 8, num_threads)
     else:
         raise TypeError(f"gemmlab cython matmul_2d: itemsize must be 4 or 8, got {itemsize}")
     if status:

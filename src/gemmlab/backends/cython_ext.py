@@ -97,17 +97,21 @@ _ITEMSIZE = {torch.float32: 4, torch.float64: 8}
 def run_2d(kernel: ModuleType, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, num_threads: int) -> None:
     """out = a @ b with one build's kernel: operands passed by address, shape and strides, which
     costs far less per call than NumPy views and typed memoryviews (the kernel still checks shapes
-    and overlaps itself)."""
+    and overlaps itself). Anything this path cannot take goes to the NumPy entry point, which says why."""
     size = _ITEMSIZE.get(a.dtype)
     if (size is None or b.dtype is not a.dtype or out.dtype is not a.dtype or not (a.is_cpu and b.is_cpu and out.is_cpu)
-            or a.is_neg() or b.is_neg() or out.is_neg() or a.dim() != 2 or b.dim() != 2 or out.dim() != 2):
+            or a.is_neg() or b.is_neg() or out.is_neg()):
         kernel.matmul_2d(a.numpy(), b.numpy(), out.numpy(), num_threads=num_threads)  # raises, saying what is wrong
         return
-    sa0, sa1 = a.stride()  # (sparse and other strideless layouts raise here)
-    sb0, sb1 = b.stride()
-    so0, so1 = out.stride()
-    kernel._matmul_2d_addresses(size, a.data_ptr(), *a.shape, sa0 * size, sa1 * size, b.data_ptr(), *b.shape,
-                                sb0 * size, sb1 * size, out.data_ptr(), *out.shape, so0 * size, so1 * size, num_threads)
+    try:
+        sa0, sa1 = a.stride()  # not 2-D: ValueError (sparse and other strideless layouts: RuntimeError)
+        sb0, sb1 = b.stride()
+        so0, so1 = out.stride()
+    except ValueError:
+        kernel.matmul_2d(a.numpy(), b.numpy(), out.numpy(), num_threads=num_threads)
+        return
+    kernel._matmul_2d_addresses(size, a.data_ptr(), *a.shape, sa0, sa1, b.data_ptr(), *b.shape, sb0, sb1,
+                                out.data_ptr(), *out.shape, so0, so1, num_threads)
 
 
 def matmul_2d(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:

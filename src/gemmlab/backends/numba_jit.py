@@ -182,6 +182,13 @@ def _pack_b_panel(b, p0, kc, j0, nr, bpack, offset):
             src = _row(b, p0 + p, j0, NR)
             for j in range(NR):
                 dst[p * NR + j] = src[j]
+    elif b.strides[1] == b.itemsize:  # the last, narrower panel: contiguous reads all the same
+        for p in range(kc):
+            src = _row(b, p0 + p, j0, nr)
+            for j in range(nr):
+                dst[p * NR + j] = src[j]
+            for j in range(nr, NR):
+                dst[p * NR + j] = z
     else:
         for p in range(kc):
             for j in range(nr):
@@ -502,15 +509,17 @@ def _view(typingctx, address, rows, cols, stride0, stride1, scalar):
 
 
 def _views_of(scalar):
-    """Entry points for one dtype: (checked small path, packed path) taking 15 + 1 integers."""
+    """Entry points for one dtype: (checked small path, packed path). Their arguments: the unit of
+    the strides in bytes (the itemsize for torch's element strides, 1 for NumPy's byte strides),
+    then address, rows, columns and the two strides of a, b and out in turn (+ threads)."""
 
-    def small(pa, m, k, sa0, sa1, pb, kb, n, sb0, sb1, po, mo, no, so0, so1):
-        return _checked_small(_view(pa, m, k, sa0, sa1, scalar), _view(pb, kb, n, sb0, sb1, scalar),
-                              _view(po, mo, no, so0, so1, scalar))
+    def small(unit, pa, m, k, sa0, sa1, pb, kb, n, sb0, sb1, po, mo, no, so0, so1):
+        return _checked_small(_view(pa, m, k, sa0 * unit, sa1 * unit, scalar), _view(pb, kb, n, sb0 * unit, sb1 * unit, scalar),
+                              _view(po, mo, no, so0 * unit, so1 * unit, scalar))
 
-    def packed(pa, m, k, sa0, sa1, pb, kb, n, sb0, sb1, po, mo, no, so0, so1, threads):
-        _packed(_view(pa, m, k, sa0, sa1, scalar), _view(pb, kb, n, sb0, sb1, scalar),
-                _view(po, mo, no, so0, so1, scalar), threads)
+    def packed(unit, pa, m, k, sa0, sa1, pb, kb, n, sb0, sb1, po, mo, no, so0, so1, threads):
+        _packed(_view(pa, m, k, sa0 * unit, sa1 * unit, scalar), _view(pb, kb, n, sb0 * unit, sb1 * unit, scalar),
+                _view(po, mo, no, so0 * unit, so1 * unit, scalar), threads)
 
     return small, packed
 
@@ -527,6 +536,7 @@ MAX_THREADS = numba.config.NUMBA_NUM_THREADS
 
 
 def _run(entries, args) -> None:
+    """Run the entry points on (unit, a's address, shape, strides, b's..., out's...)."""
     small, packed, _ = entries
     status = small(*args)
     if status == _OK:
@@ -536,11 +546,11 @@ def _run(entries, args) -> None:
         numba.set_num_threads(threads)
         packed(*args, threads)
         return
-    shapes = f"a {(args[1], args[2])}, b {(args[6], args[7])}, out {(args[11], args[12])}"
+    shapes = f"a {args[2:4]}, b {args[7:9]}, out {args[12:14]}"
     if status == _BAD_SHAPES:
         raise ValueError(f"gemmlab numba matmul_2d: shapes do not fit: {shapes}; need a (m, k), b (k, n), out (m, n)")
     if status == _OUT_SELF_OVERLAP:
-        raise ValueError(f"gemmlab numba matmul_2d: out has elements that share memory (byte strides {args[13:15]})")
+        raise ValueError(f"gemmlab numba matmul_2d: out has elements that share memory (strides {args[14:16]})")
     raise ValueError("gemmlab numba matmul_2d: out shares memory with an input; pass a separate output array")
 
 
@@ -558,19 +568,24 @@ def matmul_2d_numpy(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         raise ValueError("gemmlab numba matmul_2d: out is read-only")
     if not (a.dtype.isnative and b.dtype.isnative and out.dtype.isnative):
         raise TypeError("gemmlab numba matmul_2d: needs arrays in the machine's byte order")
-    _run(entries, (a.ctypes.data, *a.shape, *a.strides, b.ctypes.data, *b.shape, *b.strides,
+    _run(entries, (1, a.ctypes.data, *a.shape, *a.strides, b.ctypes.data, *b.shape, *b.strides,
                    out.ctypes.data, *out.shape, *out.strides))
 
 
 def matmul_2d(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
+    """The backend's entry point: the tensors go in by address, shape and strides (checked in the
+    kernel); anything the address path cannot take goes to matmul_2d_numpy, which says why."""
     entries = _ENTRIES.get(a.dtype)
-    if (entries is None or b.dtype != a.dtype or out.dtype != a.dtype or not (a.is_cpu and b.is_cpu and out.is_cpu)
-            or a.dim() != 2 or b.dim() != 2 or out.dim() != 2 or a.is_neg() or b.is_neg() or out.is_neg()):
+    if (entries is None or b.dtype is not a.dtype or out.dtype is not a.dtype or not (a.is_cpu and b.is_cpu and out.is_cpu)
+            or a.is_neg() or b.is_neg() or out.is_neg()):
         matmul_2d_numpy(a.numpy(), b.numpy(), out.numpy())  # raises, saying what is wrong
         return
-    size = entries[2]
-    sa0, sa1 = a.stride()  # (sparse and other strideless layouts raise here)
-    sb0, sb1 = b.stride()
-    so0, so1 = out.stride()
-    _run(entries, (a.data_ptr(), *a.shape, sa0 * size, sa1 * size, b.data_ptr(), *b.shape, sb0 * size, sb1 * size,
-                   out.data_ptr(), *out.shape, so0 * size, so1 * size))
+    try:
+        sa0, sa1 = a.stride()  # not 2-D: ValueError (sparse and other strideless layouts: RuntimeError)
+        sb0, sb1 = b.stride()
+        so0, so1 = out.stride()
+    except ValueError:
+        matmul_2d_numpy(a.numpy(), b.numpy(), out.numpy())
+        return
+    _run(entries, (entries[2], a.data_ptr(), *a.shape, sa0, sa1, b.data_ptr(), *b.shape, sb0, sb1,
+                   out.data_ptr(), *out.shape, so0, so1))
