@@ -44,13 +44,13 @@ def per_call(fn, budget: float) -> float:
     return statistics.median(samples)
 
 
-def interleaved(fns: dict, rounds: int, budget: float) -> dict:
-    """Median over rounds of per_call for each fn, the fns alternating within each round."""
+def interleaved(fns: dict, rounds: int, budget: float) -> tuple[dict, dict]:
+    """Median and best over rounds of per_call for each fn, the fns alternating within each round."""
     times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             times[name].append(per_call(fn, budget))
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {name: statistics.median(t) for name, t in times.items()}, {name: min(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -63,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
-    print(f"threads {torch.get_num_threads()}, rounds {args.rounds}; GFLOP/s (ratio to bare a @ b)")
+    print(f"threads {torch.get_num_threads()}, rounds {args.rounds}; median GFLOP/s (ratio to bare a @ b) [best round]")
     for label, m, k, n, dtype in SHAPES:
         if args.only and not any(s in label for s in args.only):
             continue
@@ -72,17 +72,17 @@ def main() -> None:
         fns = {"torch @": lambda: a @ b}
         for name in args.backends:
             fns[name] = lambda name=name: gemmlab.matmul(a, b, backend=name)
-        t = interleaved(fns, args.rounds, args.budget)
+        t, best = interleaved(fns, args.rounds, args.budget)
         flops = 2 * m * k * n
         ref = t["torch @"]
-        cells = [f"{name} {flops / t[name] / 1e9:7.1f} ({ref / t[name]:.2f})" for name in fns]
+        cells = [f"{name} {flops / t[name] / 1e9:6.1f} ({ref / t[name]:.2f}) [{flops / best[name] / 1e9:.0f}]" for name in fns]
         print(f"{label:24s} " + "  ".join(cells), flush=True)
     if not args.only or any("tiny" in s for s in args.only):
         a, b = torch.randn(5, 784, generator=gen), torch.randn(784, 10, generator=gen)
         fns = {"torch @": lambda: a @ b, "gemmlab torch": lambda: gemmlab.matmul(a, b, backend="torch")}
         for name in args.backends:
             fns[name] = lambda name=name: gemmlab.matmul(a, b, backend=name)
-        t = interleaved(fns, args.rounds, 0.1)
+        t, _ = interleaved(fns, args.rounds, 0.1)
         ref = t["torch @"]
         print("tiny (5x784)@(784x10)    " + "  ".join(f"{name} {t[name] * 1e6:.2f} us ({t[name] / ref:.1f}x)" for name in fns))
 
