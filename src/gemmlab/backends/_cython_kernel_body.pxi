@@ -130,6 +130,15 @@ cdef inline void store_tile(const real* acc, real* out, Py_ssize_t so0, Py_ssize
             else:
                 for j in range(NR):
                     dst[j] += acc[i * NR + j]
+    elif so1 == sizeof(real):  # an edge tile: shorter rows, still contiguous
+        for i in range(mr):
+            dst = at_mut(out, i0 + i, j0, so0, so1)
+            if first:
+                for j in range(nr):
+                    dst[j] = acc[i * NR + j]
+            else:
+                for j in range(nr):
+                    dst[j] += acc[i * NR + j]
     else:
         for i in range(mr):
             for j in range(nr):
@@ -255,7 +264,7 @@ cdef int packed(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
     cdef Py_ssize_t nc_max = min(<Py_ssize_t>NC, cdiv(n, NR) * NR)
     cdef Py_ssize_t ks_max = max(<Py_ssize_t>KC, (PACK_B_ELEMENTS // nc_max) // KC * KC)
-    cdef Py_ssize_t jb, jc, nc, n_panels, kb, ks, ksz, t, task, rb, sp, i0
+    cdef Py_ssize_t jb, jc, nc, n_panels, kb, ks, ksz, k_blocks, job, pb, t, task, rb, sp, i0
     cdef Py_ssize_t row_blocks, mc, splits
     cdef int failed = 0
     cdef real* bpack = <real*>malloc(min(k, ks_max) * nc_max * sizeof(real))
@@ -278,8 +287,13 @@ cdef int packed(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py
         for kb in range(cdiv(k, ks_max)):
             ks = kb * ks_max
             ksz = min(ks_max, k - ks)
-            for t in prange(n_panels, schedule="static", num_threads=threads):
-                pack_b_panel(b, sb0, sb1, ks, ksz, jc + t * NR, min(NR, nc - t * NR), bpack + t * ksz * NR)
+            k_blocks = cdiv(ksz, KC)
+            for job in prange(n_panels * k_blocks, schedule="static", num_threads=threads):
+                # one job per (panel, KC rows), so that even a single panel is packed in parallel
+                t = job // k_blocks
+                pb = (job - t * k_blocks) * KC
+                pack_b_panel(b, sb0, sb1, ks + pb, min(<Py_ssize_t>KC, ksz - pb), jc + t * NR, min(NR, nc - t * NR),
+                             bpack + t * ksz * NR + pb * NR)
             for task in prange(row_blocks * splits, schedule="static", num_threads=threads):
                 rb = task // splits
                 sp = task - rb * splits

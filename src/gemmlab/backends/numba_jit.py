@@ -301,6 +301,15 @@ def _store_tile(acc, out, i0, j0, mr, nr, first):
             else:
                 for j in range(NR):
                     dst[j] += acc[i * NR + j]
+    elif out.strides[1] == out.itemsize:  # an edge tile: shorter rows, still contiguous
+        for i in range(mr):
+            dst = _row(out, i0 + i, j0, nr)
+            if first:
+                for j in range(nr):
+                    dst[j] = acc[i * NR + j]
+            else:
+                for j in range(nr):
+                    dst[j] += acc[i * NR + j]
     else:
         for i in range(mr):
             for j in range(nr):
@@ -340,8 +349,12 @@ def _packed(a, b, out, threads):
         mc, row_blocks, splits = _plan(m, n_panels, threads)
         for ks in range(0, k, ks_max):
             ksz = min(ks_max, k - ks)
-            for t in prange(n_panels):
-                _pack_b_panel(b, ks, ksz, jc + t * NR, min(NR, nc - t * NR), bpack, t * ksz * NR)
+            k_blocks = -(-ksz // KC)
+            for job in prange(n_panels * k_blocks):  # (panel, KC rows): parallel even for one panel
+                t = job // k_blocks
+                pb = (job - t * k_blocks) * KC
+                _pack_b_panel(b, ks + pb, min(KC, ksz - pb), jc + t * NR, min(NR, nc - t * NR), bpack,
+                              t * ksz * NR + pb * NR)
             for task in prange(row_blocks * splits):
                 rb = task // splits
                 sp = task - rb * splits
