@@ -69,7 +69,20 @@ SMALL_WORK = 64 * 64 * 64
 
 
 
-# --- two intrinsics: a stack tile for the accumulators, a pointer into a 2-D array -------------
+# --- intrinsics: a stack tile for the accumulators, pointers into arrays ---------------------
+
+def _prefer_512_bit_vectors(function) -> None:
+    """Let LLVM vectorise this function with 512-bit registers.
+
+    LLVM's default for Intel AVX-512 CPUs is prefer-vector-width=256 (so that code full of short
+    vector loops does not lower the clock); the micro-kernel is written for the 32 zmm registers.
+    llvmlite's attribute set accepts only names it knows, so the string attribute is added beside
+    them; should a later llvmlite refuse it, the kernels still work, with 256-bit vectors."""
+    try:
+        set.add(function.attributes, '"prefer-vector-width"="512"')
+    except Exception:  # pragma: no cover - depends on the llvmlite version
+        pass
+
 
 @intrinsic
 def _tile_pointer(typingctx, dtype):
@@ -78,10 +91,7 @@ def _tile_pointer(typingctx, dtype):
 
     def codegen(context, builder, signature, args):
         if WIDE:
-            # LLVM's default for Intel AVX-512 CPUs is to vectorise with 256-bit registers
-            # (prefer-vector-width=256); the micro-kernel is written for 512-bit ones. llvmlite
-            # accepts only known attribute names, so the string attribute goes in beside them.
-            set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+            _prefer_512_bit_vectors(builder.function)
         return cgutils.alloca_once(builder, context.get_value_type(dtype.dtype), size=elements)
 
     return types.CPointer(dtype.dtype)(dtype), codegen
