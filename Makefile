@@ -7,7 +7,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export MAX_JOBS ?= 2
-BUILD_INPUTS := setup.py pyproject.toml requirements.txt $(wildcard csrc/* csrc/gemm/*) $(wildcard src/gemmlab/backends/*.pyx)
+BUILD_INPUTS := setup.py pyproject.toml requirements.txt $(wildcard csrc/* csrc/gemm/* csrc/cuda/*) $(wildcard src/gemmlab/backends/*.pyx src/gemmlab/backends/*.pxi)
 INSTALLED := $(VENV)/.gemmlab-installed
 
 BUILD_INPUTS += $(wildcard csrc/cuda/*)
@@ -48,4 +48,4 @@ cuda-check:
 	scripts/cuda_check.sh
 
 clean:
-	rm -rf build .asv $(VENV) src/gemmlab/*.so src/gemmlab/backends/*.so src/gemmlab/backends/_cython_kernel.cpp
+	rm -rf build .asv $(VENV) src/gemmlab/*.so src/gemmlab/backends/*.so src/gemmlab/backends/_cython_kernel*.cpp

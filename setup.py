@@ -1,9 +1,14 @@
-"""Build of gemmlab's compiled backends: one Cython module and one C++ torch extension.
+"""Build of gemmlab's compiled backends: the Cython kernel (in up to three builds) and one C++ torch
+extension.
 
-Both are compiled by the same `pip install --no-build-isolation .` against the torch already
-installed. Flags stay portable (-O3, no -march=native) so an installed build runs on any x86-64 CPU.
+All are compiled by the same `pip install --no-build-isolation .` against the torch already
+installed. Flags stay portable (-O3, no -march=native) so an installed build runs on any x86-64 CPU:
+the Cython kernel is compiled once with the default flags (SSE2) and, on x86-64, again for AVX2 and
+for AVX-512, as separate modules; gemmlab.backends.cython_ext imports, at run time, the best one the
+CPU supports.
 """
 
+import platform
 from pathlib import Path
 
 from Cython.Build import cythonize
@@ -17,13 +22,39 @@ OPTIMISE = ["-O3"]
 # -fno-math-errno only drops errno bookkeeping; no -ffast-math (it would change results).
 CPP_FLAGS = ["-fno-math-errno"]
 
-cython_kernel = Extension(
-    "gemmlab.backends._cython_kernel",
-    ["src/gemmlab/backends/_cython_kernel.pyx"],
-    language="c++",
-    extra_compile_args=OPTIMISE + OPENMP,
-    extra_link_args=OPENMP,
-)
+# The Cython kernel's builds: module name -> flags. Each .pyx only sets a few constants and includes
+# _cython_kernel_body.pxi. Code built with instruction-set flags may use those instructions
+# anywhere, so cython_ext imports a build only on a CPU that has them.
+#
+# The vectoriser flags come from reading the generated assembly (gcc 12), so that the micro-kernel's
+# MR x NR accumulators stay in registers:
+# - AVX-512 (one vector = 16 float / 8 double): the loop vectoriser turns each one-vector column
+#   loop of the micro-kernel into single zmm FMAs. gcc would first completely unroll the 8-trip
+#   double loops (and then vectorise across the tile's rows with permutes and spills), so complete
+#   peeling before vectorisation is limited to 4 trips.
+# - AVX2 and SSE2 (one vector = 8 / 4 float): the loop vectoriser picks those permute-heavy plans
+#   (half the speed), while completely unrolling the short loops and letting the basic-block (SLP)
+#   vectoriser pack them gives clean FMAs: loop vectorisation is off there.
+CYTHON_KERNEL_VARIANTS = {"_cython_kernel": ["-fno-tree-loop-vectorize"]}  # portable: x86-64 baseline (SSE2), or any CPU
+if platform.machine().lower() in ("x86_64", "amd64"):
+    CYTHON_KERNEL_VARIANTS["_cython_kernel_avx2"] = ["-mavx2", "-mfma", "-fno-tree-loop-vectorize"]
+    CYTHON_KERNEL_VARIANTS["_cython_kernel_avx512"] = [
+        "-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mavx2", "-mfma",
+        "-mprefer-vector-width=512",  # gcc would otherwise favour 256-bit vectors on some tunings
+        "--param=max-completely-peel-times=4",
+    ]
+
+cython_kernels = [
+    Extension(
+        f"gemmlab.backends.{name}",
+        [f"src/gemmlab/backends/{name}.pyx"],
+        depends=["src/gemmlab/backends/_cython_kernel_body.pxi"],
+        language="c++",
+        extra_compile_args=OPTIMISE + OPENMP + flags,
+        extra_link_args=OPENMP,
+    )
+    for name, flags in CYTHON_KERNEL_VARIANTS.items()
+]
 
 cpp_kernel = CppExtension(
     "gemmlab._cpp",
@@ -89,6 +120,6 @@ def cuda_extensions():
 
 
 setup(
-    ext_modules=[*cythonize([cython_kernel], language_level=3), cpp_kernel, *cuda_extensions()],
+    ext_modules=[*cythonize(cython_kernels, language_level=3), cpp_kernel, *cuda_extensions()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

@@ -38,7 +38,7 @@ class Backend:
     devices: tuple[str, ...] = ("cpu",)
     dtypes: tuple[torch.dtype, ...] = FLOATS
     hint: str = ""  # how to make it available when its module fails to import
-    note: str | None = None  # e.g. Numba compiling without its on-disk cache
+    note: str | None = None  # e.g. Numba compiling without its on-disk cache, which Cython build runs
     _kernel: Callable | None = field(default=None, repr=False)
     _error: str | None = field(default=None, repr=False)
     _loaded: bool = field(default=False, repr=False)
@@ -49,7 +49,7 @@ class Backend:
         try:
             module = importlib.import_module(self.module)
             self._kernel = module.matmul_2d
-            self.note = getattr(module, "CACHE_NOTE", None)
+            self.note = getattr(module, "NOTE", None) or getattr(module, "CACHE_NOTE", None)
         except Exception as exc:  # an extension missing, built against another torch, a JIT failure...
             self._error = f"{type(exc).__name__}: {exc}"
         self._loaded = True
@@ -92,9 +92,9 @@ LADDER = (
     Backend("elementwise", "gemmlab.backends.elementwise", "two Python loops, each dot product a vector op (level 1)", TORCH_DEVICES),
     Backend("broadcast", "gemmlab.backends.broadcast", "one Python loop, a row at a time by broadcasting (level 2)", TORCH_DEVICES),
     Backend("einsum", "gemmlab.backends.einsum", "torch.einsum('ik,kj->ij') (level 3)", TORCH_DEVICES, TORCH_DTYPES),
-    Backend("numba", "gemmlab.backends.numba_jit", "row-parallel loop kernel compiled by Numba @njit",
+    Backend("numba", "gemmlab.backends.numba_jit", "packed, cache-blocked kernel compiled by Numba @njit (prange)",
             hint="install numba (`pip install numba`)"),
-    Backend("cython", "gemmlab.backends.cython_ext", "row-parallel loop kernel in Cython (memoryviews, OpenMP)", hint=REBUILD_HINT),
+    Backend("cython", "gemmlab.backends.cython_ext", "packed, cache-blocked kernel in Cython (OpenMP), per-CPU builds", hint=REBUILD_HINT),
     Backend("cpp", "gemmlab.backends.cpp_ext", "row-parallel loop kernel in a C++ torch extension", hint=REBUILD_HINT),
     Backend("torch", "gemmlab.backends.torch_blas", "BLAS through torch's @ (MKL on this CPU; level 4)", TORCH_DEVICES, TORCH_DTYPES),
     # GPU backends (issue #6): unavailable, with the reason, where gemmlab has no CUDA build or no GPU.

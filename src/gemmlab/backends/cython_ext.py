@@ -1,13 +1,118 @@
-"""Backend `cython`: a row-parallel loop kernel in Cython (typed memoryviews, OpenMP prange).
+"""Backend `cython`: a packed, cache-blocked kernel in Cython (OpenMP prange), in three builds.
 
-The kernel lives in _cython_kernel.pyx, compiled by the package's build; it checks its own
-arguments, and this module only hands it NumPy views of the tensors and the thread count.
+The kernel (_cython_kernel_body.pxi) is compiled by setup.py into one module per instruction set:
+_cython_kernel (portable: the x86-64 baseline, SSE2, or whatever CPU it is built on),
+_cython_kernel_avx2 (AVX2 + FMA) and _cython_kernel_avx512 (AVX-512 F/VL/BW/DQ + FMA). The build
+flags stay portable; the choice is made here, at import, from the CPU's features: the best build
+the CPU supports. The environment variable GEMMLAB_CPU=avx512|avx2|generic forces one (an error if
+the CPU lacks what it needs). backend_info() reports which build runs.
 """
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+from types import ModuleType
 
 import torch
 
-from gemmlab.backends._cython_kernel import matmul_2d as matmul_2d_numpy
+VARIANTS = ("avx512", "avx2", "generic")  # best first
+_MODULES = {
+    "avx512": "gemmlab.backends._cython_kernel_avx512",
+    "avx2": "gemmlab.backends._cython_kernel_avx2",
+    "generic": "gemmlab.backends._cython_kernel",
+}
+# The CPU features (as /proc/cpuinfo names them) each build is compiled for.
+REQUIRED_FLAGS = {
+    "avx512": frozenset({"avx512f", "avx512vl", "avx512bw", "avx512dq", "avx2", "fma"}),
+    "avx2": frozenset({"avx2", "fma"}),
+    "generic": frozenset(),
+}
+ENV = "GEMMLAB_CPU"
+
+
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (Linux), or None where that cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return None
+
+
+def supported_variants(flags: frozenset[str] | None = None) -> list[str]:
+    """The builds this CPU can run, best first (whether or not they were built)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return ["generic"]
+    flags = cpu_flags() if flags is None else flags
+    if flags is None:  # no /proc/cpuinfo (macOS, Windows): ask torch what it found
+        capability = torch.backends.cpu.get_cpu_capability()
+        return {"AVX512": ["avx512", "avx2", "generic"], "AVX2": ["avx2", "generic"]}.get(capability, ["generic"])
+    return [name for name in VARIANTS if REQUIRED_FLAGS[name] <= flags]
+
+
+def load_variant(name: str, flags: frozenset[str] | None = None) -> ModuleType:
+    """The kernel module of one build; raises if the name is unknown, the CPU lacks the build's
+    instructions (importing it anyway could crash the process) or it was not built."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown gemmlab Cython kernel build {name!r}; {ENV} takes one of {', '.join(VARIANTS)}")
+    supported = supported_variants(flags)
+    if name not in supported:
+        have = cpu_flags() if flags is None else flags
+        missing = sorted(REQUIRED_FLAGS[name] - have) if have is not None else []
+        raise RuntimeError(
+            f"the {name} build of gemmlab's Cython kernel needs CPU features this machine lacks"
+            f"{' (' + ', '.join(missing) + ')' if missing else ''}; it supports: {', '.join(supported)}"
+        )
+    try:
+        return importlib.import_module(_MODULES[name])
+    except ImportError as exc:
+        raise ImportError(f"the {name} build of gemmlab's Cython kernel was not built ({exc})") from exc
+
+
+def _choose() -> tuple[ModuleType, str]:
+    forced = os.environ.get(ENV, "").strip().lower()
+    if forced:
+        return load_variant(forced), f"{forced} build of the kernel (forced by {ENV})"
+    errors = []
+    for name in supported_variants():
+        try:
+            return load_variant(name), f"{name} build of the kernel (the best this CPU supports)"
+        except ImportError as exc:  # e.g. built on a non-x86 machine: only the portable build exists
+            errors.append(str(exc))
+    raise ImportError("; ".join(errors))
+
+
+_kernel, NOTE = _choose()
+VARIANT: str = _kernel.VARIANT
+matmul_2d_numpy = _kernel.matmul_2d  # the validated entry point on NumPy arrays (num_threads=...)
+
+_ITEMSIZE = {torch.float32: 4, torch.float64: 8}
+
+
+def run_2d(kernel: ModuleType, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, num_threads: int) -> None:
+    """out = a @ b with one build's kernel: operands passed by address, shape and strides, which
+    costs far less per call than NumPy views and typed memoryviews (the kernel still checks shapes
+    and overlaps itself). Anything this path cannot take goes to the NumPy entry point, which says why."""
+    size = _ITEMSIZE.get(a.dtype)
+    if (size is None or b.dtype is not a.dtype or out.dtype is not a.dtype or not (a.is_cpu and b.is_cpu and out.is_cpu)
+            or a.is_neg() or b.is_neg() or out.is_neg()):
+        kernel.matmul_2d(a.numpy(), b.numpy(), out.numpy(), num_threads=num_threads)  # raises, saying what is wrong
+        return
+    try:
+        sa0, sa1 = a.stride()  # not 2-D: ValueError (sparse and other strideless layouts: RuntimeError)
+        sb0, sb1 = b.stride()
+        so0, so1 = out.stride()
+    except ValueError:
+        kernel.matmul_2d(a.numpy(), b.numpy(), out.numpy(), num_threads=num_threads)
+        return
+    kernel._matmul_2d_addresses(size, a.data_ptr(), *a.shape, sa0, sa1, b.data_ptr(), *b.shape, sb0, sb1,
+                                out.data_ptr(), *out.shape, so0, so1, num_threads)
 
 
 def matmul_2d(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
-    matmul_2d_numpy(a.numpy(), b.numpy(), out.numpy(), num_threads=torch.get_num_threads())
+    run_2d(_kernel, a, b, out, torch.get_num_threads())

@@ -1,33 +1,455 @@
-"""Backend `numba`: a row-parallel loop kernel compiled by Numba's @njit.
+"""Backend `numba`: a packed, cache-blocked matmul compiled by Numba's @njit (BLIS-style).
 
-The kernel is compiled eagerly for float32 and float64 on any-stride ('A' layout) arrays, so a
-transposed or broadcast view is read in place and no new specialisation is compiled per layout.
-Compiled code is cached on disk (cache=True); where no cache folder is writable, Numba refuses to
-cache, and the kernel is compiled without it instead of failing.
+Large products (see SMALL_WORK) run the blocked algorithm:
+
+    for jc in n by NC:                       columns of out that one packed block of B covers
+      for ks in k by a "super-block":        as many rows of B as fit the packed-B budget
+        pack B[ks.., jc..] into NR-wide column panels           (parallel over panels)
+        for each task = (block of MC rows of out) x (range of panels)   (parallel over tasks)
+          for pc in the super-block by KC:
+            pack A[rows, pc..pc+KC] into MR-tall row panels     (per task, thread-private)
+            for each NR panel, for each MR panel: micro-kernel -> MR x NR tile -> out
+
+Packing reads the operands through their strides (transposed, sliced and stride-0 views cost no
+extra copy) and pads the last panels with zeros, so the micro-kernel always runs a full MR x NR
+tile on packed data; only the valid part of an edge tile is written back. The micro-kernel keeps
+its MR x NR accumulators in a small stack array that LLVM promotes to vector registers: the MR
+rows are unrolled by hand so that the innermost loop runs over NR contiguous packed elements with
+a fixed trip count, which LLVM vectorises (6 x 4 zmm FMAs per step on AVX-512).
+
+Small products (the notes' 5x784 @ 784x10) pay for neither threads nor packing: one thread runs
+an unpacked register-tiled loop straight from the operands.
+
+Each dtype is compiled the first time it is used, on any-stride ('A' layout) arrays only, so no
+specialisation is made per layout. Compiled code is cached on disk (cache=True); where no cache
+folder is writable, Numba refuses to cache and everything is compiled without it instead.
 """
 
+from __future__ import annotations
+
+import llvmlite.binding as llvm_binding
 import numba
 import numpy as np
 import torch
 from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+from numba.np.arrayobj import populate_array
 
-# Inputs are read-only views; the output is written.
-_SIGNATURES = [
-    types.void(
-        types.Array(dtype, 2, "A", readonly=True),
-        types.Array(dtype, 2, "A", readonly=True),
-        types.Array(dtype, 2, "A"),
-    )
-    for dtype in (types.float32, types.float64)
-]
+# --- tile and block sizes --------------------------------------------------------------------
+#
+# Numba compiles for the CPU it runs on, so the tile follows the host's vector registers:
+# AVX-512 (32 x 64-byte registers): MR x NR = 6 rows x 4 vectors = 24 accumulators, plus the B
+# vectors and A broadcasts of one step; AVX2 / SSE (16 registers): 6 rows x 2 vectors = 12.
+# (NUMBA_CPU_NAME set means code for some other CPU: assume the least.)
+try:
+    _FEATURES = llvm_binding.get_host_cpu_features() if numba.config.CPU_NAME is None else {}
+except RuntimeError:  # the host's features are unknown: assume the least
+    _FEATURES = {}
+WIDE = bool(_FEATURES.get("avx512f"))  # let LLVM use 512-bit vectors in the kernels
+VECTOR_BYTES = 64 if WIDE else 32 if _FEATURES.get("avx2") else 16
+MR = 6  # rows of a micro-tile (the micro-kernel unrolls them by hand)
+NR_BYTES = VECTOR_BYTES * (4 if WIDE else 2)  # width of a micro-tile: 64 float32 / 32 float64 on AVX-512
+# KC: the B micro-panel (KC x NR) is reused by every MR panel of the A block, so it should sit in
+# L1 (32-48 KiB on current x86) with room to spare: KC * NR_BYTES = 32 KiB.
+KC = max(64, min(384, 32768 // NR_BYTES))
+# MC: the packed A block (MC x KC) is streamed once per B micro-panel and should stay in L2
+# (>= 1 MiB per core on servers): at most 192 KiB for float64. Tasks are also never made
+# larger than what balances the threads (see _plan).
+MC = 16 * MR * (2 if WIDE else 4)
+# NC and the B budget: the packed block of B is shared by all threads and read from L2/L3;
+# packing as much of k as fits PACK_B_ELEMENTS at once keeps parallel regions (a few us each)
+# to two per block even for k = 50000.
+NC = 4096
+PACK_B_ELEMENTS = 1 << 22  # 16 MiB of float32
+
+# Below this many multiply-adds (m * n * k) the serial unpacked loop is used: threads and
+# packing cost more than they save (measured crossover on 2 cores, see the README).
+SMALL_WORK = 64 * 64 * 64
 
 
-def _kernel(a, b, out):
+
+# --- intrinsics: a stack tile for the accumulators, pointers into arrays ---------------------
+
+def _prefer_512_bit_vectors(function) -> None:
+    """Let LLVM vectorise this function with 512-bit registers.
+
+    LLVM's default for Intel AVX-512 CPUs is prefer-vector-width=256 (so that code full of short
+    vector loops does not lower the clock); the micro-kernel is written for the 32 zmm registers.
+    llvmlite's attribute set accepts only names it knows, so the string attribute is added beside
+    them; should a later llvmlite refuse it, the kernels still work, with 256-bit vectors."""
+    try:
+        set.add(function.attributes, '"prefer-vector-width"="512"')
+    except Exception:  # pragma: no cover - depends on the llvmlite version
+        pass
+
+
+@intrinsic
+def _tile_pointer(typingctx, dtype):
+    """A pointer to MR * NR_BYTES bytes of stack: LLVM keeps such a tile in registers."""
+    elements = MR * NR_BYTES // (dtype.dtype.bitwidth // 8)
+
+    def codegen(context, builder, signature, args):
+        if WIDE:
+            _prefer_512_bit_vectors(builder.function)
+        return cgutils.alloca_once(builder, context.get_value_type(dtype.dtype), size=elements)
+
+    return types.CPointer(dtype.dtype)(dtype), codegen
+
+
+@intrinsic
+def _element_pointer(typingctx, array, i, j):
+    """A pointer to array[i, j] (no bounds check: the caller guarantees 0 <= i, j < shape)."""
+
+    def codegen(context, builder, signature, args):
+        arrty = signature.args[0]
+        ary = context.make_array(arrty)(context, builder, args[0])
+        return cgutils.get_item_pointer2(
+            context, builder, data=ary.data, shape=cgutils.unpack_tuple(builder, ary.shape),
+            strides=cgutils.unpack_tuple(builder, ary.strides), layout=arrty.layout,
+            inds=[args[1], args[2]], wraparound=False, boundscheck=False,
+        )
+
+    return types.CPointer(array.dtype)(array, types.intp, types.intp), codegen
+
+
+def _njit(**options):
+    """Numba's njit as every function here uses it: fast math (the kernels reassociate sums and
+    use FMAs), no bounds checks (every index is in range by construction; the entry point checks
+    the shapes), no ZeroDivisionError checks, cached on disk where possible."""
+    return numba.njit(fastmath=True, boundscheck=False, error_model="numpy", cache=_CACHE, **options)
+
+
+try:  # Numba raises at decoration time when it has nowhere to write its cache
+    numba.njit(cache=True)(lambda: None)
+    _CACHE = True
+    CACHE_NOTE = None
+except RuntimeError as exc:  # "cannot cache function ...: no locator available"
+    _CACHE = False
+    CACHE_NOTE = f"compiled without an on-disk cache: {exc}"
+
+
+def _tile_width(x):
+    """NR for x's dtype (elements per micro-tile row); a compile-time constant in jitted code."""
+
+
+def _vector_width(x):
+    """Elements of x's dtype per vector register; a compile-time constant in jitted code."""
+
+
+@overload(_tile_width, inline="always")
+def _tile_width_constant(x):
+    width = NR_BYTES * 8 // x.dtype.bitwidth
+    return lambda x: width
+
+
+@overload(_vector_width, inline="always")
+def _vector_width_constant(x):
+    width = VECTOR_BYTES * 8 // x.dtype.bitwidth
+    return lambda x: width
+
+
+@intrinsic
+def _offset_pointer(typingctx, array, offset):
+    """A pointer to the element `offset` places after the start of a contiguous 1-D array."""
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.gep(ary.data, [args[1]])
+
+    return types.CPointer(array.dtype)(array, types.intp), codegen
+
+
+@_njit(inline="always")
+def _tile(like):
+    """A stack array of MR * NR elements of like's dtype, for a micro-tile's accumulators."""
+    return numba.carray(_tile_pointer(like.dtype), (MR * _tile_width(like),))
+
+
+@_njit(inline="always")
+def _row(array, i, j, length):
+    """array[i, j:j+length] as a contiguous 1-D array (the caller checked stride and bounds)."""
+    return numba.carray(_element_pointer(array, i, j), (length,))
+
+
+@_njit(inline="always")
+def _part(array, offset, length):
+    """array[offset:offset+length] of a contiguous 1-D array, as an array whose indices start at 0
+    (so loop indices are provably non-negative and Numba's negative-index handling folds away)."""
+    return numba.carray(_offset_pointer(array, offset), (length,))
+
+
+# --- packing ------------------------------------------------------------------------------
+
+@_njit()
+def _pack_b_panel(b, p0, kc, j0, nr, bpack, offset):
+    """bpack[offset + p * NR + j] = b[p0 + p, j0 + j], zero for j >= nr."""
+    NR = _tile_width(bpack)
+    z = bpack.dtype.type(0)
+    dst = _part(bpack, offset, kc * NR)
+    if nr == NR and b.strides[1] == b.itemsize:
+        for p in range(kc):
+            src = _row(b, p0 + p, j0, NR)
+            for j in range(NR):
+                dst[p * NR + j] = src[j]
+    elif b.strides[1] == b.itemsize:  # the last, narrower panel: contiguous reads all the same
+        for p in range(kc):
+            src = _row(b, p0 + p, j0, nr)
+            for j in range(nr):
+                dst[p * NR + j] = src[j]
+            for j in range(nr, NR):
+                dst[p * NR + j] = z
+    else:
+        for p in range(kc):
+            for j in range(nr):
+                dst[p * NR + j] = b[p0 + p, j0 + j]
+            for j in range(nr, NR):
+                dst[p * NR + j] = z
+
+
+@_njit()
+def _pack_a_block(a, i0, mc, p0, kc, apack):
+    """MR-tall panels of a[i0:i0+mc, p0:p0+kc]: apack[(r // MR) * MR * kc + p * MR + r % MR]."""
+    z = apack.dtype.type(0)
+    for r0 in range(0, mc, MR):
+        mr = min(MR, mc - r0)
+        base = r0 * kc
+        if a.strides[0] <= a.strides[1]:  # column-major-like: walk down the column first
+            for p in range(kc):
+                for i in range(mr):
+                    apack[base + p * MR + i] = a[i0 + r0 + i, p0 + p]
+                for i in range(mr, MR):
+                    apack[base + p * MR + i] = z
+        else:
+            for i in range(mr):
+                for p in range(kc):
+                    apack[base + p * MR + i] = a[i0 + r0 + i, p0 + p]
+            for i in range(mr, MR):
+                for p in range(kc):
+                    apack[base + p * MR + i] = z
+
+
+# --- the micro-kernel and its write-back -----------------------------------------------------
+
+@_njit()
+def _update_tile(kc, apanel, bpanel, out, i0, j0, mr, nr, first):
+    """out[i0:i0+mr, j0:j0+nr] = (or += when not first) the product of one A and one B micro-panel.
+
+    A function of its own (not inlined by Numba), so LLVM optimises its loop in isolation and
+    keeps the stack tile in registers."""
+    acc = _tile(out)
+    NR = _tile_width(bpanel)
+    for x in range(MR * NR):
+        acc[x] = 0
+    for p in range(kc):
+        a0 = apanel[p * MR]
+        a1 = apanel[p * MR + 1]
+        a2 = apanel[p * MR + 2]
+        a3 = apanel[p * MR + 3]
+        a4 = apanel[p * MR + 4]
+        a5 = apanel[p * MR + 5]
+        for j in range(NR):  # NR contiguous elements, fixed trip count: vectorised
+            bv = bpanel[p * NR + j]
+            acc[j] += a0 * bv
+            acc[NR + j] += a1 * bv
+            acc[2 * NR + j] += a2 * bv
+            acc[3 * NR + j] += a3 * bv
+            acc[4 * NR + j] += a4 * bv
+            acc[5 * NR + j] += a5 * bv
+    _store_tile(acc, out, i0, j0, mr, nr, first)
+
+
+@_njit()
+def _update_tile_unpacked(kc, a, rows, p0, bpanel, out, i0, j0, mr, nr, first):
+    """As _update_tile, reading A's MR rows (rows[i]) straight from a at columns p0..p0+kc.
+
+    For tasks that cover a single B panel, where each A block is used once and packing it would
+    cost as much memory traffic as the product itself (n <= NR: the MLP's 50000x784 @ 784x50).
+    The A values are scalar broadcasts either way; rows past the end are clamped by the caller."""
+    acc = _tile(out)
+    NR = _tile_width(bpanel)
+    for x in range(MR * NR):
+        acc[x] = 0
+    r0, r1, r2, r3, r4, r5 = rows
+    for p in range(kc):
+        col = np.uintp(p0 + p)  # unsigned indices: no negative-index handling in the loop
+        a0 = a[r0, col]
+        a1 = a[r1, col]
+        a2 = a[r2, col]
+        a3 = a[r3, col]
+        a4 = a[r4, col]
+        a5 = a[r5, col]
+        for j in range(NR):
+            bv = bpanel[p * NR + j]
+            acc[j] += a0 * bv
+            acc[NR + j] += a1 * bv
+            acc[2 * NR + j] += a2 * bv
+            acc[3 * NR + j] += a3 * bv
+            acc[4 * NR + j] += a4 * bv
+            acc[5 * NR + j] += a5 * bv
+    _store_tile(acc, out, i0, j0, mr, nr, first)
+
+
+@_njit(inline="always")
+def _clamped_rows(i0, m):
+    """The MR row indices from i0, those past the last row replaced by it (valid memory to read;
+    their results are never written back)."""
+    return (np.uintp(i0), np.uintp(min(i0 + 1, m - 1)), np.uintp(min(i0 + 2, m - 1)),
+            np.uintp(min(i0 + 3, m - 1)), np.uintp(min(i0 + 4, m - 1)), np.uintp(min(i0 + 5, m - 1)))
+
+
+@_njit(inline="always")
+def _store_tile(acc, out, i0, j0, mr, nr, first):
+    """out[i0:i0+mr, j0:j0+nr] = (or +=) the tile; vector stores for full tiles on unit-stride rows."""
+    NR = _tile_width(out)
+    if mr == MR and nr == NR and out.strides[1] == out.itemsize:
+        for i in range(MR):
+            dst = _row(out, i0 + i, j0, NR)
+            if first:
+                for j in range(NR):
+                    dst[j] = acc[i * NR + j]
+            else:
+                for j in range(NR):
+                    dst[j] += acc[i * NR + j]
+    elif out.strides[1] == out.itemsize:  # an edge tile: shorter rows, still contiguous
+        for i in range(mr):
+            dst = _row(out, i0 + i, j0, nr)
+            if first:
+                for j in range(nr):
+                    dst[j] = acc[i * NR + j]
+            else:
+                for j in range(nr):
+                    dst[j] += acc[i * NR + j]
+    else:
+        for i in range(mr):
+            for j in range(nr):
+                if first:
+                    out[i0 + i, j0 + j] = acc[i * NR + j]
+                else:
+                    out[i0 + i, j0 + j] += acc[i * NR + j]
+
+
+# --- the blocked, parallel product ---------------------------------------------------------
+
+@_njit()
+def _plan(m, n_panels, threads):
+    """Rows per task and how many column ranges: enough equal tasks to keep every thread busy."""
+    row_blocks = -(-m // MC)
+    if threads > 1:
+        row_blocks = max(1, min(-(-m // MR), threads * -(-row_blocks // threads)))
+    mc = -(-(-(-m // row_blocks)) // MR) * MR
+    row_blocks = -(-m // mc)
+    splits = 1
+    if row_blocks < threads:
+        splits = max(1, min(n_panels, threads // row_blocks))
+    return mc, row_blocks, splits
+
+
+@_njit(parallel=True)
+def _packed(a, b, out, threads):
     m, k = a.shape
     n = b.shape[1]
-    if b.shape[0] != k or out.shape[0] != m or out.shape[1] != n:
-        raise ValueError("gemmlab numba kernel: shapes do not fit: need a (m, k), b (k, n), out (m, n)")
-    for i in prange(m):
+    NR = _tile_width(a)
+    nc_max = min(NC, -(-n // NR) * NR)
+    ks_max = max(KC, (PACK_B_ELEMENTS // nc_max) // KC * KC)
+    bpack = np.empty(min(k, ks_max) * nc_max, dtype=a.dtype)
+    for jc in range(0, n, nc_max):
+        nc = min(nc_max, n - jc)
+        n_panels = -(-nc // NR)
+        mc, row_blocks, splits = _plan(m, n_panels, threads)
+        for ks in range(0, k, ks_max):
+            ksz = min(ks_max, k - ks)
+            k_blocks = -(-ksz // KC)
+            for job in prange(n_panels * k_blocks):  # (panel, KC rows): parallel even for one panel
+                t = job // k_blocks
+                pb = (job - t * k_blocks) * KC
+                _pack_b_panel(b, ks + pb, min(KC, ksz - pb), jc + t * NR, min(NR, nc - t * NR), bpack,
+                              t * ksz * NR + pb * NR)
+            for task in prange(row_blocks * splits):
+                rb = task // splits
+                sp = task - rb * splits
+                i0 = rb * mc
+                mcb = min(mc, m - i0)
+                t_lo = sp * n_panels // splits
+                t_hi = (sp + 1) * n_panels // splits
+                pack_a = t_hi - t_lo > 1  # an A block used by one B panel only is read in place
+                apack = np.empty(-(-mcb // MR) * MR * KC if pack_a else 0, dtype=a.dtype)
+                for pb in range(0, ksz, KC):
+                    kc = min(KC, ksz - pb)
+                    if pack_a:
+                        _pack_a_block(a, i0, mcb, ks + pb, kc, apack)
+                    first = ks + pb == 0
+                    for t in range(t_lo, t_hi):
+                        j0 = jc + t * NR
+                        nr = min(NR, n - j0)
+                        bpanel = _part(bpack, t * ksz * NR + pb * NR, kc * NR)
+                        for r0 in range(0, mcb, MR):
+                            mr = min(MR, mcb - r0)
+                            if pack_a:
+                                apanel = _part(apack, r0 * kc, kc * MR)
+                                _update_tile(kc, apanel, bpanel, out, i0 + r0, j0, mr, nr, first)
+                            else:
+                                rows = _clamped_rows(i0 + r0, m)
+                                _update_tile_unpacked(kc, a, rows, ks + pb, bpanel, out, i0 + r0, j0, mr, nr, first)
+
+
+# --- the small, serial path -----------------------------------------------------------------
+
+@_njit(inline="always")
+def _small_step(acc, base, a, rows, p, b, j0, nr):
+    """acc[base + i * W + j] += a[rows[i], p] * b[p, j0 + j] for j < nr (W: one vector)."""
+    W = _vector_width(a)
+    z = a.dtype.type(0)
+    p = np.uintp(p)  # unsigned indices: no negative-index handling in the loop
+    a0 = a[rows[0], p]
+    a1 = a[rows[1], p]
+    a2 = a[rows[2], p]
+    a3 = a[rows[3], p]
+    a4 = a[rows[4], p]
+    a5 = a[rows[5], p]
+    src = _row(b, p, j0, W)
+    for j in range(W):
+        bv = src[j] if j < nr else z  # a masked load: nothing past the row's end is read
+        acc[base + j] += a0 * bv
+        acc[base + W + j] += a1 * bv
+        acc[base + 2 * W + j] += a2 * bv
+        acc[base + 3 * W + j] += a3 * bv
+        acc[base + 4 * W + j] += a4 * bv
+        acc[base + 5 * W + j] += a5 * bv
+
+
+@_njit()
+def _small_unit_stride(a, b, out):
+    """Tiles of MR rows x one vector of columns, read straight from a and b (b's rows contiguous).
+
+    Two sets of accumulators (even and odd p) halve the length of the FMA dependency chains. Rows
+    past the end of a are read as its last row (always valid memory) and never written back."""
+    m, k = a.shape
+    n = b.shape[1]
+    W = _vector_width(a)
+    acc = _tile(a)  # MR * NR >= 2 * MR * W elements
+    for i0 in range(0, m, MR):
+        mr = min(MR, m - i0)
+        rows = _clamped_rows(i0, m)
+        for j0 in range(0, n, W):
+            nr = min(W, n - j0)
+            for x in range(2 * MR * W):
+                acc[x] = 0
+            for q in range(k // 2):
+                _small_step(acc, 0, a, rows, 2 * q, b, j0, nr)
+                _small_step(acc, MR * W, a, rows, 2 * q + 1, b, j0, nr)
+            if k % 2:
+                _small_step(acc, 0, a, rows, k - 1, b, j0, nr)
+            for i in range(mr):
+                for j in range(nr):
+                    out[i0 + i, j0 + j] = acc[i * W + j] + acc[MR * W + i * W + j]
+
+
+@_njit()
+def _small_any_stride(a, b, out):
+    m, k = a.shape
+    n = b.shape[1]
+    for i in range(m):
         for j in range(n):
             out[i, j] = 0
         for p in range(k):
@@ -36,35 +458,157 @@ def _kernel(a, b, out):
                 out[i, j] += aip * b[p, j]
 
 
-try:
-    _compiled = numba.njit(_SIGNATURES, parallel=True, cache=True)(_kernel)
-    CACHE_NOTE = None
-except RuntimeError as exc:  # "cannot cache function ...: no locator available"
-    _compiled = numba.njit(_SIGNATURES, parallel=True)(_kernel)
-    CACHE_NOTE = f"compiled without an on-disk cache: {exc}"
+# Status codes of _checked_small.
+_OK, _RUN_PACKED, _BAD_SHAPES, _OUT_SELF_OVERLAP, _OUT_OVERLAPS_INPUT = range(5)
+
+
+@_njit()
+def _extent(x):
+    """[lowest, highest] byte address that x's elements occupy (x not empty)."""
+    lo = hi = np.intp(x.ctypes.data)  # (an unsigned address plus a signed span would be a float)
+    for d in range(x.ndim):
+        span = (x.shape[d] - 1) * x.strides[d]
+        if span < 0:
+            lo += span
+        else:
+            hi += span
+    return lo, hi + x.itemsize - 1
+
+
+@_njit()
+def _disjoint(x, y):
+    x_lo, x_hi = _extent(x)
+    y_lo, y_hi = _extent(y)
+    return x_hi < y_lo or y_hi < x_lo
+
+
+@_njit()
+def _checked_small(a, b, out):
+    """Check the arguments; run small products here and now, tell the caller to run the rest."""
+    m, k = a.shape
+    n = b.shape[1]
+    if b.shape[0] != k or out.shape[0] != m or out.shape[1] != n:
+        return _BAD_SHAPES
+    if m == 0 or n == 0:
+        return _OK
+    if (m > 1 and out.strides[0] == 0) or (n > 1 and out.strides[1] == 0):
+        return _OUT_SELF_OVERLAP
+    if k > 0 and not (_disjoint(out, a) and _disjoint(out, b)):
+        return _OUT_OVERLAPS_INPUT
+    if k == 0:
+        out[:, :] = 0
+        return _OK
+    if m * n * k > SMALL_WORK:
+        return _RUN_PACKED
+    if b.strides[1] == b.itemsize:
+        _small_unit_stride(a, b, out)
+    else:
+        _small_any_stride(a, b, out)
+    return _OK
+
+
+# --- entry points: operands described by address, shape and byte strides -----------------------
+#
+# Passing plain integers costs far less per call than making NumPy views of torch tensors and
+# having Numba type them (~3 us for three operands, more than the whole 5x784 @ 784x10 product);
+# the arrays are rebuilt inside, so the kernels still index them through their strides. Integer
+# arguments also mean exactly one compiled specialisation per function, whatever the layouts.
+
+@intrinsic
+def _view(typingctx, address, rows, cols, stride0, stride1, scalar):
+    """The 2-D array of scalar's type at address, with the given shape and byte strides."""
+    dtype = scalar.instance_type
+    array_type = types.Array(dtype, 2, "A")
+
+    def codegen(context, builder, signature, args):
+        address, rows, cols, stride0, stride1, _ = args
+        ary = context.make_array(array_type)(context, builder)
+        data = builder.inttoptr(address, context.get_data_type(dtype).as_pointer())
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(dtype)))
+        populate_array(ary, data=data, shape=[rows, cols], strides=[stride0, stride1], itemsize=itemsize, meminfo=None)
+        return ary._getvalue()
+
+    return array_type(types.intp, types.intp, types.intp, types.intp, types.intp, scalar), codegen
+
+
+def _views_of(scalar):
+    """Entry points for one dtype: (checked small path, packed path). Their arguments: the unit of
+    the strides in bytes (the itemsize for torch's element strides, 1 for NumPy's byte strides),
+    then address, rows, columns and the two strides of a, b and out in turn (+ threads)."""
+
+    def small(unit, pa, m, k, sa0, sa1, pb, kb, n, sb0, sb1, po, mo, no, so0, so1):
+        return _checked_small(_view(pa, m, k, sa0 * unit, sa1 * unit, scalar), _view(pb, kb, n, sb0 * unit, sb1 * unit, scalar),
+                              _view(po, mo, no, so0 * unit, so1 * unit, scalar))
+
+    def packed(unit, pa, m, k, sa0, sa1, pb, kb, n, sb0, sb1, po, mo, no, so0, so1, threads):
+        _packed(_view(pa, m, k, sa0 * unit, sa1 * unit, scalar), _view(pb, kb, n, sb0 * unit, sb1 * unit, scalar),
+                _view(po, mo, no, so0 * unit, so1 * unit, scalar), threads)
+
+    return small, packed
+
+
+_small_f32, _packed_f32 = _views_of(np.float32)
+_small_f64, _packed_f64 = _views_of(np.float64)
+# Compiled on first use (each dtype separately); integers only, so one specialisation each.
+_ENTRIES = {
+    torch.float32: (_njit()(_small_f32), _njit()(_packed_f32), 4),
+    torch.float64: (_njit()(_small_f64), _njit()(_packed_f64), 8),
+}
+_ENTRIES.update({np.dtype(np.float32): _ENTRIES[torch.float32], np.dtype(np.float64): _ENTRIES[torch.float64]})
+MAX_THREADS = numba.config.NUMBA_NUM_THREADS
+
+
+def _run(entries, args) -> None:
+    """Run the entry points on (unit, a's address, shape, strides, b's..., out's...)."""
+    small, packed, _ = entries
+    status = small(*args)
+    if status == _OK:
+        return
+    if status == _RUN_PACKED:
+        threads = max(1, min(torch.get_num_threads(), MAX_THREADS))
+        numba.set_num_threads(threads)
+        packed(*args, threads)
+        return
+    shapes = f"a {args[2:4]}, b {args[7:9]}, out {args[12:14]}"
+    if status == _BAD_SHAPES:
+        raise ValueError(f"gemmlab numba matmul_2d: shapes do not fit: {shapes}; need a (m, k), b (k, n), out (m, n)")
+    if status == _OUT_SELF_OVERLAP:
+        raise ValueError(f"gemmlab numba matmul_2d: out has elements that share memory (strides {args[14:16]})")
+    raise ValueError("gemmlab numba matmul_2d: out shares memory with an input; pass a separate output array")
 
 
 def matmul_2d_numpy(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """Validated entry point on NumPy arrays: write a @ b into out."""
-    arrays = {"a": a, "b": b, "out": out}
-    for name, x in arrays.items():
+    for name, x in (("a", a), ("b", b), ("out", out)):
         if not isinstance(x, np.ndarray) or x.ndim != 2:
             raise TypeError(f"gemmlab numba matmul_2d: {name} must be a 2-D numpy array, got {type(x).__name__} "
                             f"with shape {getattr(x, 'shape', None)}")
-    if not (a.dtype == b.dtype == out.dtype) or a.dtype not in (np.float32, np.float64):
+    entries = _ENTRIES.get(a.dtype)
+    if entries is None or b.dtype != a.dtype or out.dtype != a.dtype:
         raise TypeError(f"gemmlab numba matmul_2d: needs float32 or float64 arrays of one dtype; "
                         f"got a {a.dtype}, b {b.dtype}, out {out.dtype}")
-    if a.shape[1] != b.shape[0] or out.shape != (a.shape[0], b.shape[1]):
-        raise ValueError(f"gemmlab numba matmul_2d: shapes do not fit: a {a.shape}, b {b.shape}, out {out.shape}")
     if not out.flags.writeable:
         raise ValueError("gemmlab numba matmul_2d: out is read-only")
-    if any(stride == 0 and size > 1 for stride, size in zip(out.strides, out.shape)):
-        raise ValueError(f"gemmlab numba matmul_2d: out has elements that share memory (strides {out.strides})")
-    if out.size and (np.may_share_memory(out, a) or np.may_share_memory(out, b)):
-        raise ValueError("gemmlab numba matmul_2d: out shares memory with an input; pass a separate output array")
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    _compiled(a, b, out)
+    if not (a.dtype.isnative and b.dtype.isnative and out.dtype.isnative):
+        raise TypeError("gemmlab numba matmul_2d: needs arrays in the machine's byte order")
+    _run(entries, (1, a.ctypes.data, *a.shape, *a.strides, b.ctypes.data, *b.shape, *b.strides,
+                   out.ctypes.data, *out.shape, *out.strides))
 
 
 def matmul_2d(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
-    matmul_2d_numpy(a.numpy(), b.numpy(), out.numpy())
+    """The backend's entry point: the tensors go in by address, shape and strides (checked in the
+    kernel); anything the address path cannot take goes to matmul_2d_numpy, which says why."""
+    entries = _ENTRIES.get(a.dtype)
+    if (entries is None or b.dtype is not a.dtype or out.dtype is not a.dtype or not (a.is_cpu and b.is_cpu and out.is_cpu)
+            or a.is_neg() or b.is_neg() or out.is_neg()):
+        matmul_2d_numpy(a.numpy(), b.numpy(), out.numpy())  # raises, saying what is wrong
+        return
+    try:
+        sa0, sa1 = a.stride()  # not 2-D: ValueError (sparse and other strideless layouts: RuntimeError)
+        sb0, sb1 = b.stride()
+        so0, so1 = out.stride()
+    except ValueError:
+        matmul_2d_numpy(a.numpy(), b.numpy(), out.numpy())
+        return
+    _run(entries, (entries[2], a.data_ptr(), *a.shape, sa0, sa1, b.data_ptr(), *b.shape, sb0, sb1,
+                   out.data_ptr(), *out.shape, so0, so1))

@@ -1,0 +1,14 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False, language_level=3
+"""gemmlab's Cython kernel built for AVX2 + FMA (setup.py: -mavx2 -mfma); see _cython_kernel.pyx.
+
+Import it only on a CPU with AVX2 and FMA (cython_ext checks): its code may use them anywhere."""
+
+VARIANT = "avx2"
+
+cdef enum:
+    VECTOR_BYTES = 32  # AVX2: 16 registers of 32 bytes
+    NR_VECTORS = 2  # micro-tile 6 x 2 vectors: 12 accumulators, + 2 for B and 1 broadcast
+    KC = 256  # KC x NR panel of B: 16 KiB (float32) in L1
+    MC = 96  # MC x KC block of A: <= 192 KiB (float64) in L2
+
+include "_cython_kernel_body.pxi"

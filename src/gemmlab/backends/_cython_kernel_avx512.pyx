@@ -1,0 +1,15 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False, language_level=3
+"""gemmlab's Cython kernel built for AVX-512 (setup.py: -mavx512f -mavx512vl -mavx512bw -mavx512dq
+-mfma, 512-bit vectors preferred); see _cython_kernel.pyx.
+
+Import it only on a CPU with those extensions (cython_ext checks): its code may use them anywhere."""
+
+VARIANT = "avx512"
+
+cdef enum:
+    VECTOR_BYTES = 64  # AVX-512: 32 registers of 64 bytes
+    NR_VECTORS = 4  # micro-tile 6 x 4 vectors: 24 accumulators (NR = 64 float32 / 32 float64)
+    KC = 128  # KC x NR panel of B: 32 KiB in L1 (48 KiB here)
+    MC = 192  # MC x KC block of A: <= 192 KiB (float64) in L2
+
+include "_cython_kernel_body.pxi"

@@ -1,0 +1,549 @@
+# The body of gemmlab's Cython kernel, shared by every build variant.
+#
+# Each variant (_cython_kernel.pyx: portable SSE2; _cython_kernel_avx2.pyx; _cython_kernel_avx512.pyx)
+# defines VARIANT and the enum constants VECTOR_BYTES, NR_VECTORS, KC and MC, then includes this
+# file; setup.py compiles each with its own instruction-set flags, and cython_ext picks at run time
+# the best one the CPU supports.
+#
+# out = a @ b on 2-D operands of any strides, in the BLIS style:
+#
+#     for jc in n by NC:                       columns of out one packed block of B covers
+#       for ks in k by a "super-block":        as many rows of B as fit PACK_B_ELEMENTS
+#         pack B[ks.., jc..] into NR-wide column panels                 (prange over panels)
+#         for each task = (block of <= MC rows) x (range of B panels)   (prange over tasks)
+#           for pc in the super-block by KC:
+#             pack A[rows, pc..pc+KC] into MR-tall row panels           (task-private buffer)
+#             for each NR panel, each MR panel: micro-kernel -> MR x NR tile -> out
+#
+# Packing reads through the strides (views cost no copy) and pads the last panels with zeros, so
+# the micro-kernel always runs a full MR x NR tile; only the valid part of an edge tile is stored.
+# The micro-kernel keeps the MR x NR accumulators in a local array whose innermost loop runs over
+# NR contiguous packed elements with a fixed trip count: gcc vectorises it (MR x NR_VECTORS FMAs
+# per step) and keeps the whole tile in registers. Small products take a serial unpacked loop.
+
+from cython.parallel cimport prange
+from libc.stdlib cimport free, malloc
+
+ctypedef fused real:
+    float
+    double
+
+cdef enum:
+    MR = 6  # rows of a micro-tile (unrolled by hand below)
+    NR_BYTES = VECTOR_BYTES * NR_VECTORS  # a micro-tile row: NR = NR_BYTES / sizeof(real) elements
+    TILE_FLOATS = MR * (NR_BYTES >> 2)  # room for an MR x NR tile of float (double uses half)
+    VECTOR_FLOATS = VECTOR_BYTES >> 2
+    # The packed block of B is shared by all threads and read from L2/L3; packing as much of k as
+    # fits at once keeps the parallel regions to two per block even for k = 50000.
+    NC = 4096
+    PACK_B_ELEMENTS = 1 << 22
+    # Below this many multiply-adds (m * n * k) the serial unpacked loop is used: threads and
+    # packing cost more than they save.
+    SMALL_WORK = 64 * 64 * 64
+    CHUNK = 128  # rows of b the small path for narrow b copies at a time (8 KiB of float on AVX-512)
+
+# The blocking of this build, for tests and reports (NR in elements is NR_BYTES / itemsize).
+BLOCKING = {"MR": MR, "NR_BYTES": NR_BYTES, "VECTOR_BYTES": VECTOR_BYTES, "KC": KC, "MC": MC, "NC": NC,
+            "PACK_B_ELEMENTS": PACK_B_ELEMENTS, "SMALL_WORK": SMALL_WORK}
+
+# Status codes of the core (the Python-level callers turn them into exceptions).
+cdef enum:
+    OK = 0
+    BAD_SHAPES = 1
+    OUT_SELF_OVERLAP = 2
+    OUT_OVERLAPS_INPUT = 3
+    NO_MEMORY = 4
+
+
+cdef inline const real* at(const real* base, Py_ssize_t i, Py_ssize_t j, Py_ssize_t s0, Py_ssize_t s1) noexcept nogil:
+    """&x[i, j] for x at base with byte strides s0, s1."""
+    return <const real*>(<const char*>base + i * s0 + j * s1)
+
+
+cdef inline real* at_mut(real* base, Py_ssize_t i, Py_ssize_t j, Py_ssize_t s0, Py_ssize_t s1) noexcept nogil:
+    return <real*>(<char*>base + i * s0 + j * s1)
+
+
+cdef inline Py_ssize_t cdiv(Py_ssize_t x, Py_ssize_t y) noexcept nogil:
+    return (x + y - 1) // y
+
+
+# --- packing -------------------------------------------------------------------------------
+
+cdef void pack_b_panel(const real* b, Py_ssize_t sb0, Py_ssize_t sb1, Py_ssize_t p0, Py_ssize_t kc,
+                       Py_ssize_t j0, Py_ssize_t nr, real* dst) noexcept nogil:
+    """dst[p * NR + j] = b[p0 + p, j0 + j] for p < kc, zero for nr <= j < NR."""
+    cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
+    cdef Py_ssize_t p, j
+    cdef const real* src
+    if nr == NR and sb1 == sizeof(real):
+        for p in range(kc):
+            src = at(b, p0 + p, j0, sb0, sb1)
+            for j in range(NR):
+                dst[p * NR + j] = src[j]
+    else:
+        for p in range(kc):
+            for j in range(nr):
+                dst[p * NR + j] = at(b, p0 + p, j0 + j, sb0, sb1)[0]
+            for j in range(nr, NR):
+                dst[p * NR + j] = 0
+
+
+cdef void pack_a_block(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, Py_ssize_t i0, Py_ssize_t mc,
+                       Py_ssize_t p0, Py_ssize_t kc, real* dst) noexcept nogil:
+    """MR-tall panels of a[i0:i0+mc, p0:p0+kc]: dst[(r // MR) * MR * kc + p * MR + r % MR], zero-padded."""
+    cdef Py_ssize_t r, r0, mr, i, p
+    cdef real* panel
+    for r in range(cdiv(mc, MR)):
+        r0 = r * MR
+        mr = min(<Py_ssize_t>MR, mc - r0)
+        panel = dst + r0 * kc
+        if sa0 <= sa1:  # column-major-like: walk down each column
+            for p in range(kc):
+                for i in range(mr):
+                    panel[p * MR + i] = at(a, i0 + r0 + i, p0 + p, sa0, sa1)[0]
+                for i in range(mr, MR):
+                    panel[p * MR + i] = 0
+        else:
+            for i in range(mr):
+                for p in range(kc):
+                    panel[p * MR + i] = at(a, i0 + r0 + i, p0 + p, sa0, sa1)[0]
+            for i in range(mr, MR):
+                for p in range(kc):
+                    panel[p * MR + i] = 0
+
+
+# --- micro-kernel and write-back --------------------------------------------------------------
+
+cdef inline void store_tile(const real* acc, real* out, Py_ssize_t so0, Py_ssize_t so1, Py_ssize_t i0, Py_ssize_t j0,
+                            Py_ssize_t mr, Py_ssize_t nr, bint first) noexcept nogil:
+    """out[i0:i0+mr, j0:j0+nr] = (or += unless first) the tile; vector stores for full tiles on unit-stride rows."""
+    cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
+    cdef Py_ssize_t i, j
+    cdef real* dst
+    if mr == MR and nr == NR and so1 == sizeof(real):
+        for i in range(MR):
+            dst = at_mut(out, i0 + i, j0, so0, so1)
+            if first:
+                for j in range(NR):
+                    dst[j] = acc[i * NR + j]
+            else:
+                for j in range(NR):
+                    dst[j] += acc[i * NR + j]
+    elif so1 == sizeof(real):  # an edge tile: shorter rows, still contiguous
+        for i in range(mr):
+            dst = at_mut(out, i0 + i, j0, so0, so1)
+            if first:
+                for j in range(nr):
+                    dst[j] = acc[i * NR + j]
+            else:
+                for j in range(nr):
+                    dst[j] += acc[i * NR + j]
+    else:
+        for i in range(mr):
+            for j in range(nr):
+                dst = at_mut(out, i0 + i, j0 + j, so0, so1)
+                if first:
+                    dst[0] = acc[i * NR + j]
+                else:
+                    dst[0] += acc[i * NR + j]
+
+
+cdef inline void fma_vector(real* acc, Py_ssize_t row, const real* b, real a0, real a1, real a2, real a3,
+                            real a4, real a5) noexcept nogil:
+    """One vector of columns of a tile whose rows are `row` apart: acc[i * row + j] += a_i * b[j]
+    for j < one vector.
+
+    A loop of exactly one vector's length, so once gcc vectorises it no loop is left, and the
+    micro-kernels are straight-line code on fixed tile offsets that gcc keeps in registers."""
+    cdef Py_ssize_t W = VECTOR_BYTES // sizeof(real)
+    cdef Py_ssize_t j
+    cdef real bv
+    for j in range(W):
+        bv = b[j]
+        acc[j] += a0 * bv
+        acc[row + j] += a1 * bv
+        acc[2 * row + j] += a2 * bv
+        acc[3 * row + j] += a3 * bv
+        acc[4 * row + j] += a4 * bv
+        acc[5 * row + j] += a5 * bv
+
+
+cdef inline void fma_tile_row(real* acc, const real* b, real a0, real a1, real a2, real a3, real a4,
+                              real a5) noexcept nogil:
+    """acc[i * NR + j] += a_i * b[j] for the whole tile, one vector of columns at a time (unrolled
+    by hand: gcc does not fully unroll a loop over the NR_VECTORS vectors itself)."""
+    cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
+    cdef Py_ssize_t W = VECTOR_BYTES // sizeof(real)
+    fma_vector(acc, NR, b, a0, a1, a2, a3, a4, a5)
+    fma_vector(acc + W, NR, b + W, a0, a1, a2, a3, a4, a5)
+    if NR_VECTORS > 2:
+        fma_vector(acc + 2 * W, NR, b + 2 * W, a0, a1, a2, a3, a4, a5)
+    if NR_VECTORS > 3:
+        fma_vector(acc + 3 * W, NR, b + 3 * W, a0, a1, a2, a3, a4, a5)
+
+
+cdef void update_tile(Py_ssize_t kc, const real* ap, const real* bp, real* out, Py_ssize_t so0, Py_ssize_t so1,
+                      Py_ssize_t i0, Py_ssize_t j0, Py_ssize_t mr, Py_ssize_t nr, bint first) noexcept nogil:
+    """The micro-kernel: out tile (i0, j0) = (or +=) packed A panel ap (kc x MR) times packed B panel bp (kc x NR)."""
+    cdef real acc[TILE_FLOATS]  # the MR x NR accumulators
+    cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
+    cdef Py_ssize_t p, j
+    for j in range(MR * NR):
+        acc[j] = 0
+    for p in range(kc):
+        fma_tile_row(acc, bp + p * NR, ap[p * MR], ap[p * MR + 1], ap[p * MR + 2], ap[p * MR + 3],
+                     ap[p * MR + 4], ap[p * MR + 5])
+    store_tile(acc, out, so0, so1, i0, j0, mr, nr, first)
+
+
+cdef void update_tile_unpacked(Py_ssize_t kc, const real* a, Py_ssize_t sa0, Py_ssize_t sa1, Py_ssize_t m,
+                               Py_ssize_t p0, const real* bp, real* out, Py_ssize_t so0, Py_ssize_t so1,
+                               Py_ssize_t i0, Py_ssize_t j0, Py_ssize_t mr, Py_ssize_t nr, bint first) noexcept nogil:
+    """As update_tile, reading A's rows straight from a (columns p0..p0+kc).
+
+    For tasks that cover a single B panel, where each A block is used once and packing it would
+    move as much memory as the product itself (n <= NR: the MLP's 50000x784 @ 784x50). Rows past
+    the end are read as the last row (valid memory) and never stored."""
+    cdef real acc[TILE_FLOATS]
+    cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
+    cdef Py_ssize_t p, j
+    cdef const real* r0 = at(a, i0, p0, sa0, sa1)
+    cdef const real* r1 = at(a, min(i0 + 1, m - 1), p0, sa0, sa1)
+    cdef const real* r2 = at(a, min(i0 + 2, m - 1), p0, sa0, sa1)
+    cdef const real* r3 = at(a, min(i0 + 3, m - 1), p0, sa0, sa1)
+    cdef const real* r4 = at(a, min(i0 + 4, m - 1), p0, sa0, sa1)
+    cdef const real* r5 = at(a, min(i0 + 5, m - 1), p0, sa0, sa1)
+    for j in range(MR * NR):
+        acc[j] = 0
+    for p in range(kc):
+        fma_tile_row(acc, bp + p * NR, at(r0, 0, p, 0, sa1)[0], at(r1, 0, p, 0, sa1)[0], at(r2, 0, p, 0, sa1)[0],
+                     at(r3, 0, p, 0, sa1)[0], at(r4, 0, p, 0, sa1)[0], at(r5, 0, p, 0, sa1)[0])
+    store_tile(acc, out, so0, so1, i0, j0, mr, nr, first)
+
+
+# --- the blocked, parallel product ------------------------------------------------------------
+
+cdef int run_task(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, Py_ssize_t m, const real* bpack,
+                  real* out, Py_ssize_t so0, Py_ssize_t so1, Py_ssize_t n, Py_ssize_t i0, Py_ssize_t mcb,
+                  Py_ssize_t jc, Py_ssize_t t_lo, Py_ssize_t t_hi, Py_ssize_t ks, Py_ssize_t ksz) noexcept nogil:
+    """One task: rows i0..i0+mcb of out against B panels t_lo..t_hi of the packed super-block."""
+    cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
+    cdef bint pack_a = t_hi - t_lo > 1  # an A block used by one B panel only is read in place
+    cdef real* apack = NULL
+    cdef Py_ssize_t ib, pb, kc, t, j0, nr, r, r0
+    cdef const real* bpanel
+    if pack_a:
+        apack = <real*>malloc(((mcb + MR - 1) // MR) * MR * KC * sizeof(real))
+        if apack == NULL:
+            return 1
+    for ib in range(cdiv(ksz, KC)):
+        pb = ib * KC
+        kc = min(<Py_ssize_t>KC, ksz - pb)
+        if pack_a:
+            pack_a_block(a, sa0, sa1, i0, mcb, ks + pb, kc, apack)
+        for t in range(t_lo, t_hi):
+            j0 = jc + t * NR
+            nr = min(NR, n - j0)
+            bpanel = bpack + t * ksz * NR + pb * NR
+            for r in range(cdiv(mcb, MR)):
+                r0 = r * MR
+                if pack_a:
+                    update_tile(kc, apack + r0 * kc, bpanel, out, so0, so1, i0 + r0, j0,
+                                min(<Py_ssize_t>MR, mcb - r0), nr, ks + pb == 0)
+                else:
+                    update_tile_unpacked(kc, a, sa0, sa1, m, ks + pb, bpanel, out, so0, so1, i0 + r0, j0,
+                                         min(<Py_ssize_t>MR, mcb - r0), nr, ks + pb == 0)
+    free(apack)
+    return 0
+
+
+cdef int packed(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py_ssize_t sb0, Py_ssize_t sb1,
+                real* out, Py_ssize_t so0, Py_ssize_t so1, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
+                int threads) noexcept nogil:
+    cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
+    cdef Py_ssize_t nc_max = min(<Py_ssize_t>NC, cdiv(n, NR) * NR)
+    cdef Py_ssize_t ks_max = max(<Py_ssize_t>KC, (PACK_B_ELEMENTS // nc_max) // KC * KC)
+    cdef Py_ssize_t jb, jc, nc, n_panels, kb, ks, ksz, k_blocks, job, pb, t, task, rb, sp, i0
+    cdef Py_ssize_t row_blocks, mc, splits
+    cdef int failed = 0
+    cdef real* bpack = <real*>malloc(min(k, ks_max) * nc_max * sizeof(real))
+    if bpack == NULL:
+        return NO_MEMORY
+    # Tasks: enough equal row blocks (<= MC rows, a multiple of MR) to keep every thread busy;
+    # when there are fewer row blocks than threads, the B panels are split between tasks too.
+    row_blocks = cdiv(m, MC)
+    if threads > 1:
+        row_blocks = max(1, min(cdiv(m, MR), threads * cdiv(row_blocks, threads)))
+    mc = cdiv(cdiv(m, row_blocks), MR) * MR
+    row_blocks = cdiv(m, mc)
+    for jb in range(cdiv(n, nc_max)):
+        jc = jb * nc_max
+        nc = min(nc_max, n - jc)
+        n_panels = cdiv(nc, NR)
+        splits = 1
+        if row_blocks < threads:
+            splits = max(1, min(n_panels, threads // row_blocks))
+        for kb in range(cdiv(k, ks_max)):
+            ks = kb * ks_max
+            ksz = min(ks_max, k - ks)
+            k_blocks = cdiv(ksz, KC)
+            for job in prange(n_panels * k_blocks, schedule="static", num_threads=threads):
+                # one job per (panel, KC rows), so that even a single panel is packed in parallel
+                t = job // k_blocks
+                pb = (job - t * k_blocks) * KC
+                pack_b_panel(b, sb0, sb1, ks + pb, min(<Py_ssize_t>KC, ksz - pb), jc + t * NR, min(NR, nc - t * NR),
+                             bpack + t * ksz * NR + pb * NR)
+            for task in prange(row_blocks * splits, schedule="static", num_threads=threads):
+                rb = task // splits
+                sp = task - rb * splits
+                i0 = rb * mc
+                failed += run_task(a, sa0, sa1, m, bpack, out, so0, so1, n, i0, min(mc, m - i0), jc,
+                                   sp * n_panels // splits, (sp + 1) * n_panels // splits, ks, ksz)
+    free(bpack)
+    return NO_MEMORY if failed else OK
+
+
+# --- the small, serial path ----------------------------------------------------------------
+
+cdef inline void fma_columns(real* acc, Py_ssize_t width, const real* b, real a0, real a1, real a2, real a3,
+                             real a4, real a5) noexcept nogil:
+    """acc[i * width + j] += a_i * b[j] for j < width (a compile-time constant once inlined)."""
+    cdef Py_ssize_t j
+    cdef real bv
+    for j in range(width):
+        bv = b[j]
+        acc[j] += a0 * bv
+        acc[width + j] += a1 * bv
+        acc[2 * width + j] += a2 * bv
+        acc[3 * width + j] += a3 * bv
+        acc[4 * width + j] += a4 * bv
+        acc[5 * width + j] += a5 * bv
+
+
+cdef inline void small_tiles(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py_ssize_t sb0,
+                             real* out, Py_ssize_t so0, Py_ssize_t so1, Py_ssize_t m, Py_ssize_t k,
+                             Py_ssize_t n, Py_ssize_t width) noexcept nogil:
+    """Tiles of MR rows x `width` columns (n >= width), read straight from a and b (b's rows contiguous).
+
+    No masks and no padding: when n is not a multiple of width, the last tile is shifted left to
+    end at column n (it overlaps the one before; only its new columns are stored), so every read
+    is an element of a or b. Rows past the end of a are read as its last row and never stored.
+    Two sets of accumulators (even and odd p) halve the FMA dependency chains."""
+    cdef real acc[2 * MR * VECTOR_FLOATS]
+    cdef const real* rows[MR]
+    cdef const real* r0
+    cdef const real* r1
+    cdef const real* r2
+    cdef const real* r3
+    cdef const real* r4
+    cdef const real* r5
+    cdef Py_ssize_t ib, i0, mr, jb, j0, start, p, i, j
+    for ib in range(cdiv(m, MR)):
+        i0 = ib * MR
+        mr = min(<Py_ssize_t>MR, m - i0)
+        r0 = at(a, i0, 0, sa0, sa1)
+        r1 = at(a, min(i0 + 1, m - 1), 0, sa0, sa1)
+        r2 = at(a, min(i0 + 2, m - 1), 0, sa0, sa1)
+        r3 = at(a, min(i0 + 3, m - 1), 0, sa0, sa1)
+        r4 = at(a, min(i0 + 4, m - 1), 0, sa0, sa1)
+        r5 = at(a, min(i0 + 5, m - 1), 0, sa0, sa1)
+        for jb in range(cdiv(n, width)):
+            j0 = jb * width
+            start = min(j0, n - width)  # the window's first column
+            for j in range(2 * MR * width):
+                acc[j] = 0
+            for p in range(0, k - 1, 2):
+                fma_columns(acc, width, at(b, p, start, sb0, sizeof(real)), at(r0, 0, p, 0, sa1)[0],
+                            at(r1, 0, p, 0, sa1)[0], at(r2, 0, p, 0, sa1)[0], at(r3, 0, p, 0, sa1)[0],
+                            at(r4, 0, p, 0, sa1)[0], at(r5, 0, p, 0, sa1)[0])
+                fma_columns(acc + MR * width, width, at(b, p + 1, start, sb0, sizeof(real)),
+                            at(r0, 0, p + 1, 0, sa1)[0], at(r1, 0, p + 1, 0, sa1)[0], at(r2, 0, p + 1, 0, sa1)[0],
+                            at(r3, 0, p + 1, 0, sa1)[0], at(r4, 0, p + 1, 0, sa1)[0], at(r5, 0, p + 1, 0, sa1)[0])
+            if k % 2:
+                p = k - 1
+                fma_columns(acc, width, at(b, p, start, sb0, sizeof(real)), at(r0, 0, p, 0, sa1)[0],
+                            at(r1, 0, p, 0, sa1)[0], at(r2, 0, p, 0, sa1)[0], at(r3, 0, p, 0, sa1)[0],
+                            at(r4, 0, p, 0, sa1)[0], at(r5, 0, p, 0, sa1)[0])
+            for i in range(mr):
+                for j in range(j0 - start, width):
+                    at_mut(out, i0 + i, start + j, so0, so1)[0] = acc[i * width + j] + acc[MR * width + i * width + j]
+
+
+cdef void small_narrow(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py_ssize_t sb0,
+                       real* out, Py_ssize_t so0, Py_ssize_t so1, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
+    """The small path for n narrower than one vector (the notes' 784 x 10): b's rows are copied,
+    CHUNK at a time, into a zeroed buffer one vector wide, and tiles of MR rows x one vector run
+    on it as in small_tiles (the zero columns are computed and never stored)."""
+    cdef real bbuf[CHUNK * VECTOR_FLOATS]
+    cdef real acc[2 * MR * VECTOR_FLOATS]
+    cdef Py_ssize_t W = VECTOR_BYTES // sizeof(real)
+    cdef const real* r0
+    cdef const real* r1
+    cdef const real* r2
+    cdef const real* r3
+    cdef const real* r4
+    cdef const real* r5
+    cdef const real* src
+    cdef Py_ssize_t ib, i0, mr, cb, c0, ch, q, p, i, j
+    for j in range(CHUNK * W):
+        bbuf[j] = 0
+    for ib in range(cdiv(m, MR)):
+        i0 = ib * MR
+        mr = min(<Py_ssize_t>MR, m - i0)
+        r0 = at(a, i0, 0, sa0, sa1)
+        r1 = at(a, min(i0 + 1, m - 1), 0, sa0, sa1)
+        r2 = at(a, min(i0 + 2, m - 1), 0, sa0, sa1)
+        r3 = at(a, min(i0 + 3, m - 1), 0, sa0, sa1)
+        r4 = at(a, min(i0 + 4, m - 1), 0, sa0, sa1)
+        r5 = at(a, min(i0 + 5, m - 1), 0, sa0, sa1)
+        for j in range(2 * MR * W):
+            acc[j] = 0
+        for cb in range(cdiv(k, CHUNK)):
+            c0 = cb * CHUNK
+            ch = min(<Py_ssize_t>CHUNK, k - c0)
+            for q in range(ch):
+                src = at(b, c0 + q, 0, sb0, sizeof(real))
+                for j in range(n):
+                    bbuf[q * W + j] = src[j]
+            for q in range(0, ch - 1, 2):
+                p = c0 + q
+                fma_columns(acc, W, bbuf + q * W, at(r0, 0, p, 0, sa1)[0], at(r1, 0, p, 0, sa1)[0],
+                            at(r2, 0, p, 0, sa1)[0], at(r3, 0, p, 0, sa1)[0], at(r4, 0, p, 0, sa1)[0],
+                            at(r5, 0, p, 0, sa1)[0])
+                fma_columns(acc + MR * W, W, bbuf + (q + 1) * W, at(r0, 0, p + 1, 0, sa1)[0],
+                            at(r1, 0, p + 1, 0, sa1)[0], at(r2, 0, p + 1, 0, sa1)[0], at(r3, 0, p + 1, 0, sa1)[0],
+                            at(r4, 0, p + 1, 0, sa1)[0], at(r5, 0, p + 1, 0, sa1)[0])
+            if ch % 2:
+                q = ch - 1
+                p = c0 + q
+                fma_columns(acc, W, bbuf + q * W, at(r0, 0, p, 0, sa1)[0], at(r1, 0, p, 0, sa1)[0],
+                            at(r2, 0, p, 0, sa1)[0], at(r3, 0, p, 0, sa1)[0], at(r4, 0, p, 0, sa1)[0],
+                            at(r5, 0, p, 0, sa1)[0])
+        for i in range(mr):
+            for j in range(n):
+                at_mut(out, i0 + i, j, so0, so1)[0] = acc[i * W + j] + acc[MR * W + i * W + j]
+
+
+cdef void small_unit_stride(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py_ssize_t sb0,
+                            real* out, Py_ssize_t so0, Py_ssize_t so1, Py_ssize_t m, Py_ssize_t k,
+                            Py_ssize_t n) noexcept nogil:
+    """The small path when b's rows are contiguous."""
+    if n >= VECTOR_BYTES // sizeof(real):
+        small_tiles(a, sa0, sa1, b, sb0, out, so0, so1, m, k, n, VECTOR_BYTES // sizeof(real))
+    else:
+        small_narrow(a, sa0, sa1, b, sb0, out, so0, so1, m, k, n)
+
+
+cdef void small_any_stride(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py_ssize_t sb0,
+                           Py_ssize_t sb1, real* out, Py_ssize_t so0, Py_ssize_t so1, Py_ssize_t m,
+                           Py_ssize_t k, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i, j, p
+    cdef real aip
+    for i in range(m):
+        for j in range(n):
+            at_mut(out, i, j, so0, so1)[0] = 0
+        for p in range(k):
+            aip = at(a, i, p, sa0, sa1)[0]
+            for j in range(n):
+                at_mut(out, i, j, so0, so1)[0] += aip * at(b, p, j, sb0, sb1)[0]
+
+
+# --- checks and the entry points -------------------------------------------------------------
+
+cdef inline void extent(Py_ssize_t address, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t s0, Py_ssize_t s1,
+                        Py_ssize_t itemsize, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi]: the bytes a non-empty operand's elements occupy."""
+    cdef Py_ssize_t span0 = (rows - 1) * s0, span1 = (cols - 1) * s1
+    lo[0] = address + min(span0, 0) + min(span1, 0)
+    hi[0] = address + max(span0, 0) + max(span1, 0) + itemsize - 1
+
+
+cdef inline bint disjoint(Py_ssize_t x_lo, Py_ssize_t x_hi, Py_ssize_t y_lo, Py_ssize_t y_hi) noexcept nogil:
+    return x_hi < y_lo or y_hi < x_lo
+
+
+cdef int product(const real* a, Py_ssize_t m, Py_ssize_t k, Py_ssize_t sa0, Py_ssize_t sa1,
+                 const real* b, Py_ssize_t kb, Py_ssize_t n, Py_ssize_t sb0, Py_ssize_t sb1,
+                 real* out, Py_ssize_t mo, Py_ssize_t no, Py_ssize_t so0, Py_ssize_t so1, int threads) noexcept nogil:
+    """Check the arguments, then write a @ b into out; returns a status code."""
+    cdef Py_ssize_t a_lo, a_hi, b_lo, b_hi, o_lo, o_hi
+    cdef Py_ssize_t i, j
+    if kb != k or mo != m or no != n:
+        return BAD_SHAPES
+    if m == 0 or n == 0:
+        return OK
+    if (m > 1 and so0 == 0) or (n > 1 and so1 == 0):
+        return OUT_SELF_OVERLAP
+    if k == 0:
+        for i in range(m):
+            for j in range(n):
+                at_mut(out, i, j, so0, so1)[0] = 0
+        return OK
+    extent(<Py_ssize_t>a, m, k, sa0, sa1, sizeof(real), &a_lo, &a_hi)
+    extent(<Py_ssize_t>b, k, n, sb0, sb1, sizeof(real), &b_lo, &b_hi)
+    extent(<Py_ssize_t>out, m, n, so0, so1, sizeof(real), &o_lo, &o_hi)
+    if not (disjoint(o_lo, o_hi, a_lo, a_hi) and disjoint(o_lo, o_hi, b_lo, b_hi)):
+        return OUT_OVERLAPS_INPUT
+    if m * n * k > SMALL_WORK:
+        return packed(a, sa0, sa1, b, sb0, sb1, out, so0, so1, m, k, n, max(1, threads))
+    if sb1 == sizeof(real):
+        small_unit_stride(a, sa0, sa1, b, sb0, out, so0, so1, m, k, n)
+    else:
+        small_any_stride(a, sa0, sa1, b, sb0, sb1, out, so0, so1, m, k, n)
+    return OK
+
+
+cdef object raise_for(int status, tuple a_shape, tuple b_shape, tuple out_shape, tuple out_strides):
+    if status == BAD_SHAPES:
+        raise ValueError(
+            f"gemmlab cython matmul_2d: shapes do not fit: a {a_shape}, b {b_shape}, out {out_shape}; "
+            f"need a (m, k), b (k, n), out (m, n)"
+        )
+    if status == OUT_SELF_OVERLAP:
+        raise ValueError(f"gemmlab cython matmul_2d: out has elements that share memory (byte strides {out_strides})")
+    if status == OUT_OVERLAPS_INPUT:
+        raise ValueError("gemmlab cython matmul_2d: out shares memory with an input; pass a separate output array")
+    if status == NO_MEMORY:
+        raise MemoryError("gemmlab cython matmul_2d: could not allocate the packing buffers")
+
+
+def matmul_2d(const real[:, :] a not None, const real[:, :] b not None, real[:, :] out not None, int num_threads=1):
+    """Write a @ b into out (2-D arrays of one float dtype, any strides), with num_threads OpenMP threads."""
+    if num_threads < 1:
+        raise ValueError(f"gemmlab cython matmul_2d: num_threads must be >= 1, got {num_threads}")
+    cdef int status
+    cdef Py_ssize_t m = a.shape[0], k = a.shape[1], kb = b.shape[0], n = b.shape[1]
+    cdef Py_ssize_t mo = out.shape[0], no = out.shape[1]
+    # &x[0, 0] only exists for non-empty views; empty ones are never read.
+    cdef const real* pa = &a[0, 0] if m and k else NULL
+    cdef const real* pb = &b[0, 0] if kb and n else NULL
+    cdef real* po = &out[0, 0] if mo and no else NULL
+    with nogil:
+        status = product(pa, m, k, a.strides[0], a.strides[1], pb, kb, n, b.strides[0], b.strides[1],
+                         po, mo, no, out.strides[0], out.strides[1], num_threads)
+    if status:
+        raise_for(status, (m, k), (kb, n), (mo, no), (out.strides[0], out.strides[1]))
+
+
+def _matmul_2d_addresses(int itemsize, size_t pa, Py_ssize_t m, Py_ssize_t k, Py_ssize_t sa0, Py_ssize_t sa1,
+                         size_t pb, Py_ssize_t kb, Py_ssize_t n, Py_ssize_t sb0, Py_ssize_t sb1,
+                         size_t po, Py_ssize_t mo, Py_ssize_t no, Py_ssize_t so0, Py_ssize_t so1, int num_threads):
+    """matmul_2d on operands given by address, shape and strides in elements (itemsize 4: float32,
+    8: float64), for cython_ext's torch path: far cheaper per call than NumPy views and typed
+    memoryviews. Internal: the caller vouches that the addresses are live CPU memory of that extent."""
+    cdef int status
+    if num_threads < 1:
+        raise ValueError(f"gemmlab cython matmul_2d: num_threads must be >= 1, got {num_threads}")
+    if itemsize == 4:
+        with nogil:
+            status = product(<const float*>pa, m, k, sa0 * 4, sa1 * 4, <const float*>pb, kb, n, sb0 * 4, sb1 * 4,
+                             <float*>po, mo, no, so0 * 4, so1 * 4, num_threads)
+    elif itemsize == 8:
+        with nogil:
+            status = product(<const double*>pa, m, k, sa0 * 8, sa1 * 8, <const double*>pb, kb, n, sb0 * 8, sb1 * 8,
+                             <double*>po, mo, no, so0 * 8, so1 * 8, num_threads)
+    else:
+        raise TypeError(f"gemmlab cython matmul_2d: itemsize must be 4 or 8, got {itemsize}")
+    if status:
+        raise_for(status, (m, k), (kb, n), (mo, no), (so0, so1))
