@@ -9,17 +9,19 @@
 #
 #     for jc in n by NC:                       columns of out one packed block of B covers
 #       for ks in k by a "super-block":        as many rows of B as fit PACK_B_ELEMENTS
-#         pack B[ks.., jc..] into NR-wide column panels                 (prange over panels)
+#         pack B[ks.., jc..] into NR-wide column panels       (prange over panels x KC rows)
 #         for each task = (block of <= MC rows) x (range of B panels)   (prange over tasks)
 #           for pc in the super-block by KC:
 #             pack A[rows, pc..pc+KC] into MR-tall row panels           (task-private buffer)
 #             for each NR panel, each MR panel: micro-kernel -> MR x NR tile -> out
 #
+# (A task that uses its A block for a single B panel, n <= NR, reads A in place instead.)
 # Packing reads through the strides (views cost no copy) and pads the last panels with zeros, so
 # the micro-kernel always runs a full MR x NR tile; only the valid part of an edge tile is stored.
-# The micro-kernel keeps the MR x NR accumulators in a local array whose innermost loop runs over
-# NR contiguous packed elements with a fixed trip count: gcc vectorises it (MR x NR_VECTORS FMAs
-# per step) and keeps the whole tile in registers. Small products take a serial unpacked loop.
+# The micro-kernel keeps the MR x NR accumulators in a local array, and each of its column loops
+# runs over one vector's worth of contiguous packed elements with a fixed trip count: gcc turns each
+# into one vector FMA per row (MR x NR_VECTORS per step) and keeps the whole tile in registers.
+# Small products take a serial, unpacked, register-tiled loop.
 
 from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
@@ -38,7 +40,7 @@ cdef enum:
     NC = 4096
     PACK_B_ELEMENTS = 1 << 22
     # Below this many multiply-adds (m * n * k) the serial unpacked loop is used: threads and
-    # packing cost more than they save.
+    # packing cost more than they save (about break-even at 64^3 on 2 AVX-512 cores).
     SMALL_WORK = 64 * 64 * 64
     CHUNK = 128  # rows of b the small path for narrow b copies at a time (8 KiB of float on AVX-512)
 

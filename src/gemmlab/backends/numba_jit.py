@@ -4,11 +4,13 @@ Large products (see SMALL_WORK) run the blocked algorithm:
 
     for jc in n by NC:                       columns of out that one packed block of B covers
       for ks in k by a "super-block":        as many rows of B as fit the packed-B budget
-        pack B[ks.., jc..] into NR-wide column panels           (parallel over panels)
-        for each task = (block of MC rows of out) x (range of panels)   (parallel over tasks)
+        pack B[ks.., jc..] into NR-wide column panels    (prange over panels x KC rows)
+        for each task = (block of <= MC rows of out) x (range of panels)    (prange over tasks)
           for pc in the super-block by KC:
-            pack A[rows, pc..pc+KC] into MR-tall row panels     (per task, thread-private)
+            pack A[rows, pc..pc+KC] into MR-tall row panels     (task-private buffer)
             for each NR panel, for each MR panel: micro-kernel -> MR x NR tile -> out
+
+(A task that uses its A block for a single B panel, n <= NR, reads A in place instead.)
 
 Packing reads the operands through their strides (transposed, sliced and stride-0 views cost no
 extra copy) and pads the last panels with zeros, so the micro-kernel always runs a full MR x NR
@@ -20,9 +22,11 @@ a fixed trip count, which LLVM vectorises (6 x 4 zmm FMAs per step on AVX-512).
 Small products (the notes' 5x784 @ 784x10) pay for neither threads nor packing: one thread runs
 an unpacked register-tiled loop straight from the operands.
 
-Each dtype is compiled the first time it is used, on any-stride ('A' layout) arrays only, so no
-specialisation is made per layout. Compiled code is cached on disk (cache=True); where no cache
-folder is writable, Numba refuses to cache and everything is compiled without it instead.
+The entry points take each operand as address, shape and strides (plain integers) and rebuild
+any-stride arrays inside, so there is one compiled specialisation per dtype whatever the layouts;
+each dtype is compiled the first time it is used (the small path first, the blocked path at the
+first large product). Compiled code is cached on disk (cache=True); where no cache folder is
+writable, Numba refuses to cache and everything is compiled without it instead.
 """
 
 from __future__ import annotations
@@ -54,9 +58,9 @@ NR_BYTES = VECTOR_BYTES * (4 if WIDE else 2)  # width of a micro-tile: 64 float3
 # L1 (32-48 KiB on current x86) with room to spare: KC * NR_BYTES = 32 KiB.
 KC = max(64, min(384, 32768 // NR_BYTES))
 # MC: the packed A block (MC x KC) is streamed once per B micro-panel and should stay in L2
-# (>= 1 MiB per core on servers): at most 192 KiB for float64. Tasks are also never made
-# larger than what balances the threads (see _plan).
-MC = 16 * MR * (2 if WIDE else 4)
+# (>= 1 MiB per core on servers): at most 192 KiB for float64 (192 rows on AVX-512). Tasks are
+# also made smaller when that balances the threads (see _plan).
+MC = max(MR, 196608 // (KC * 8) // MR * MR)
 # NC and the B budget: the packed block of B is shared by all threads and read from L2/L3;
 # packing as much of k as fits PACK_B_ELEMENTS at once keeps parallel regions (a few us each)
 # to two per block even for k = 50000.
@@ -64,9 +68,10 @@ NC = 4096
 PACK_B_ELEMENTS = 1 << 22  # 16 MiB of float32
 
 # Below this many multiply-adds (m * n * k) the serial unpacked loop is used: threads and
-# packing cost more than they save (measured crossover on 2 cores, see the README).
+# packing cost more than they save. Measured on 2 cores (AVX-512): at 64^3 the two paths take
+# about the same time (~7 us); at 32^3 the small path is 2.5x (1 thread) to 15x (2 threads) faster,
+# at 128^3 the blocked one 1.5x (2 threads).
 SMALL_WORK = 64 * 64 * 64
-
 
 
 # --- intrinsics: a stack tile for the accumulators, pointers into arrays ---------------------
