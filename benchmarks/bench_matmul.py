@@ -6,9 +6,9 @@ import torch
 
 import gemmlab
 
-from .common import CPU_BACKENDS, CUBE, DTYPES, MLP_SHAPES, PYTHON_LEVELS, TINY, operands, require
+from .common import CPU_BACKENDS, CUBE, DTYPES, MLP_SHAPES, PYTHON_LEVELS, SMOKE, TINY, operands, require
 
-SHAPES = [TINY, (256, 256, 256), (CUBE, CUBE, CUBE), *MLP_SHAPES]
+SHAPES = [TINY, (CUBE, CUBE, CUBE)] if SMOKE else [TINY, (256, 256, 256), (CUBE, CUBE, CUBE), *MLP_SHAPES]
 
 
 class MatMul:

@@ -8,7 +8,7 @@ import os
 
 import torch
 
-import gemmlab
+from gemmlab.registry import get_backend
 
 # CI's smoke run (GEMMLAB_ASV_SMOKE=1 with `asv run --quick`) runs every benchmark once on data
 # 50x smaller, to prove the suite works without spending minutes on the measurements themselves.
@@ -35,10 +35,11 @@ N_TRAIN, N_IN, N_HIDDEN, N_OUT = scaled(50000), 784, 50, 10  # MNIST's training 
 
 
 def require(backend: str) -> None:
-    """Skip (NotImplementedError) unless backend runs here."""
-    if backend not in gemmlab.available_backends():
-        info = {i["name"]: i for i in gemmlab.backend_info()}.get(backend, {})
-        raise NotImplementedError(f"backend {backend!r} is not available: {info.get('reason')}")
+    """Skip (NotImplementedError) unless backend runs here. Loads only that backend: asv runs each
+    benchmark in a fresh process, and loading all of them (numba.cuda among them) costs seconds."""
+    info = get_backend(backend).info()
+    if not info["available"]:
+        raise NotImplementedError(f"backend {backend!r} is not available: {info['reason']}")
 
 
 def operands(m: int, k: int, n: int, dtype=torch.float32, seed: int = 0):

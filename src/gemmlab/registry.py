@@ -95,7 +95,7 @@ LADDER = (
     Backend("numba", "gemmlab.backends.numba_jit", "packed, cache-blocked kernel compiled by Numba @njit (prange)",
             hint="install numba (`pip install numba`)"),
     Backend("cython", "gemmlab.backends.cython_ext", "packed, cache-blocked kernel in Cython (OpenMP), per-CPU builds", hint=REBUILD_HINT),
-    Backend("cpp", "gemmlab.backends.cpp_ext", "row-parallel loop kernel in a C++ torch extension", hint=REBUILD_HINT),
+    Backend("cpp", "gemmlab.backends.cpp_ext", "BLIS-structured GEMM in a C++ torch extension (AVX-512/AVX2/portable at run time)", hint=REBUILD_HINT),
     Backend("torch", "gemmlab.backends.torch_blas", "BLAS through torch's @ (MKL on this CPU; level 4)", TORCH_DEVICES, TORCH_DTYPES),
     # GPU backends (issue #6): unavailable, with the reason, where gemmlab has no CUDA build or no GPU.
     Backend("cuda", "gemmlab.backends.cuda_ext", "gemmlab's CUDA kernels (default: warp-tiled, double-buffered)",
