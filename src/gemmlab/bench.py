@@ -138,11 +138,12 @@ def plot(results: list[Result], peaks: dict[str, Peak], path: str) -> None:
         square_ax, other_ax = row
         mine = [r for r in results if r.dtype == dtype]
         names = list(dict.fromkeys(r.backend for r in mine))
+        colours = {name: "black" if name == TORCH_AT else f"C{i}" for i, name in enumerate(names)}  # same in both panels
         for name in names:
             pts = sorted((r.m, r.gflops) for r in mine if r.backend == name and r.m == r.k == r.n)
             if pts:
-                style = {"color": "black", "linewidth": 2.5} if name == TORCH_AT else {"marker": "o"}
-                square_ax.plot(*zip(*pts), label=name, **style)
+                style = {"linewidth": 2.5} if name == TORCH_AT else {"marker": "o"}
+                square_ax.plot(*zip(*pts), label=name, color=colours[name], **style)
         if dtype in peaks:
             square_ax.axhline(peaks[dtype].gflops, color="grey", linestyle="--", label="peak (computed)")
         sizes = sorted({r.m for r in mine if r.m == r.k == r.n})
@@ -155,7 +156,7 @@ def plot(results: list[Result], peaks: dict[str, Peak], path: str) -> None:
             width = 0.8 / len(names)
             for i, name in enumerate(names):
                 values = [next((r.gflops for r in mine if r.backend == name and (r.m, r.k, r.n) == s), 0) for s in others]
-                other_ax.bar([j + i * width for j in range(len(others))], values, width, label=name)
+                other_ax.bar([j + i * width for j in range(len(others))], values, width, label=name, color=colours[name])
             other_ax.set_xticks([j + 0.4 - width / 2 for j in range(len(others))],
                                 [f"{m}x{k}\n@ {k}x{n}" for m, k, n in others], fontsize=7)
             other_ax.set(ylabel="GFLOP/s (log)", yscale="log", title=f"other shapes, {dtype}")
