@@ -17,6 +17,8 @@ from types import ModuleType
 
 import torch
 
+from gemmlab.backends import by_address
+
 VARIANTS = ("avx512", "avx2", "generic")  # best first
 _MODULES = {
     "avx512": "gemmlab.backends._cython_kernel_avx512",
@@ -99,19 +101,11 @@ def run_2d(kernel: ModuleType, a: torch.Tensor, b: torch.Tensor, out: torch.Tens
     costs far less per call than NumPy views and typed memoryviews (the kernel still checks shapes
     and overlaps itself). Anything this path cannot take goes to the NumPy entry point, which says why."""
     size = _ITEMSIZE.get(a.dtype)
-    if (size is None or b.dtype is not a.dtype or out.dtype is not a.dtype or not (a.is_cpu and b.is_cpu and out.is_cpu)
-            or a.is_neg() or b.is_neg() or out.is_neg()):
+    args = by_address(a, b, out) if size else None
+    if args is None:
         kernel.matmul_2d(a.numpy(), b.numpy(), out.numpy(), num_threads=num_threads)  # raises, saying what is wrong
         return
-    try:
-        sa0, sa1 = a.stride()  # not 2-D: ValueError (sparse and other strideless layouts: RuntimeError)
-        sb0, sb1 = b.stride()
-        so0, so1 = out.stride()
-    except ValueError:
-        kernel.matmul_2d(a.numpy(), b.numpy(), out.numpy(), num_threads=num_threads)
-        return
-    kernel._matmul_2d_addresses(size, a.data_ptr(), *a.shape, sa0, sa1, b.data_ptr(), *b.shape, sb0, sb1,
-                                out.data_ptr(), *out.shape, so0, so1, num_threads)
+    kernel._matmul_2d_addresses(size, *args, num_threads)
 
 
 def matmul_2d(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:

@@ -40,6 +40,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 from numba.np.arrayobj import populate_array
 
+from gemmlab.backends import by_address
+
 # --- tile and block sizes --------------------------------------------------------------------
 #
 # Numba compiles for the CPU it runs on, so the tile follows the host's vector registers:
@@ -604,16 +606,8 @@ def matmul_2d(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
     """The backend's entry point: the tensors go in by address, shape and strides (checked in the
     kernel); anything the address path cannot take goes to matmul_2d_numpy, which says why."""
     entries = _ENTRIES.get(a.dtype)
-    if (entries is None or b.dtype is not a.dtype or out.dtype is not a.dtype or not (a.is_cpu and b.is_cpu and out.is_cpu)
-            or a.is_neg() or b.is_neg() or out.is_neg()):
+    args = by_address(a, b, out) if entries else None
+    if args is None:
         matmul_2d_numpy(a.numpy(), b.numpy(), out.numpy())  # raises, saying what is wrong
         return
-    try:
-        sa0, sa1 = a.stride()  # not 2-D: ValueError (sparse and other strideless layouts: RuntimeError)
-        sb0, sb1 = b.stride()
-        so0, so1 = out.stride()
-    except ValueError:
-        matmul_2d_numpy(a.numpy(), b.numpy(), out.numpy())
-        return
-    _run(entries, (entries[2], a.data_ptr(), *a.shape, sa0, sa1, b.data_ptr(), *b.shape, sb0, sb1,
-                   out.data_ptr(), *out.shape, so0, so1))
+    _run(entries, (entries[2], *args))
