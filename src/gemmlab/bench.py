@@ -94,6 +94,10 @@ def first_call_seconds(backend: str) -> float:
 
 
 def run(backends, dtypes, shapes, repeats: int = 7, on_result=None) -> list[Result]:
+    # Unrecorded warm-up: right after the backends' first calls, the first product timed in the
+    # process ran up to 60x slow (seen on 256^3), whichever shape came first.
+    warm = torch.randn(512, 512)
+    measure(lambda: warm @ warm, repeats=3)
     results = []
     for m, k, n in shapes:
         for dtype_name in dtypes:
