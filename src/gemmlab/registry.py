@@ -90,7 +90,8 @@ LADDER = (
     Backend("numba", "gemmlab.backends.numba_jit", "row-parallel loop kernel compiled by Numba @njit",
             hint="install numba (`pip install numba`)"),
     Backend("cython", "gemmlab.backends.cython_ext", "row-parallel loop kernel in Cython (memoryviews, OpenMP)", hint=REBUILD_HINT),
-    Backend("cpp", "gemmlab.backends.cpp_ext", "row-parallel loop kernel in a C++ torch extension", hint=REBUILD_HINT),
+    Backend("cpp", "gemmlab.backends.cpp_ext", "BLIS-structured GEMM (AVX-512/AVX2 micro-kernels) in a C++ torch extension",
+            hint=REBUILD_HINT),
     Backend("torch", "gemmlab.backends.torch_blas", "BLAS through torch's @ (MKL on this CPU; level 4)", TORCH_DEVICES, TORCH_DTYPES),
 )
 BACKENDS = {b.name: b for b in LADDER}
