@@ -9,12 +9,15 @@
 //   KC (depth of a K slice): each slice adds into every C tile once, so a longer slice means fewer
 //       passes of loads and stores over C; BLIS sizes it so one B micro-panel (KC x NR) stays in
 //       L1. With the B panel software-prefetched from L2 (ukernel_simd.inc), fewer passes over C
-//       won: AVX-512 float32 2048^3 went from 143 GFLOP/s at KC=256 to 155 at KC=512 (a 64 KiB B
-//       panel), with 1024^3 unchanged at ~158. float64 peaks at KC=384.
-//   MC (rows per packed A block, which lives in L2 and is reused by all NC/NR B panels): about
-//       340 KiB of A measured best (KC=512: MC=168; larger blocks, e.g. 516 KiB, were 3-5% slower).
+//       won, the more so as this machine's memory bandwidth is low (~8 GB/s for both cores): AVX-512
+//       float32 2048^3 went 143 -> 153 -> 159 GFLOP/s from KC=256 to 512 to 1024 (a 128 KiB B
+//       panel), the skinny MLP products gained 3-5%, 512^3 and 1024^3 stayed at ~155-162. Beyond
+//       1024 nothing improved. float64 peaks at KC=768 (the same 96-128 KiB of B panel).
+//   MC (rows per packed A block, which lives in L2 and is reused by all NC/NR B panels): an A block
+//       of about 340 KiB measured best at every KC (float32: KC=1024 -> MC=84; float64: 768 -> 56);
+//       ~520 KiB blocks were 3-5% slower.
 //   NC (columns per packed B block, reused by all MC blocks; in L3): insensitive between 512 and
-//       4096; 2048 bounds each thread's B buffer to KC*NC (4 MiB float32).
+//       4096; 2048 bounds each thread's B buffer to KC*NC (8 MiB float32).
 // AVX2 and the portable path were flat within noise around the BLIS-style values used here.
 // All are multiples of MR/NR so the balanced blocks (five_loops.h) stay aligned to micro-panels.
 #pragma once
@@ -72,7 +75,7 @@ template <> struct Avx2Path<double> : Blocking<double, 6, 8, 256, 144, 2048> {
 
 // AVX-512: 32 zmm registers: 14 rows x 2 vectors = 28 accumulators, 2 for B, 1 broadcast.
 template <class T> struct Avx512Path;
-template <> struct Avx512Path<float> : Blocking<float, 14, 32, 512, 168, 2048> {
+template <> struct Avx512Path<float> : Blocking<float, 14, 32, 1024, 84, 2048> {
   using Simd = avx512::F32;
   using Transpose = avx512::TransposePack<Simd>;
   static constexpr const auto& kernels = avx512::micro_kernels<Simd, MR, NR, NR / Simd::L>;
@@ -80,7 +83,7 @@ template <> struct Avx512Path<float> : Blocking<float, 14, 32, 512, 168, 2048> {
   static constexpr int SMALL_ROWS = 6, SMALL_VECTORS = 2;
   static constexpr const auto& small = avx512::small_kernels<Simd, SMALL_ROWS, SMALL_VECTORS>;
 };
-template <> struct Avx512Path<double> : Blocking<double, 14, 16, 384, 112, 2048> {
+template <> struct Avx512Path<double> : Blocking<double, 14, 16, 768, 56, 2048> {
   using Simd = avx512::F64;
   using Transpose = avx512::TransposePack<Simd>;
   static constexpr const auto& kernels = avx512::micro_kernels<Simd, MR, NR, NR / Simd::L>;

@@ -1,9 +1,10 @@
 // gemmlab's BLIS-structured GEMM: C = A @ B for float32/float64 matrices of any strides.
 //
-// Pieces (one header each): cpu_path (run-time ISA choice), pack (packing A/B blocks), ukernel_*
-// (register-blocked micro-kernels: AVX-512, AVX2+FMA, portable), blocking (MR/NR/KC/MC/NC per
-// path), five_loops (the loops around the micro-kernel), and gemm.cpp (small-product path,
-// thread partitioning, per-ISA entry points).
+// Pieces: cpu_path (run-time ISA choice), pack.h + pack_simd.inc (packing A/B blocks),
+// ukernel_* + ukernel_simd.inc (register-blocked micro-kernels and the small-product kernel:
+// AVX-512, AVX2+FMA, portable), blocking.h (MR/NR/KC/MC/NC per path), five_loops.h (the loops
+// around the micro-kernel), and gemm.cpp (small-product path, thread partitioning, per-ISA entry
+// points).
 #pragma once
 
 #include <cstdint>
@@ -15,7 +16,7 @@ namespace gemmlab {
 
 // C = A @ B with C m x n, A m x k, B k x n (see Operands). Arguments are assumed checked.
 // Uses up to `threads` threads (torch.get_num_threads() at the call site) via ATen's
-// parallel_for; the path is selected_path() unless `path` is given.
+// parallel_for, on the ISA path selected_path() names (raises first if GEMMLAB_CPU is bad).
 template <class T>
 void gemm(int64_t m, int64_t n, int64_t k, const Operands<T>& op, int threads);
 

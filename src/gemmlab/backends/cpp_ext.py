@@ -1,7 +1,8 @@
-"""Backend `cpp`: a kernel in gemmlab's C++ torch extension (csrc/cpu_kernel.cpp).
+"""Backend `cpp`: the BLIS-structured GEMM in gemmlab's C++ torch extension (csrc/).
 
 The extension takes the tensors themselves, reads them through their strides and checks its own
-arguments; threads follow torch.set_num_threads().
+arguments; threads follow torch.set_num_threads(). It picks AVX-512, AVX2+FMA or portable C++ at run
+time (`gemmlab._cpp.cpu_path()`, `gemmlab._cpp.supported_paths()`); GEMMLAB_CPU forces one.
 """
 
 from gemmlab._cpp import matmul_2d  # noqa: F401  (the backend's entry point)
