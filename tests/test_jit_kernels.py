@@ -160,18 +160,29 @@ def test_numpy_entry_points_take_negative_strides(shape):
 
 def test_bad_tensors_raise_instead_of_computing_wrongly(kernel):
     fn = kernel_for(kernel)
+    who = "numba" if kernel == "numba" else "cython"
     a, b = randn(4, 3), randn(3, 5)
-    out = torch.empty(4, 5, dtype=torch.float64)
-    with pytest.raises((RuntimeError, TypeError, ValueError)):
+    out = torch.full((4, 5), float("nan"), dtype=torch.float64)
+    with pytest.raises(ValueError, match=rf"gemmlab {who} matmul_2d cannot read lazily negated tensors .*a \(4, 3\) float64"):
         fn(torch._neg_view(a), b, out)  # a lazily negated tensor: its memory holds -a
-    with pytest.raises((RuntimeError, TypeError, ValueError)):
+    with pytest.raises(ValueError, match=rf"gemmlab {who} matmul_2d runs on the CPU; got a \(4, 3\) float64 on meta, b \(3, 5\)"):
         fn(a.to("meta"), b, out)
-    with pytest.raises((RuntimeError, TypeError, ValueError)):
+    with pytest.raises(TypeError, match=rf"gemmlab {who} matmul_2d needs float32 or float64 tensors of one dtype; "
+                                        r"got a \(4, 3\) float32 on cpu, b \(3, 5\) float64"):
         fn(a.float(), b, out)
-    with pytest.raises((RuntimeError, TypeError, ValueError)):
+    with pytest.raises(TypeError, match=rf"gemmlab {who} matmul_2d needs float32 or float64 .*a \(4, 3\) int64"):
+        fn(a.long(), b.long(), out.long())
+    with pytest.raises(ValueError, match=rf"gemmlab {who} matmul_2d needs 2-D tensors; got a \(1, 4, 3\)"):
         fn(a[None], b, out)
-    with pytest.raises(ValueError, match="shapes do not fit"):
+    with pytest.raises(TypeError, match=rf"gemmlab {who} matmul_2d takes torch tensors a, b and out; b is ndarray"):
+        fn(a, b.numpy(), out)
+    with pytest.raises(ValueError, match=rf"gemmlab {who} matmul_2d: shapes do not fit: a \(4, 3\), b \(4, 5\), out \(4, 5\)"):
         fn(a, randn(4, 5), out)
+    with pytest.raises(ValueError, match=rf"gemmlab {who} matmul_2d: out shares memory with b; .*byte strides a \(32, 8\), "
+                                         r"b \(8, 32\), out \(32, 8\)"):
+        square = randn(4, 4)
+        fn(randn(4, 4), square.T, square)
+    assert out.isnan().all()  # every call above raised before writing anything
 
 
 # --- choosing the Cython build -----------------------------------------------------------------

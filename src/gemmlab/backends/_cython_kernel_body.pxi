@@ -53,8 +53,9 @@ cdef enum:
     OK = 0
     BAD_SHAPES = 1
     OUT_SELF_OVERLAP = 2
-    OUT_OVERLAPS_INPUT = 3
-    NO_MEMORY = 4
+    OUT_OVERLAPS_A = 3
+    OUT_OVERLAPS_B = 4
+    NO_MEMORY = 5
 
 
 cdef inline const real* at(const real* base, Py_ssize_t i, Py_ssize_t j, Py_ssize_t s0, Py_ssize_t s1) noexcept nogil:
@@ -485,8 +486,10 @@ cdef int product(const real* a, Py_ssize_t m, Py_ssize_t k, Py_ssize_t sa0, Py_s
     extent(<Py_ssize_t>a, m, k, sa0, sa1, sizeof(real), &a_lo, &a_hi)
     extent(<Py_ssize_t>b, k, n, sb0, sb1, sizeof(real), &b_lo, &b_hi)
     extent(<Py_ssize_t>out, m, n, so0, so1, sizeof(real), &o_lo, &o_hi)
-    if not (disjoint(o_lo, o_hi, a_lo, a_hi) and disjoint(o_lo, o_hi, b_lo, b_hi)):
-        return OUT_OVERLAPS_INPUT
+    if not disjoint(o_lo, o_hi, a_lo, a_hi):
+        return OUT_OVERLAPS_A
+    if not disjoint(o_lo, o_hi, b_lo, b_hi):
+        return OUT_OVERLAPS_B
     if m * n * k > SMALL_WORK:
         return packed(a, sa0, sa1, b, sb0, sb1, out, so0, so1, m, k, n, max(1, threads))
     if sb1 == sizeof(real):
@@ -496,24 +499,53 @@ cdef int product(const real* a, Py_ssize_t m, Py_ssize_t k, Py_ssize_t sa0, Py_s
     return OK
 
 
-cdef object raise_for(int status, tuple a_shape, tuple b_shape, tuple out_shape, tuple out_strides):
+cdef object raise_for(int status, tuple a_shape, tuple b_shape, tuple out_shape, tuple byte_strides):
+    """Raise the exception for a status code of product(); byte_strides: (a's, b's, out's)."""
+    shapes = f"a {a_shape}, b {b_shape}, out {out_shape}"
     if status == BAD_SHAPES:
-        raise ValueError(
-            f"gemmlab cython matmul_2d: shapes do not fit: a {a_shape}, b {b_shape}, out {out_shape}; "
-            f"need a (m, k), b (k, n), out (m, n)"
-        )
+        raise ValueError(f"gemmlab cython matmul_2d: shapes do not fit: {shapes}; need a (m, k), b (k, n), out (m, n)")
     if status == OUT_SELF_OVERLAP:
-        raise ValueError(f"gemmlab cython matmul_2d: out has elements that share memory (byte strides {out_strides})")
-    if status == OUT_OVERLAPS_INPUT:
-        raise ValueError("gemmlab cython matmul_2d: out shares memory with an input; pass a separate output array")
+        raise ValueError(f"gemmlab cython matmul_2d: out {out_shape} has elements that share memory "
+                         f"(byte strides {byte_strides[2]}: an expanded view?)")
+    if status == OUT_OVERLAPS_A or status == OUT_OVERLAPS_B:
+        name = "a" if status == OUT_OVERLAPS_A else "b"
+        raise ValueError(f"gemmlab cython matmul_2d: out shares memory with {name}; pass a separate output array "
+                         f"({shapes}; byte strides a {byte_strides[0]}, b {byte_strides[1]}, out {byte_strides[2]})")
     if status == NO_MEMORY:
-        raise MemoryError("gemmlab cython matmul_2d: could not allocate the packing buffers")
+        raise MemoryError(f"gemmlab cython matmul_2d: could not allocate the packing buffers for {shapes}")
 
 
-def matmul_2d(const real[:, :] a not None, const real[:, :] b not None, real[:, :] out not None, int num_threads=1):
-    """Write a @ b into out (2-D arrays of one float dtype, any strides), with num_threads OpenMP threads."""
-    if num_threads < 1:
-        raise ValueError(f"gemmlab cython matmul_2d: num_threads must be >= 1, got {num_threads}")
+_DTYPE_NAMES = {"f": "float32", "d": "float64"}  # buffer formats this kernel takes
+
+
+cdef str describe(object view, object x):
+    return f"{view.shape} {_DTYPE_NAMES.get(view.format) or getattr(x, 'dtype', view.format)}"
+
+
+cdef object check_arrays(object a, object b, object out):
+    """Validate the NumPy-level arguments with messages that name them, before Cython's fused-type
+    dispatch (whose own errors say only "No matching signature found" or "Buffer dtype mismatch").
+    Returns the buffers' format: 'f' (float32) or 'd' (float64)."""
+    cdef list views = []
+    for name, x in (("a", a), ("b", b), ("out", out)):
+        try:
+            views.append(memoryview(x))
+        except TypeError:
+            raise TypeError(f"gemmlab cython matmul_2d: {name} must be a 2-D float32 or float64 array; "
+                            f"got {type(x).__name__}") from None
+    va, vb, vo = views
+    got = f"a {describe(va, a)}, b {describe(vb, b)}, out {describe(vo, out)}"
+    if va.ndim != 2 or vb.ndim != 2 or vo.ndim != 2:
+        raise ValueError(f"gemmlab cython matmul_2d needs 2-D arrays; got {got}")
+    if va.format not in _DTYPE_NAMES or vb.format != va.format or vo.format != va.format:
+        raise TypeError(f"gemmlab cython matmul_2d needs float32 or float64 arrays of one dtype, in the machine's "
+                        f"byte order; got {got}")
+    if vo.readonly:
+        raise ValueError(f"gemmlab cython matmul_2d: out is read-only; got {got}")
+    return va.format
+
+
+cdef void run_typed(const real[:, :] a, const real[:, :] b, real[:, :] out, int num_threads) except *:
     cdef int status
     cdef Py_ssize_t m = a.shape[0], k = a.shape[1], kb = b.shape[0], n = b.shape[1]
     cdef Py_ssize_t mo = out.shape[0], no = out.shape[1]
@@ -525,7 +557,18 @@ def matmul_2d(const real[:, :] a not None, const real[:, :] b not None, real[:, 
         status = product(pa, m, k, a.strides[0], a.strides[1], pb, kb, n, b.strides[0], b.strides[1],
                          po, mo, no, out.strides[0], out.strides[1], num_threads)
     if status:
-        raise_for(status, (m, k), (kb, n), (mo, no), (out.strides[0], out.strides[1]))
+        raise_for(status, (m, k), (kb, n), (mo, no),
+                  ((a.strides[0], a.strides[1]), (b.strides[0], b.strides[1]), (out.strides[0], out.strides[1])))
+
+
+def matmul_2d(a, b, out, int num_threads=1):
+    """Write a @ b into out (2-D arrays of one float dtype, any strides), with num_threads OpenMP threads."""
+    if num_threads < 1:
+        raise ValueError(f"gemmlab cython matmul_2d: num_threads must be >= 1, got {num_threads}")
+    if check_arrays(a, b, out) == "f":
+        run_typed[float](a, b, out, num_threads)
+    else:
+        run_typed[double](a, b, out, num_threads)
 
 
 def _matmul_2d_addresses(int itemsize, size_t pa, Py_ssize_t m, Py_ssize_t k, Py_ssize_t sa0, Py_ssize_t sa1,
@@ -546,6 +589,7 @@ def _matmul_2d_addresses(int itemsize, size_t pa, Py_ssize_t m, Py_ssize_t k, Py
             status = product(<const double*>pa, m, k, sa0 * 8, sa1 * 8, <const double*>pb, kb, n, sb0 * 8, sb1 * 8,
                              <double*>po, mo, no, so0 * 8, so1 * 8, num_threads)
     else:
-        raise TypeError(f"gemmlab cython matmul_2d: itemsize must be 4 or 8, got {itemsize}")
+        raise TypeError(f"gemmlab cython matmul_2d: itemsize must be 4 (float32) or 8 (float64), got {itemsize}")
     if status:
-        raise_for(status, (m, k), (kb, n), (mo, no), (so0, so1))
+        raise_for(status, (m, k), (kb, n), (mo, no),
+                  ((sa0 * itemsize, sa1 * itemsize), (sb0 * itemsize, sb1 * itemsize), (so0 * itemsize, so1 * itemsize)))

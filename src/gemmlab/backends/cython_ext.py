@@ -17,7 +17,7 @@ from types import ModuleType
 
 import torch
 
-from gemmlab.backends import by_address
+from gemmlab.backends import by_address, operand_error
 
 VARIANTS = ("avx512", "avx2", "generic")  # best first
 _MODULES = {
@@ -99,12 +99,11 @@ _ITEMSIZE = {torch.float32: 4, torch.float64: 8}
 def run_2d(kernel: ModuleType, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, num_threads: int) -> None:
     """out = a @ b with one build's kernel: operands passed by address, shape and strides, which
     costs far less per call than NumPy views and typed memoryviews (the kernel still checks shapes
-    and overlaps itself). Anything this path cannot take goes to the NumPy entry point, which says why."""
-    size = _ITEMSIZE.get(a.dtype)
+    and overlaps itself). Operands this path cannot take raise an error that says why."""
+    size = _ITEMSIZE.get(a.dtype) if isinstance(a, torch.Tensor) else None
     args = by_address(a, b, out) if size else None
     if args is None:
-        kernel.matmul_2d(a.numpy(), b.numpy(), out.numpy(), num_threads=num_threads)  # raises, saying what is wrong
-        return
+        raise operand_error("gemmlab cython matmul_2d", a, b, out)
     kernel._matmul_2d_addresses(size, *args, num_threads)
 
 

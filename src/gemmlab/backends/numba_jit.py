@@ -40,7 +40,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 from numba.np.arrayobj import populate_array
 
-from gemmlab.backends import by_address
+from gemmlab.backends import by_address, operand_error
 
 # --- tile and block sizes --------------------------------------------------------------------
 #
@@ -466,7 +466,7 @@ def _small_any_stride(a, b, out):
 
 
 # Status codes of _checked_small.
-_OK, _RUN_PACKED, _BAD_SHAPES, _OUT_SELF_OVERLAP, _OUT_OVERLAPS_INPUT = range(5)
+_OK, _RUN_PACKED, _BAD_SHAPES, _OUT_SELF_OVERLAP, _OUT_OVERLAPS_A, _OUT_OVERLAPS_B = range(6)
 
 
 @_njit()
@@ -500,8 +500,10 @@ def _checked_small(a, b, out):
         return _OK
     if (m > 1 and out.strides[0] == 0) or (n > 1 and out.strides[1] == 0):
         return _OUT_SELF_OVERLAP
-    if k > 0 and not (_disjoint(out, a) and _disjoint(out, b)):
-        return _OUT_OVERLAPS_INPUT
+    if k > 0 and not _disjoint(out, a):
+        return _OUT_OVERLAPS_A
+    if k > 0 and not _disjoint(out, b):
+        return _OUT_OVERLAPS_B
     if k == 0:
         out[:, :] = 0
         return _OK
@@ -576,38 +578,42 @@ def _run(entries, args) -> None:
         numba.set_num_threads(threads)
         packed(*args, threads)
         return
+    unit = args[0]  # strides in bytes below, whichever entry point was called
     shapes = f"a {args[2:4]}, b {args[7:9]}, out {args[12:14]}"
+    strides = [tuple(s * unit for s in args[i:i + 2]) for i in (4, 9, 14)]
     if status == _BAD_SHAPES:
         raise ValueError(f"gemmlab numba matmul_2d: shapes do not fit: {shapes}; need a (m, k), b (k, n), out (m, n)")
     if status == _OUT_SELF_OVERLAP:
-        raise ValueError(f"gemmlab numba matmul_2d: out has elements that share memory (strides {args[14:16]})")
-    raise ValueError("gemmlab numba matmul_2d: out shares memory with an input; pass a separate output array")
+        raise ValueError(f"gemmlab numba matmul_2d: out {args[12:14]} has elements that share memory "
+                         f"(byte strides {strides[2]}: an expanded view?)")
+    name = "a" if status == _OUT_OVERLAPS_A else "b"
+    raise ValueError(f"gemmlab numba matmul_2d: out shares memory with {name}; pass a separate output array "
+                     f"({shapes}; byte strides a {strides[0]}, b {strides[1]}, out {strides[2]})")
 
 
 def matmul_2d_numpy(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """Validated entry point on NumPy arrays: write a @ b into out."""
     for name, x in (("a", a), ("b", b), ("out", out)):
-        if not isinstance(x, np.ndarray) or x.ndim != 2:
-            raise TypeError(f"gemmlab numba matmul_2d: {name} must be a 2-D numpy array, got {type(x).__name__} "
-                            f"with shape {getattr(x, 'shape', None)}")
-    entries = _ENTRIES.get(a.dtype)
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"gemmlab numba matmul_2d: {name} must be a 2-D numpy array; got {type(x).__name__}")
+    got = f"a {a.shape} {a.dtype}, b {b.shape} {b.dtype}, out {out.shape} {out.dtype}"
+    if a.ndim != 2 or b.ndim != 2 or out.ndim != 2:
+        raise ValueError(f"gemmlab numba matmul_2d needs 2-D arrays; got {got}")
+    entries = _ENTRIES.get(a.dtype)  # native byte order only: a byte-swapped float64 is another dtype
     if entries is None or b.dtype != a.dtype or out.dtype != a.dtype:
-        raise TypeError(f"gemmlab numba matmul_2d: needs float32 or float64 arrays of one dtype; "
-                        f"got a {a.dtype}, b {b.dtype}, out {out.dtype}")
+        raise TypeError(f"gemmlab numba matmul_2d needs float32 or float64 arrays of one dtype, in the machine's "
+                        f"byte order; got {got}")
     if not out.flags.writeable:
-        raise ValueError("gemmlab numba matmul_2d: out is read-only")
-    if not (a.dtype.isnative and b.dtype.isnative and out.dtype.isnative):
-        raise TypeError("gemmlab numba matmul_2d: needs arrays in the machine's byte order")
+        raise ValueError(f"gemmlab numba matmul_2d: out is read-only; got {got}")
     _run(entries, (1, a.ctypes.data, *a.shape, *a.strides, b.ctypes.data, *b.shape, *b.strides,
                    out.ctypes.data, *out.shape, *out.strides))
 
 
 def matmul_2d(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
     """The backend's entry point: the tensors go in by address, shape and strides (checked in the
-    kernel); anything the address path cannot take goes to matmul_2d_numpy, which says why."""
-    entries = _ENTRIES.get(a.dtype)
+    kernel); operands the address path cannot take raise an error that says why."""
+    entries = _ENTRIES.get(a.dtype) if isinstance(a, torch.Tensor) else None
     args = by_address(a, b, out) if entries else None
     if args is None:
-        matmul_2d_numpy(a.numpy(), b.numpy(), out.numpy())  # raises, saying what is wrong
-        return
+        raise operand_error("gemmlab numba matmul_2d", a, b, out)
     _run(entries, (entries[2], *args))
