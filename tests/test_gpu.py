@@ -2,9 +2,9 @@
 against the float64 reference (odd sizes, views, poisoned outputs), through gemmlab.matmul with
 its shape semantics, autograd, streams and bad input.
 
-Marked `gpu` and skipped where torch sees no CUDA device. On a GPU machine a backend that is not
-available is skipped with its reason, unless GEMMLAB_REQUIRE_GPU_BACKENDS=1 (scripts/gpu_check.sh
-sets it) makes that a failure.
+Marked `gpu` and skipped where torch sees no CUDA device. Where it sees one, both GPU backends
+must be available: a CUDA build that failed quietly (GEMMLAB_CUDA=auto) or a missing numba-cuda
+fails every test that needs it, with the reason, instead of skipping it.
 """
 
 import importlib
@@ -33,10 +33,8 @@ SHAPES = [(1, 1, 1), (5, 7, 3), (17, 33, 9), (64, 0, 64), (1, 37, 70), (70, 37, 
 def _module(name):
     info = {i["name"]: i for i in gemmlab.backend_info()}[name]
     if not info["available"]:
-        message = f"backend {name!r} is not available on this GPU machine: {info['reason']}"
-        if os.environ.get("GEMMLAB_REQUIRE_GPU_BACKENDS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        pytest.fail(f"backend {name!r} is not available on this GPU machine: {info['reason']}; {get_backend(name).hint}",
+                    pytrace=False)
     return importlib.import_module(get_backend(name).module)
 
 

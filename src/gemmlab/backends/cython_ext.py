@@ -6,6 +6,13 @@ _cython_kernel_avx2 (AVX2 + FMA) and _cython_kernel_avx512 (AVX-512 F/VL/BW/DQ +
 flags stay portable; the choice is made here, at import, from the CPU's features: the best build
 the CPU supports. The environment variable GEMMLAB_CPU=avx512|avx2|generic forces one (an error if
 the CPU lacks what it needs). backend_info() reports which build runs.
+
+A build the CPU supports that fails to import (not compiled, a broken file) does not make the
+backend unavailable: the next best build that loads is used, so `import` and every product still
+work, but the failure is not silent. It is kept in LOAD_ERRORS and said in NOTE, which
+backend_info() and `gemmlab info` show ("avx2 build of the kernel; the avx512 build this CPU
+supports failed to load: ..."), and the test suite fails on it (on x86-64 every build is compiled,
+so each one the CPU supports must load and the best must be chosen).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from types import ModuleType
 import torch
 
 from gemmlab.backends import by_address, operand_error
+from gemmlab.registry import REBUILD_HINT
 
 VARIANTS = ("avx512", "avx2", "generic")  # best first
 _MODULES = {
@@ -76,20 +84,26 @@ def load_variant(name: str, flags: frozenset[str] | None = None) -> ModuleType:
         raise ImportError(f"the {name} build of gemmlab's Cython kernel was not built ({exc})") from exc
 
 
-def _choose() -> tuple[ModuleType, str]:
+def _choose() -> tuple[ModuleType, str, dict[str, str]]:
+    """The build to use, a note saying which and why, and the supported builds that failed to load."""
     forced = os.environ.get(ENV, "").strip().lower()
     if forced:
-        return load_variant(forced), f"{forced} build of the kernel (forced by {ENV})"
-    errors = []
+        return load_variant(forced), f"{forced} build of the kernel (forced by {ENV})", {}
+    errors = {}
     for name in supported_variants():
         try:
-            return load_variant(name), f"{name} build of the kernel (the best this CPU supports)"
-        except ImportError as exc:  # e.g. built on a non-x86 machine: only the portable build exists
-            errors.append(str(exc))
-    raise ImportError("; ".join(errors))
+            module = load_variant(name)
+        except ImportError as exc:
+            errors[name] = str(exc)
+            continue
+        if not errors:
+            return module, f"{name} build of the kernel (the best this CPU supports)", errors
+        failed = "; ".join(f"the {bad} build this CPU supports failed to load: {why}" for bad, why in errors.items())
+        return module, f"{name} build of the kernel; {failed}; to fix it, {REBUILD_HINT}", errors
+    raise ImportError("; ".join(errors.values()))
 
 
-_kernel, NOTE = _choose()
+_kernel, NOTE, LOAD_ERRORS = _choose()  # LOAD_ERRORS: build -> why it failed to load
 VARIANT: str = _kernel.VARIANT
 matmul_2d_numpy = _kernel.matmul_2d  # the validated entry point on NumPy arrays (num_threads=...)
 
