@@ -60,6 +60,19 @@ def backend(request):
 
 
 @pytest.fixture
+def break_backend(monkeypatch):
+    """break_backend(name): for the rest of the test, that backend's kernel leaves out the last term
+    of every dot product (k - 1 instead of k): a wrong result every correctness check must catch."""
+
+    def apply(name: str) -> None:
+        spec = get_backend(name)
+        kernel = spec.kernel
+        monkeypatch.setattr(spec, "_kernel", lambda a, b, out: kernel(a[:, :-1], b[:-1], out))
+
+    return apply
+
+
+@pytest.fixture
 def threads():
     """Restore torch's thread count after a test changes it."""
     before = torch.get_num_threads()

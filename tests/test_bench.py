@@ -1,13 +1,15 @@
 """gemmlab bench: results are checked, ratios are to torch's @ from the same run, outputs are written."""
 
+import dataclasses
 import json
 import math
-import subprocess
-import sys
+import os
+import re
+import time
 
 import torch
 
-from gemmlab import bench
+from gemmlab import bench, cli
 
 
 def test_run_checks_and_relates_every_result_to_torch():
@@ -35,17 +37,58 @@ def test_peak_is_computed_and_says_how():
     assert math.isclose(p32.gflops, 2 * p64.gflops)
 
 
-def test_bench_command_writes_table_json_and_plot(tmp_path):
+def check_bench_json(data, shapes, dtypes, backends, threads, repeats):
+    """Every field of `gemmlab bench --json`: the machine, the computed peaks, first calls and one
+    checked, timed result per shape, dtype and backend (torch's @ first), related as documented."""
+    assert set(data) == {"machine", "peak", "first_call_seconds", "results"}
+    machine = data["machine"]
+    assert set(machine) == {"cpu", "capability", "cores", "threads", "torch", "date"}
+    assert machine["cpu"] and machine["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert machine["cores"] == os.cpu_count() and machine["threads"] == threads and machine["torch"] == torch.__version__
+    assert machine["date"] in {time.strftime("%Y-%m-%d", time.localtime(time.time() - s)) for s in (0, 600)}  # today
+    assert list(data["peak"]) == dtypes
+    for name, peak in data["peak"].items():
+        assert peak == dataclasses.asdict(bench.cpu_peak(threads, bench.DTYPES[name]))
+        assert f"{threads} cores x" in peak["how"]
+    assert list(data["first_call_seconds"]) == backends and all(0 < t < 60 for t in data["first_call_seconds"].values())
+    results = data["results"]
+    assert [(r["m"], r["k"], r["n"], r["dtype"], r["backend"]) for r in results] == [
+        (*shape, dtype, name) for shape in shapes for dtype in dtypes for name in (bench.TORCH_AT, *backends)]
+    fields = {f.name for f in dataclasses.fields(bench.Result)}
+    for r in results:
+        assert set(r) == fields
+        assert isinstance(r["repeats"], int) and 3 <= r["repeats"] <= max(3, repeats) and r["calls_per_repeat"] >= 1
+        assert 0 < r["seconds"] < 10
+        assert math.isclose(r["gflops"], 2 * r["m"] * r["k"] * r["n"] / r["seconds"] / 1e9)
+        base = next(x for x in results if x["backend"] == bench.TORCH_AT and (x["m"], x["k"], x["n"], x["dtype"]) == (r["m"], r["k"], r["n"], r["dtype"]))
+        assert math.isclose(r["ratio_to_torch"], base["seconds"] / r["seconds"])
+        assert 0 <= r["error_ratio"] <= 1, r
+
+
+def test_bench_command_writes_table_json_and_plot(tmp_path, capsys, threads):
     out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
-    result = subprocess.run(
-        [sys.executable, "-m", "gemmlab", "bench", "--size", "48", "--preset", "tiny", "--threads", "1", "--repeats", "3",
-         "--backend", "cpp", "cython", "--json", str(out_json), "--plot", str(out_png)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "x torch @" in result.stdout and "cython" in result.stdout and "1 thread" in result.stdout
+    argv = ["bench", "--size", "48", "--preset", "tiny", "--shape", "7", "5", "3", "--dtype", "float32", "float64",
+            "--threads", "1", "--repeats", "3", "--backend", "cpp", "cython", "--json", str(out_json), "--plot", str(out_png)]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "x torch @" in out and "% peak" in out and "1 thread(s)" in out and "WRONG" not in out
     data = json.loads(out_json.read_text())
-    assert data["machine"]["threads"] == 1
-    assert {r["backend"] for r in data["results"]} == {"torch @", "cpp", "cython"}
-    assert set(data["first_call_seconds"]) == {"cpp", "cython"}
+    check_bench_json(data, [(5, 784, 10), (48, 48, 48), (7, 5, 3)], ["float32", "float64"], ["cpp", "cython"], 1, 3)
+    for dtype, peak in data["peak"].items():
+        assert f"peak {dtype}: {peak['gflops']:.0f} GFLOP/s" in out
+    for r in data["results"]:  # every result is a row of the table, with its numbers
+        assert re.search(rf"{r['m']}x{r['k']}x{r['n']} +│ {r['dtype']} +│ {re.escape(r['backend'])} +│ .* {r['gflops']:.1f} +│ "
+                         rf"+{r['ratio_to_torch']:.2f} +│ .* {r['error_ratio']:.2g} │", out), r
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_command_fails_on_a_wrong_result(tmp_path, capsys, break_backend, threads):
+    break_backend("cpp")
+    out_json = tmp_path / "bench.json"
+    assert cli.main(["bench", "--shape", "5", "9", "4", "--backend", "cython", "cpp", "--repeats", "3", "--threads", "1",
+                     "--json", str(out_json)]) == 1
+    out = capsys.readouterr().out
+    assert "WRONG: cpp on 5x9x4 float32 is off by" in out and "WRONG: cython" not in out
+    results = {r["backend"]: r for r in json.loads(out_json.read_text())["results"]}
+    assert results["cpp"]["error_ratio"] > 1
+    assert results["cython"]["error_ratio"] <= 1 and results[bench.TORCH_AT]["error_ratio"] <= 1

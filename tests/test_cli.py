@@ -1,28 +1,161 @@
+"""The `gemmlab` command: what ladder, info, train and bench print and write, their options, and
+that a wrong result makes them fail. In process (gemmlab.cli.main) on tiny inputs, except one run
+of `python -m gemmlab`."""
+
 import json
+import math
 import subprocess
 import sys
 
-import gemmlab
+import pytest
+import torch
 from conftest import CPU_BACKENDS
+from rich.console import Console
+
+import gemmlab
+from gemmlab import cli
+from gemmlab.registry import get_backend
+
+TIMING_FIELDS = {"first_call", "per_call", "repeats", "calls_per_repeat", "error_ratio"}
 
 
-def test_ladder_prints_every_backend_and_writes_json(tmp_path):
+def table_rows(text: str) -> dict[str, list[str]]:
+    """The rows of a rich table as printed, header first, keyed by the first column: each cell's
+    text, the lines a cell was wrapped over joined by spaces."""
+    rows = {}
+    for line in text.splitlines():
+        bar = line[:1]
+        if bar not in ("┃", "│"):  # (the header row is drawn with heavy bars)
+            continue
+        cells = [c.strip() for c in line.strip(bar).split(bar)]
+        if cells[0]:
+            key, rows[cells[0]] = cells[0], cells
+        else:  # a continuation line of the row above
+            rows[key] = [f"{old} {new}".strip() for old, new in zip(rows[key], cells)]
+    return rows
+
+
+def check_ladder_json(data, shape, dtype, threads, names, repeats):
+    assert set(data) == {"shape", "dtype", "threads", "results", "wrong"}
+    assert data["shape"] == list(shape) and data["dtype"] == dtype and data["threads"] == threads
+    assert list(data["results"]) == [*names, cli.BARE_TORCH]  # ladder order, the yardstick last
+    assert data["wrong"] == {}
+    for name, r in data["results"].items():
+        assert set(r) == TIMING_FIELDS, name
+        assert isinstance(r["repeats"], int) and isinstance(r["calls_per_repeat"], int)
+        assert r["repeats"] == max(3, repeats) or 3 <= r["repeats"] < repeats  # slow ones get fewer, never under 3
+        assert r["calls_per_repeat"] >= 1
+        assert 0 < r["per_call"] < 10 and 0 < r["first_call"] < 60
+        assert 0 <= r["error_ratio"] <= 1, name
+
+
+def test_ladder_runs_every_cpu_backend_from_the_command_line(tmp_path):
     path = tmp_path / "ladder.json"
     result = subprocess.run(
         [sys.executable, "-m", "gemmlab", "ladder", "--shape", "3", "17", "4", "--repeats", "3", "--json", str(path)],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    for name in CPU_BACKENDS:
-        assert name in result.stdout
+    rows = table_rows(result.stdout)
+    assert list(rows)[1:] == [*CPU_BACKENDS, cli.BARE_TORCH]  # (the first row is the header)
     assert "x loops" in result.stdout and "x torch" in result.stdout
     data = json.loads(path.read_text())
-    assert data["shape"] == [3, 17, 4]
-    assert set(data["results"]) >= set(CPU_BACKENDS)
-    assert all(r["per_call"] > 0 for r in data["results"].values())
+    check_ladder_json(data, (3, 17, 4), "float32", torch.get_num_threads(), CPU_BACKENDS, 3)
+    loops, bare = data["results"]["loops"]["per_call"], data["results"][cli.BARE_TORCH]["per_call"]
+    for name, r in data["results"].items():  # the table's ratios are the JSON's timings' (as rounded there)
+        assert float(rows[name][4].replace(",", "")) == pytest.approx(loops / r["per_call"], abs=0.501)
+        assert float(rows[name][5]) == pytest.approx(bare / r["per_call"], rel=0.006)
 
 
-def test_info_json():
-    result = subprocess.run([sys.executable, "-m", "gemmlab", "info", "--json"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert [i["name"] for i in json.loads(result.stdout)] == [i["name"] for i in gemmlab.backend_info()]
+def test_ladder_options(tmp_path, capsys, monkeypatch, threads):
+    seen = []
+    spec = get_backend("cpp")
+    kernel = spec.kernel
+    monkeypatch.setattr(spec, "_kernel", lambda a, b, out: (seen.append((a.dtype, *a.shape, b.shape[1])), kernel(a, b, out)))
+    paths = [tmp_path / f"ladder{i}.json" for i in range(3)]
+    for path, seed in zip(paths, (5, 5, 6)):
+        args = ["ladder", "--shape", "6", "19", "5", "--dtype", "float64", "--threads", "1", "--backends", "cpp", "torch",
+                "--repeats", "4", "--seed", str(seed), "--json", str(path)]
+        assert cli.main(args) == 0
+    assert torch.get_num_threads() == 1
+    out = capsys.readouterr().out
+    assert "(6, 19) @ (19, 5) float64, 1 thread(s)" in out
+    assert set(seen) == {(torch.float64, 6, 19, 5)}  # the kernel got the shape and dtype asked for
+    runs = [json.loads(p.read_text()) for p in paths]
+    for data in runs:
+        check_ladder_json(data, (6, 19, 5), "float64", 1, ["cpp", "torch"], 4)
+    ratios = [data["results"]["cpp"]["error_ratio"] for data in runs]
+    assert ratios[0] == ratios[1] != ratios[2]  # the seed picks the operands
+
+
+def test_ladder_fails_on_a_wrong_result(tmp_path, capsys, break_backend):
+    break_backend("cpp")
+    path = tmp_path / "ladder.json"
+    assert cli.main(["ladder", "--shape", "5", "9", "4", "--backends", "numba", "cpp", "torch", "--repeats", "3",
+                     "--json", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "WRONG: backend 'cpp' on (5, 9) @ (9, 4) float32 is off by" in out
+    assert list(table_rows(out))[1:] == ["numba", "torch", cli.BARE_TORCH]  # the wrong one is not timed
+    data = json.loads(path.read_text())
+    assert list(data["results"]) == ["numba", "torch", cli.BARE_TORCH]
+    assert list(data["wrong"]) == ["cpp"] and data["wrong"]["cpp"] > 1
+
+
+def test_info_text_lists_every_backend(capsys):
+    assert cli.main(["info"]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    header, *names = rows
+    assert rows[header] == ["backend", "available", "devices", "dtypes", "notes"]
+    infos = gemmlab.backend_info()
+    assert names == [i["name"] for i in infos]
+    for info in infos:
+        name, available, devices, dtypes, notes = rows[info["name"]]
+        assert available == ("yes" if info["available"] else "no")
+        assert devices == ", ".join(info["devices"]) and dtypes == ", ".join(info["dtypes"])
+        assert notes == " ".join((info["reason"] or info["note"] or info["summary"]).split())
+
+
+def test_info_json_is_backend_info(capsys):
+    assert cli.main(["info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == gemmlab.backend_info()
+
+
+def test_train_options(tmp_path, capsys, monkeypatch, threads):
+    products = []
+    spec = get_backend("cython")
+    kernel = spec.kernel
+    monkeypatch.setattr(spec, "_kernel", lambda a, b, out: (products.append((*a.shape, b.shape[1])), kernel(a, b, out)))
+    monkeypatch.setattr(cli, "_console", lambda: Console(width=200))  # no progress bar redraws in the output
+    path = tmp_path / "train.json"
+    options = {"--backend": "cython", "--model": "scratch", "--loss": "mse", "--epochs": "2", "--hidden": "7",
+               "--lr": "0.01", "--momentum": "0.5", "--batch-size": "32", "--seed": "3", "--threads": "1"}
+    assert cli.main(["train", *[x for kv in options.items() for x in kv], "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "training a scratch MLP (hidden 7, loss mse) with backend 'cython', 1 thread(s), seed 3" in out
+    assert "epoch   1" in out and "epoch   2" in out and "epoch   3" not in out
+    assert torch.get_num_threads() == 1
+    data = json.loads(path.read_text())
+    assert set(data) == {"config", "dataset", "epochs"}
+    assert data["config"] == {"backend": "cython", "model": "scratch", "loss": "mse", "epochs": 2, "hidden": 7, "lr": 0.01,
+                              "momentum": 0.5, "batch_size": 32, "seed": 3, "data": None}
+    assert data["dataset"].startswith("digits")
+    assert [e["epoch"] for e in data["epochs"]] == [1, 2]
+    for e in data["epochs"]:
+        assert set(e) == {"epoch", "train_loss", "valid_loss", "valid_accuracy", "seconds"}
+        assert math.isfinite(e["train_loss"]) and e["train_loss"] > 0 and math.isfinite(e["valid_loss"]) and e["valid_loss"] > 0
+        assert 0 <= e["valid_accuracy"] <= 1 and e["seconds"] > 0
+        assert f"valid accuracy {e['valid_accuracy']:.2%}" in out
+    # The products ran on the chosen backend, with the asked-for batch size and hidden width: x @ w1
+    # (32, 64) @ (64, 7), w1's gradient (64, 32) @ (32, 7), out.g @ w2.T (32, 1) @ (1, 7).
+    assert (32, 64, 7) in products and (64, 32, 7) in products and (32, 1, 7) in products
+    again = tmp_path / "again.json"
+    assert cli.main(["train", *[x for kv in options.items() for x in kv], "--json", str(again)]) == 0
+    assert json.loads(again.read_text())["epochs"][-1]["valid_loss"] == data["epochs"][-1]["valid_loss"]  # seeded
+
+
+def test_unknown_choices_are_refused(capsys):
+    for argv in (["ladder", "--backends", "blas"], ["train", "--model", "cnn"], ["bench", "--dtype", "int8"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 2
+        assert "invalid choice" in capsys.readouterr().err
