@@ -59,17 +59,34 @@ def backend(request):
     return request.param
 
 
+def _wrap_kernel(monkeypatch, name: str, wrap) -> None:
+    """For the rest of the test, backend `name` runs wrap(its kernel) instead of its kernel."""
+    spec = get_backend(name)
+    monkeypatch.setattr(spec, "_kernel", wrap(spec.kernel))
+
+
 @pytest.fixture
 def break_backend(monkeypatch):
     """break_backend(name): for the rest of the test, that backend's kernel leaves out the last term
     of every dot product (k - 1 instead of k): a wrong result every correctness check must catch."""
+    return lambda name: _wrap_kernel(monkeypatch, name, lambda kernel: lambda a, b, out: kernel(a[:, :-1], b[:-1], out))
 
-    def apply(name: str) -> None:
-        spec = get_backend(name)
-        kernel = spec.kernel
-        monkeypatch.setattr(spec, "_kernel", lambda a, b, out: kernel(a[:, :-1], b[:-1], out))
 
-    return apply
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """kernel_calls(name) -> a list that gets (dtype, m, k, n) of every product that backend's
+    kernel computes for the rest of the test."""
+
+    def watch(name: str) -> list:
+        calls = []
+
+        def recording(kernel):
+            return lambda a, b, out: (calls.append((a.dtype, *a.shape, b.shape[1])), kernel(a, b, out))
+
+        _wrap_kernel(monkeypatch, name, recording)
+        return calls
+
+    return watch
 
 
 @pytest.fixture

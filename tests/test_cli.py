@@ -14,7 +14,6 @@ from rich.console import Console
 
 import gemmlab
 from gemmlab import cli
-from gemmlab.registry import get_backend
 
 TIMING_FIELDS = {"first_call", "per_call", "repeats", "calls_per_repeat", "error_ratio"}
 
@@ -67,11 +66,8 @@ def test_ladder_runs_every_cpu_backend_from_the_command_line(tmp_path):
         assert float(rows[name][5]) == pytest.approx(bare / r["per_call"], rel=0.006)
 
 
-def test_ladder_options(tmp_path, capsys, monkeypatch, threads):
-    seen = []
-    spec = get_backend("cpp")
-    kernel = spec.kernel
-    monkeypatch.setattr(spec, "_kernel", lambda a, b, out: (seen.append((a.dtype, *a.shape, b.shape[1])), kernel(a, b, out)))
+def test_ladder_options(tmp_path, capsys, kernel_calls, threads):
+    seen = kernel_calls("cpp")
     paths = [tmp_path / f"ladder{i}.json" for i in range(3)]
     for path, seed in zip(paths, (5, 5, 6)):
         args = ["ladder", "--shape", "6", "19", "5", "--dtype", "float64", "--threads", "1", "--backends", "cpp", "torch",
@@ -120,16 +116,14 @@ def test_info_json_is_backend_info(capsys):
     assert json.loads(capsys.readouterr().out) == gemmlab.backend_info()
 
 
-def test_train_options(tmp_path, capsys, monkeypatch, threads):
-    products = []
-    spec = get_backend("cython")
-    kernel = spec.kernel
-    monkeypatch.setattr(spec, "_kernel", lambda a, b, out: (products.append((*a.shape, b.shape[1])), kernel(a, b, out)))
+def test_train_options(tmp_path, capsys, monkeypatch, kernel_calls, threads):
+    calls = kernel_calls("cython")
     monkeypatch.setattr(cli, "_console", lambda: Console(width=200))  # no progress bar redraws in the output
     path = tmp_path / "train.json"
     options = {"--backend": "cython", "--model": "scratch", "--loss": "mse", "--epochs": "2", "--hidden": "7",
                "--lr": "0.01", "--momentum": "0.5", "--batch-size": "32", "--seed": "3", "--threads": "1"}
-    assert cli.main(["train", *[x for kv in options.items() for x in kv], "--json", str(path)]) == 0
+    argv = ["train", *[x for option in options.items() for x in option]]
+    assert cli.main([*argv, "--json", str(path)]) == 0
     out = capsys.readouterr().out
     assert "training a scratch MLP (hidden 7, loss mse) with backend 'cython', 1 thread(s), seed 3" in out
     assert "epoch   1" in out and "epoch   2" in out and "epoch   3" not in out
@@ -147,9 +141,10 @@ def test_train_options(tmp_path, capsys, monkeypatch, threads):
         assert f"valid accuracy {e['valid_accuracy']:.2%}" in out
     # The products ran on the chosen backend, with the asked-for batch size and hidden width: x @ w1
     # (32, 64) @ (64, 7), w1's gradient (64, 32) @ (32, 7), out.g @ w2.T (32, 1) @ (1, 7).
-    assert (32, 64, 7) in products and (64, 32, 7) in products and (32, 1, 7) in products
+    products = {tuple(shape) for _, *shape in calls}
+    assert {(32, 64, 7), (64, 32, 7), (32, 1, 7)} <= products and {dtype for dtype, *_ in calls} == {torch.float32}
     again = tmp_path / "again.json"
-    assert cli.main(["train", *[x for kv in options.items() for x in kv], "--json", str(again)]) == 0
+    assert cli.main([*argv, "--json", str(again)]) == 0
     assert json.loads(again.read_text())["epochs"][-1]["valid_loss"] == data["epochs"][-1]["valid_loss"]  # seeded
 
 
