@@ -41,6 +41,8 @@ class _Unimportable:
         self._why = f"{name} cannot be imported ({type(error).__name__}: {error})"
 
     def __getattr__(self, attr):
+        if attr.startswith(("__", "_pytest")):  # what pytest looks up on every module-level name it collects
+            raise AttributeError(attr)
         pytest.fail(self._why, pytrace=False)
 
 

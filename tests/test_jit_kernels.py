@@ -16,11 +16,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import randn
+from conftest import import_or_fail, randn
 
 import gemmlab
-from gemmlab.backends import cython_ext, numba_jit
+from gemmlab.backends import cython_ext  # (needed to collect the tests: without any Cython build, a collection error)
 from gemmlab.reference import assert_close_to_reference
+
+numba_jit = import_or_fail("gemmlab.backends.numba_jit")  # failing to import: its tests fail, the others still run
 
 SUPPORTED = cython_ext.supported_variants()  # best first
 DTYPES = [torch.float32, torch.float64]
