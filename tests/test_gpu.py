@@ -15,6 +15,7 @@ import sys
 
 import pytest
 import torch
+from conftest import require_backend
 
 import gemmlab
 from gemmlab.reference import assert_close_to_reference
@@ -31,10 +32,7 @@ SHAPES = [(1, 1, 1), (5, 7, 3), (17, 33, 9), (64, 0, 64), (1, 37, 70), (70, 37, 
 
 
 def _module(name):
-    info = {i["name"]: i for i in gemmlab.backend_info()}[name]
-    if not info["available"]:
-        pytest.fail(f"backend {name!r} is not available on this GPU machine: {info['reason']}; {get_backend(name).hint}",
-                    pytrace=False)
+    require_backend(name)  # where torch sees a GPU, both GPU backends must run: fail, saying why
     return importlib.import_module(get_backend(name).module)
 
 

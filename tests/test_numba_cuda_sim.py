@@ -18,7 +18,6 @@ from numba_cuda_sim_cases import CASES
 import gemmlab
 
 
-
 @pytest.fixture(scope="module")
 def simulated():
     if importlib.util.find_spec("numba_cuda") is None:  # pinned in requirements.txt: a missing one is a failure
