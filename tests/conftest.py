@@ -42,3 +42,38 @@ def threads():
 def randn(*shape, dtype=torch.float64, seed=0):
     """Random normal data (never zeros), reproducible per seed."""
     return torch.randn(*shape, dtype=dtype, generator=torch.Generator().manual_seed(seed))
+
+
+# --- which kernel ran: recording the 2-D kernel calls -------------------------------------------
+import threading  # noqa: E402
+from typing import NamedTuple  # noqa: E402
+
+from gemmlab.registry import get_backend  # noqa: E402
+
+
+class KernelCall(NamedTuple):
+    backend: str
+    a: tuple[int, ...]
+    b: tuple[int, ...]
+    thread: int
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """record(*names): wrap those backends' 2-D kernels so that every call is appended, as a
+    KernelCall, to the list record returns: which kernel actually ran, on what, in which thread."""
+    calls: list[KernelCall] = []
+
+    def record(*names):
+        for name in names:
+            spec = get_backend(name)
+            kernel = spec.kernel
+
+            def wrapper(a, b, out, name=name, kernel=kernel):
+                calls.append(KernelCall(name, tuple(a.shape), tuple(b.shape), threading.get_ident()))
+                kernel(a, b, out)
+
+            monkeypatch.setattr(spec, "_kernel", wrapper)
+        return calls
+
+    return record

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+import gemmlab
 from gemmlab.train import TrainConfig, train
 
 
@@ -28,6 +29,14 @@ def test_same_seed_same_result_other_seed_differs():
     runs = [train(TrainConfig(backend="cpp", epochs=2, seed=s)).epochs[-1] for s in (3, 3, 4)]
     assert runs[0].valid_loss == runs[1].valid_loss and runs[0].valid_accuracy == runs[1].valid_accuracy
     assert runs[0].valid_loss != runs[2].valid_loss
+
+
+@pytest.mark.parametrize("model", ["nn", "scratch"])
+def test_training_without_a_backend_follows_the_default(kernel_calls, model):
+    calls = kernel_calls("cython", "torch")
+    with gemmlab.use_backend("cython"):
+        train(TrainConfig(model=model, epochs=1))
+    assert calls and {c.backend for c in calls} == {"cython"}
 
 
 def test_unknown_choices_raise():
