@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import gemmlab
 from gemmlab.reference import assert_close_to_reference
-from gemmlab.registry import get_backend
+from gemmlab.registry import FLOATS, LADDER, get_backend
 
 # Sizes that catch edge cases: empty, one, primes, and the rest at random.
 SPECIAL = [0, 1, 2, 3, 5, 7, 13, 17, 31, 61, 64, 67]
@@ -66,18 +66,43 @@ BATCHED = [
 ]
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("shapes", BATCHED, ids=str)
-def test_batched_and_1d(backend, shapes):
-    a, b = randn(*shapes[0], seed=20), randn(*shapes[1], seed=21)
+def test_batched_and_1d(backend, shapes, dtype):
+    a, b = randn(*shapes[0], dtype=dtype, seed=20), randn(*shapes[1], dtype=dtype, seed=21)
     out = gemmlab.matmul(a, b, backend=backend)
-    assert out.shape == torch.matmul(a, b).shape
+    assert out.shape == torch.matmul(a, b).shape and out.dtype == dtype
     assert_close_to_reference(out, a, b)
 
 
-def test_batched_transposed_views(backend):
-    a = randn(3, 6, 4, seed=30).transpose(-1, -2)  # (3, 4, 6), each matrix transposed
-    b = randn(6, 5, seed=31).expand(3, 6, 5)  # stride-0 batch
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_batched_transposed_views(backend, dtype):
+    a = randn(3, 6, 4, dtype=dtype, seed=30).transpose(-1, -2)  # (3, 4, 6), each matrix transposed
+    b = randn(6, 5, dtype=dtype, seed=31).expand(3, 6, 5)  # stride-0 batch
     assert_close_to_reference(gemmlab.matmul(a, b, backend=backend), a, b)
+
+
+# The dtypes beyond float32 and float64 that CPU backends advertise (einsum and torch: float16,
+# bfloat16, complex64, complex128), each checked on random data against the wide reference.
+EXTRA_DTYPES = [(spec.name, dtype) for spec in LADDER if "cpu" in spec.devices for dtype in spec.dtypes if dtype not in FLOATS]
+
+
+def test_extra_dtypes_are_the_advertised_ones():
+    assert {name for name, _ in EXTRA_DTYPES} == {"einsum", "torch"}
+    assert {dtype for _, dtype in EXTRA_DTYPES} == {torch.float16, torch.bfloat16, torch.complex64, torch.complex128}
+
+
+@pytest.mark.parametrize("backend, dtype", EXTRA_DTYPES, ids=str)
+def test_extra_dtypes_on_random_data(backend, dtype):
+    cases = [("odd sizes", randn(13, 31, dtype=dtype, seed=70), randn(31, 7, dtype=dtype, seed=71))]
+    cases += [(f"{name} views", a, b) for name, a, b in views(13, 17, 11, dtype)]
+    cases += [(f"batched {sa} @ {sb}", randn(*sa, dtype=dtype, seed=72), randn(*sb, dtype=dtype, seed=73)) for sa, sb in BATCHED]
+    for what, a, b in cases:
+        if dtype.is_complex and a.numel() and b.numel():  # the imaginary parts must take part
+            assert (a.imag != 0).all() and (b.imag != 0).all(), what
+        out = gemmlab.matmul(a, b, backend=backend)
+        assert out.dtype == dtype and out.shape == torch.matmul(a, b).shape, what
+        assert_close_to_reference(out, a, b, what=f"{backend} {what}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
