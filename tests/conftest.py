@@ -77,3 +77,20 @@ def kernel_calls(monkeypatch):
         return calls
 
     return record
+
+
+# --- exact cases: small integers ------------------------------------------------------------------
+import math  # noqa: E402
+
+from gemmlab.reference import exact_integers  # noqa: E402
+
+
+def small_integers(*shape, k, dtype=torch.float32, seed=0):
+    """Random nonzero integers (as dtype), at most 4 in magnitude and small enough that every partial
+    sum of a product with inner dimension k is exact in dtype: see gemmlab.reference.assert_exact."""
+    high = min(4, math.isqrt(exact_integers(dtype) // k))
+    assert high >= 1, f"k = {k} is too long for exact sums in {dtype}"
+    gen = torch.Generator().manual_seed(seed)
+    magnitude = torch.randint(1, high + 1, shape, generator=gen)
+    sign = torch.randint(0, 2, shape, generator=gen) * 2 - 1
+    return (magnitude * sign).to(dtype)

@@ -12,6 +12,8 @@ multiply-add is off by a few eps, which the factor 2 in 2k + 2 covers).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -45,5 +47,41 @@ def assert_close_to_reference(result: torch.Tensor, a: torch.Tensor, b: torch.Te
     if not ratio <= 1.0:  # also catches NaN
         raise AssertionError(
             f"{what} differs from the float64 reference by {ratio:.3g} times the allowed error "
+            f"(a {tuple(a.shape)}, b {tuple(b.shape)}, {a.dtype})"
+        )
+
+
+def exact_integers(dtype: torch.dtype) -> int:
+    """2 ** (significand bits): every integer up to this in magnitude is exact in dtype."""
+    return 2 ** (round(-math.log2(torch.finfo(dtype).eps)) + 1)
+
+
+def assert_exact(result: torch.Tensor, a: torch.Tensor, b: torch.Tensor, what: str = "result") -> None:
+    """result must equal a @ b exactly: a and b hold integers small enough that every partial sum
+    of every dot product, in whatever order a kernel adds them, is an integer the dtype holds.
+
+    Where that is so, rounding cannot hide a mistake behind the k-scaled bound: a kernel that drops,
+    repeats or misplaces a single product is caught."""
+    if a.dtype.is_complex or not a.dtype.is_floating_point:
+        raise TypeError(f"assert_exact takes real floating operands; got {a.dtype}")
+    wide_a, wide_b = _wide(a), _wide(b)
+    if not (torch.equal(wide_a, wide_a.round()) and torch.equal(wide_b, wide_b.round())):
+        raise ValueError(f"assert_exact needs integer-valued operands ({what})")
+    def largest(x):
+        return float(x.abs().max()) if x.numel() else 0.0
+
+    largest_sum = a.shape[-1] * largest(wide_a) * largest(wide_b)
+    if largest_sum > exact_integers(a.dtype):
+        raise ValueError(f"assert_exact: partial sums up to {largest_sum:g} are not all exact in {a.dtype} ({what})")
+    expected = reference(a, b)
+    got = _wide(torch.as_tensor(result))
+    if got.shape != expected.shape:
+        raise AssertionError(f"{what} has shape {tuple(got.shape)}, expected {tuple(expected.shape)}")
+    wrong = got != expected  # NaN included
+    if wrong.any():
+        first = tuple(int(i) for i in wrong.nonzero()[0])
+        raise AssertionError(
+            f"{what} is not exact: {int(wrong.sum())} of {wrong.numel()} elements differ from the integer product, "
+            f"e.g. at {first}: {got[first].item()} instead of {expected[first].item()} "
             f"(a {tuple(a.shape)}, b {tuple(b.shape)}, {a.dtype})"
         )
