@@ -94,3 +94,28 @@ def small_integers(*shape, k, dtype=torch.float32, seed=0):
     magnitude = torch.randint(1, high + 1, shape, generator=gen)
     sign = torch.randint(0, 2, shape, generator=gen) * 2 - 1
     return (magnitude * sign).to(dtype)
+
+
+# --- writing dataset files in the formats gemmlab.data reads ---------------------------------------
+import gzip  # noqa: E402
+import pickle  # noqa: E402
+import struct  # noqa: E402
+
+
+def write_pickle(path, obj, compress=True):
+    opener = gzip.open if compress else open
+    with opener(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)  # the course's file is a Python 2 pickle
+    return path
+
+
+def idx_bytes(array, type_code=0x08) -> bytes:
+    header = bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype("uint8").tobytes()
+
+
+def write_idx(path, data: bytes):
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return path
