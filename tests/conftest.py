@@ -1,10 +1,17 @@
+import gzip
 import importlib
+import math
 import os
+import pickle
+import struct
+import threading
+from typing import NamedTuple
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+from gemmlab.reference import exact_integers
 from gemmlab.registry import LADDER, get_backend
 
 settings.register_profile(
@@ -75,23 +82,6 @@ def break_backend(monkeypatch):
 
 
 @pytest.fixture
-def kernel_calls(monkeypatch):
-    """kernel_calls(name) -> a list that gets (dtype, m, k, n) of every product that backend's
-    kernel computes for the rest of the test."""
-
-    def watch(name: str) -> list:
-        calls = []
-
-        def recording(kernel):
-            return lambda a, b, out: (calls.append((a.dtype, *a.shape, b.shape[1])), kernel(a, b, out))
-
-        _wrap_kernel(monkeypatch, name, recording)
-        return calls
-
-    return watch
-
-
-@pytest.fixture
 def threads():
     """Restore torch's thread count after a test changes it."""
     before = torch.get_num_threads()
@@ -102,3 +92,65 @@ def threads():
 def randn(*shape, dtype=torch.float64, seed=0):
     """Random normal data (never zeros), reproducible per seed."""
     return torch.randn(*shape, dtype=dtype, generator=torch.Generator().manual_seed(seed))
+
+
+# --- which kernel ran: recording the 2-D kernel calls -------------------------------------------
+class KernelCall(NamedTuple):
+    backend: str
+    a: tuple[int, ...]
+    b: tuple[int, ...]
+    dtype: torch.dtype
+    thread: int
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """record(*names): wrap those backends' 2-D kernels so that every call is appended, as a
+    KernelCall, to the list record returns: which kernel actually ran, on what, in which thread."""
+    calls: list[KernelCall] = []
+
+    def record(*names):
+        for name in names:
+            spec = get_backend(name)
+            kernel = spec.kernel
+
+            def wrapper(a, b, out, name=name, kernel=kernel):
+                calls.append(KernelCall(name, tuple(a.shape), tuple(b.shape), a.dtype, threading.get_ident()))
+                kernel(a, b, out)
+
+            monkeypatch.setattr(spec, "_kernel", wrapper)
+        return calls
+
+    return record
+
+
+# --- exact cases: small integers ------------------------------------------------------------------
+def small_integers(*shape, k, dtype=torch.float32, seed=0):
+    """Random nonzero integers (as dtype), at most 4 in magnitude and small enough that every partial
+    sum of a product with inner dimension k is exact in dtype: see gemmlab.reference.assert_exact."""
+    high = min(4, math.isqrt(exact_integers(dtype) // k))
+    assert high >= 1, f"k = {k} is too long for exact sums in {dtype}"
+    gen = torch.Generator().manual_seed(seed)
+    magnitude = torch.randint(1, high + 1, shape, generator=gen)
+    sign = torch.randint(0, 2, shape, generator=gen) * 2 - 1
+    return (magnitude * sign).to(dtype)
+
+
+# --- writing dataset files in the formats gemmlab.data reads ---------------------------------------
+def write_pickle(path, obj, compress=True):
+    opener = gzip.open if compress else open
+    with opener(path, "wb") as f:
+        pickle.dump(obj, f, protocol=2)  # the course's file is a Python 2 pickle
+    return path
+
+
+def idx_bytes(array, type_code=0x08) -> bytes:
+    header = bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype("uint8").tobytes()
+
+
+def write_idx(path, data: bytes):
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return path

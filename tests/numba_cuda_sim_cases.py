@@ -8,7 +8,8 @@ CASES) does not import numba.
 Operands are NumPy arrays wrapped as simulated device arrays, views included, so the kernel reads
 transposed, sliced and broadcast (stride-0) operands through their strides, as it reads torch
 tensors through __cuda_array_interface__ on a GPU. Outputs start as NaN, and output views sit in
-a NaN buffer that must be left untouched outside them.
+a NaN buffer that must be left untouched outside them. The entry points' argument checks run here
+too (REJECTIONS): without a GPU this is the only place they can.
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ def _cases():
     yield "float64 7x10x6 numpy entry point, strided arrays", "float64", (7, 10, 6), "numpy entry"
 
 
-CASES = [name for name, *_ in _cases()]
+# The entry points' own argument checks: each bad call must raise the named error, saying what was
+# wrong, before anything is written.
+REJECTIONS = ["a list for a", "mixed dtypes", "integer arrays", "1-D a", "inner dimensions differ", "out of the wrong shape",
+              "read-only out", "CPU tensors"]
+
+CASES = [name for name, *_ in _cases()] + [f"rejects {what}" for what in REJECTIONS]
 
 
 def _operands(np, shape, dtype, layout, seed):
@@ -85,6 +91,39 @@ def _run_case(np, nc, device_array, dtype, shape, layout, seed):
     return {"ok": True, "detail": f"error {ratio:.3g} times the bound"}
 
 
+def _run_rejection(np, nc, what):
+    import torch
+
+    a, b = np.ones((4, 3)), np.ones((3, 5))
+    out = np.full((4, 5), np.nan)
+    read_only = out.copy()
+    read_only.flags.writeable = False
+    cpu = torch.ones(4, 3, dtype=torch.float64), torch.ones(3, 5, dtype=torch.float64), torch.from_numpy(out)
+    bad_calls = {
+        "a list for a": (lambda: nc.matmul_2d_numpy(a.tolist(), b, out), TypeError, "a must be a numpy array"),
+        "mixed dtypes": (lambda: nc.matmul_2d_numpy(a.astype(np.float32), b, out), TypeError, "float32 or float64 arrays of one dtype"),
+        "integer arrays": (lambda: nc.matmul_2d_numpy(a.astype(np.int64), b.astype(np.int64), np.zeros((4, 5), np.int64)), TypeError,
+                           "float32 or float64 arrays"),
+        "1-D a": (lambda: nc.matmul_2d_numpy(a[0], b, out), ValueError, "needs 2-D a, b and out"),
+        "inner dimensions differ": (lambda: nc.matmul_2d_numpy(a, np.ones((2, 5)), out), ValueError, "shapes do not fit"),
+        "out of the wrong shape": (lambda: nc.matmul_2d_numpy(a, b, out[:, :4]), ValueError, "shapes do not fit"),
+        "read-only out": (lambda: nc.matmul_2d_numpy(a, b, read_only), ValueError, "out is read-only"),
+        "CPU tensors": (lambda: nc.matmul_2d(*cpu), ValueError, "runs on CUDA devices"),
+    }
+    call, error, fragment = bad_calls[what]
+    try:
+        call()
+    except error as exc:
+        if fragment not in str(exc):
+            return {"ok": False, "detail": f"{type(exc).__name__} without {fragment!r}: {exc}"}
+        if not np.isnan(out).all():
+            return {"ok": False, "detail": "out was written before the call was refused"}
+        return {"ok": True, "detail": f"{type(exc).__name__}: {exc}"}
+    except Exception as exc:
+        return {"ok": False, "detail": f"expected {error.__name__}, got {type(exc).__name__}: {exc}"}
+    return {"ok": False, "detail": f"expected {error.__name__}, nothing raised"}
+
+
 def main() -> None:
     if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
         raise SystemExit("run with NUMBA_ENABLE_CUDASIM=1 (the cases need Numba's CUDA simulator)")
@@ -104,6 +143,8 @@ def main() -> None:
             results[name] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
         finally:
             nc._MAX_GRID_Y = max_grid_y
+    for what in REJECTIONS:
+        results[f"rejects {what}"] = _run_rejection(np, nc, what)
     json.dump(results, sys.stdout)
 
 

@@ -1,15 +1,17 @@
 """Every backend against the float64 reference: random shapes, views, batches, NumPy, autograd."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
-from conftest import COMPILED, max_dim, randn
+from conftest import COMPILED, MAX_DIM, max_dim, randn, small_integers
 from hypothesis import given
 from hypothesis import strategies as st
 
 import gemmlab
-from gemmlab.reference import assert_close_to_reference
-from gemmlab.registry import get_backend
+from gemmlab.reference import assert_close_to_reference, assert_exact, exact_integers
+from gemmlab.registry import FLOATS, LADDER, get_backend
 
 # Sizes that catch edge cases: empty, one, primes, and the rest at random.
 SPECIAL = [0, 1, 2, 3, 5, 7, 13, 17, 31, 61, 64, 67]
@@ -31,15 +33,15 @@ def test_2d_random_shapes(backend, dtype, data):
     assert_close_to_reference(out, a, b)
 
 
-def views(m, k, n, dtype):
-    """(name, a, b) pairs whose operands are not plain contiguous tensors."""
-    a, b = randn(m, k, dtype=dtype, seed=1), randn(k, n, dtype=dtype, seed=2)
-    yield "transposed", randn(k, m, dtype=dtype, seed=3).T, randn(n, k, dtype=dtype, seed=4).T
-    yield "sliced", randn(2 * m + 1, 3 * k, dtype=dtype, seed=5)[1::2, 2::3], randn(k + 2, 2 * n, dtype=dtype, seed=6)[2:, ::2]
-    yield "expanded rows", randn(1, k, dtype=dtype, seed=7).expand(m, k), randn(k, 1, dtype=dtype, seed=8).expand(k, n)
-    yield "expanded columns", randn(m, 1, dtype=dtype, seed=9).expand(m, k), randn(1, n, dtype=dtype, seed=10).expand(k, n)
-    yield "offset", randn(m * k + 3, dtype=dtype, seed=11)[3:].view(m, k), b
-    yield "mixed", a, randn(n, k + 1, dtype=dtype, seed=12)[:, 1:].T
+def views(m, k, n, dtype, make=randn):
+    """(name, a, b) pairs whose operands are not plain contiguous tensors; make(*shape, dtype=, seed=) fills them."""
+    a, b = make(m, k, dtype=dtype, seed=1), make(k, n, dtype=dtype, seed=2)
+    yield "transposed", make(k, m, dtype=dtype, seed=3).T, make(n, k, dtype=dtype, seed=4).T
+    yield "sliced", make(2 * m + 1, 3 * k, dtype=dtype, seed=5)[1::2, 2::3], make(k + 2, 2 * n, dtype=dtype, seed=6)[2:, ::2]
+    yield "expanded rows", make(1, k, dtype=dtype, seed=7).expand(m, k), make(k, 1, dtype=dtype, seed=8).expand(k, n)
+    yield "expanded columns", make(m, 1, dtype=dtype, seed=9).expand(m, k), make(1, n, dtype=dtype, seed=10).expand(k, n)
+    yield "offset", make(m * k + 3, dtype=dtype, seed=11)[3:].view(m, k), b
+    yield "mixed", a, make(n, k + 1, dtype=dtype, seed=12)[:, 1:].T
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -47,6 +49,28 @@ def test_views(backend, dtype):
     m, k, n = (5, 7, 3) if backend == "loops" else (13, 17, 11)
     for name, a, b in views(m, k, n, dtype):
         assert_close_to_reference(gemmlab.matmul(a, b, backend=backend), a, b, what=f"{backend} on {name} views")
+
+
+def exact_shapes(backend, dtype):
+    """(m, k, n) for the exact checks: small for the Python-loop rungs, k up to 4097 for the rest
+    (fewer where the dtype's exact integers run out: float16, bfloat16)."""
+    top = max_dim(backend)
+    shapes = [(top, top, top), (top - 2, top - 1, 3)] if backend in MAX_DIM else [(13, 31, 7), (29, 4097, 3), (67, 300, 61)]
+    return [(m, min(k, exact_integers(dtype) // 16), n) for m, k, n in shapes]
+
+
+def test_exact_on_small_integers(backend):
+    """Integer inputs whose every partial sum is exact: the result must equal the product exactly, in
+    every real dtype the backend takes, plain, through views and batched (a dropped term shows)."""
+    for dtype in [d for d in get_backend(backend).dtypes if not d.is_complex]:
+        for m, k, n in exact_shapes(backend, dtype):
+            make = partial(small_integers, k=k)
+            cases = [("plain", make(m, k, dtype=dtype, seed=80), make(k, n, dtype=dtype, seed=81)),
+                     *views(m, k, n, dtype, make=make),
+                     ("batched", make(2, m, k, dtype=dtype, seed=82), make(2, k, n, dtype=dtype, seed=83)),
+                     ("batch folded into rows", make(3, m, k, dtype=dtype, seed=84), make(k, n, dtype=dtype, seed=85))]
+            for name, a, b in cases:
+                assert_exact(gemmlab.matmul(a, b, backend=backend), a, b, what=f"{backend} {name} {(m, k, n)}")
 
 
 BATCHED = [
@@ -66,18 +90,43 @@ BATCHED = [
 ]
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("shapes", BATCHED, ids=str)
-def test_batched_and_1d(backend, shapes):
-    a, b = randn(*shapes[0], seed=20), randn(*shapes[1], seed=21)
+def test_batched_and_1d(backend, shapes, dtype):
+    a, b = randn(*shapes[0], dtype=dtype, seed=20), randn(*shapes[1], dtype=dtype, seed=21)
     out = gemmlab.matmul(a, b, backend=backend)
-    assert out.shape == torch.matmul(a, b).shape
+    assert out.shape == torch.matmul(a, b).shape and out.dtype == dtype
     assert_close_to_reference(out, a, b)
 
 
-def test_batched_transposed_views(backend):
-    a = randn(3, 6, 4, seed=30).transpose(-1, -2)  # (3, 4, 6), each matrix transposed
-    b = randn(6, 5, seed=31).expand(3, 6, 5)  # stride-0 batch
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_batched_transposed_views(backend, dtype):
+    a = randn(3, 6, 4, dtype=dtype, seed=30).transpose(-1, -2)  # (3, 4, 6), each matrix transposed
+    b = randn(6, 5, dtype=dtype, seed=31).expand(3, 6, 5)  # stride-0 batch
     assert_close_to_reference(gemmlab.matmul(a, b, backend=backend), a, b)
+
+
+# The dtypes beyond float32 and float64 that CPU backends advertise (einsum and torch: float16,
+# bfloat16, complex64, complex128), each checked on random data against the wide reference.
+EXTRA_DTYPES = [(spec.name, dtype) for spec in LADDER if "cpu" in spec.devices for dtype in spec.dtypes if dtype not in FLOATS]
+
+
+def test_extra_dtypes_are_the_advertised_ones():
+    assert {name for name, _ in EXTRA_DTYPES} == {"einsum", "torch"}
+    assert {dtype for _, dtype in EXTRA_DTYPES} == {torch.float16, torch.bfloat16, torch.complex64, torch.complex128}
+
+
+@pytest.mark.parametrize("backend, dtype", EXTRA_DTYPES, ids=str)
+def test_extra_dtypes_on_random_data(backend, dtype):
+    cases = [("odd sizes", randn(13, 31, dtype=dtype, seed=70), randn(31, 7, dtype=dtype, seed=71))]
+    cases += [(f"{name} views", a, b) for name, a, b in views(13, 17, 11, dtype)]
+    cases += [(f"batched {sa} @ {sb}", randn(*sa, dtype=dtype, seed=72), randn(*sb, dtype=dtype, seed=73)) for sa, sb in BATCHED]
+    for what, a, b in cases:
+        if dtype.is_complex and a.numel() and b.numel():  # the imaginary parts must take part
+            assert (a.imag != 0).all() and (b.imag != 0).all(), what
+        out = gemmlab.matmul(a, b, backend=backend)
+        assert out.dtype == dtype and out.shape == torch.matmul(a, b).shape, what
+        assert_close_to_reference(out, a, b, what=f"{backend} {what}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -95,10 +144,14 @@ def test_numpy_in_numpy_out(backend, dtype):
     a_ro = a.copy()
     a_ro.flags.writeable = False
     cases["read-only"] = (a_ro, b)
+    def tensor(x):  # torch cannot view negative strides or big-endian data: a native copy
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("=")))
+
     for name, (x, y) in cases.items():
         out = gemmlab.matmul(x, y, backend=backend)
         assert isinstance(out, np.ndarray) and out.dtype == dtype, name
-        np.testing.assert_allclose(out, np.matmul(x.astype(np.float64), y.astype(np.float64)), rtol=1e-4, atol=1e-4, err_msg=name)
+        # The dtype's own bound: float64 results that went through float32 on the way fail it.
+        assert_close_to_reference(tensor(out), tensor(x), tensor(y), what=f"{backend} on {name} NumPy arrays")
 
 
 def test_numpy_vector_dot_is_a_scalar(backend):

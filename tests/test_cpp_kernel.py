@@ -3,19 +3,21 @@
 Every ISA path this CPU supports (forced with GEMMLAB_CPU), the small unpacked path and the packed
 path, edge tiles around the real block sizes (read from the extension, so retuning cannot make
 these tests miss an edge), both loop orders, every operand layout, 1/2/3 threads, NaN-poisoned and
-strided outputs, and operands placed against a guard page so a read or write past any tensor's end
+strided outputs, exact results on small-integer inputs (where float rounding cannot hide a dropped
+term), and operands placed against a guard page so a read or write past any tensor's end
 crashes the test instead of passing silently.
 """
 
 import ctypes
 import mmap
 import sys
+from functools import partial
 
 import pytest
 import torch
-from conftest import import_or_fail, randn
+from conftest import import_or_fail, randn, small_integers
 
-from gemmlab.reference import assert_close_to_reference
+from gemmlab.reference import assert_close_to_reference, assert_exact
 
 cpp = import_or_fail("gemmlab._cpp")  # not built: every test here fails, saying why
 
@@ -47,14 +49,14 @@ def run(a, b, out=None):
     return out
 
 
-def layouts(m, k, n, dtype, seed=0):
-    """(name, a, b): the same product through differently laid-out operands."""
-    yield "contiguous", randn(m, k, dtype=dtype, seed=seed), randn(k, n, dtype=dtype, seed=seed + 1)
-    yield "a transposed", randn(k, m, dtype=dtype, seed=seed + 2).T, randn(k, n, dtype=dtype, seed=seed + 3)
-    yield "b transposed", randn(m, k, dtype=dtype, seed=seed + 4), randn(n, k, dtype=dtype, seed=seed + 5).T
-    yield "both transposed", randn(k, m, dtype=dtype, seed=seed + 6).T, randn(n, k, dtype=dtype, seed=seed + 7).T
-    yield "sliced", randn(2 * m, 3 * k + 1, dtype=dtype, seed=seed + 8)[::2, 1::3], randn(k + 3, 2 * n, dtype=dtype, seed=seed + 9)[3:, ::2]
-    yield "expanded", randn(m, 1, dtype=dtype, seed=seed + 10).expand(m, k), randn(1, n, dtype=dtype, seed=seed + 11).expand(k, n)
+def layouts(m, k, n, dtype, seed=0, make=randn):
+    """(name, a, b): the same product through differently laid-out operands, filled by make(*shape, dtype=, seed=)."""
+    yield "contiguous", make(m, k, dtype=dtype, seed=seed), make(k, n, dtype=dtype, seed=seed + 1)
+    yield "a transposed", make(k, m, dtype=dtype, seed=seed + 2).T, make(k, n, dtype=dtype, seed=seed + 3)
+    yield "b transposed", make(m, k, dtype=dtype, seed=seed + 4), make(n, k, dtype=dtype, seed=seed + 5).T
+    yield "both transposed", make(k, m, dtype=dtype, seed=seed + 6).T, make(n, k, dtype=dtype, seed=seed + 7).T
+    yield "sliced", make(2 * m, 3 * k + 1, dtype=dtype, seed=seed + 8)[::2, 1::3], make(k + 3, 2 * n, dtype=dtype, seed=seed + 9)[3:, ::2]
+    yield "expanded", make(m, 1, dtype=dtype, seed=seed + 10).expand(m, k), make(1, n, dtype=dtype, seed=seed + 11).expand(k, n)
 
 
 def shapes(dtype):
@@ -84,6 +86,15 @@ def test_paths_on_edge_shapes_and_layouts(path, dtype):
     for what, m, k, n in shapes(dtype):
         for name, a, b in layouts(m, k, n, dtype, seed=m + k + n):
             assert_close_to_reference(run(a, b), a, b, what=f"{path}: {what} {(m, k, n)}, {name} operands")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_paths_exact_on_small_integers(path, dtype):
+    """Integers whose every partial sum is exact: every edge shape and layout must give the product
+    exactly, so a micro-kernel that drops or repeats a single k step fails here, however long k is."""
+    for what, m, k, n in shapes(dtype) + [("the 29x4097x3 product", 29, 4097, 3)]:
+        for name, a, b in layouts(m, k, n, dtype, seed=m + k + n, make=partial(small_integers, k=k)):
+            assert_exact(run(a, b), a, b, what=f"{path}: {what} {(m, k, n)}, {name} operands")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

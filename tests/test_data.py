@@ -1,12 +1,9 @@
 """gemmlab.data: the digits split, the course's pickle, MNIST IDX files, normalisation and errors."""
 
-import gzip
-import pickle
-import struct
-
 import numpy as np
 import pytest
 import torch
+from conftest import idx_bytes, write_idx, write_pickle
 
 from gemmlab.data import DataError, Dataset, load_dataset, load_digits, load_mnist_idx, load_mnist_pickle, normalize
 
@@ -19,25 +16,6 @@ def mnist_arrays(rng, sizes=(50, 20, 10), features=784):
     return tuple(
         (rng.random((n, features), dtype=np.float32), rng.integers(0, 10, size=n).astype(np.int64)) for n in sizes
     )
-
-
-def write_pickle(path, obj, compress=True):
-    opener = gzip.open if compress else open
-    with opener(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)  # the course's file is a Python 2 pickle
-    return path
-
-
-def idx_bytes(array: np.ndarray, type_code=0x08) -> bytes:
-    header = bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def write_idx(path, data: bytes):
-    if str(path).endswith(".gz"):
-        data = gzip.compress(data)
-    path.write_bytes(data)
-    return path
 
 
 def write_idx_dir(directory, rng, n_train=6, n_valid=4, gz=False, dotted=False):

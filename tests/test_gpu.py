@@ -1,6 +1,7 @@
 """The GPU backends on a CUDA device: every kernel of the `cuda` ladder and the numba_cuda kernel
 against the float64 reference (odd sizes, views, poisoned outputs), through gemmlab.matmul with
-its shape semantics, autograd, streams and bad input.
+its shape semantics, autograd, streams and bad input; and the Python rungs, einsum and torch's BLAS
+on CUDA tensors (every dtype they take).
 
 Marked `gpu` and skipped where torch sees no CUDA device. Where it sees one, both GPU backends
 must be available: a CUDA build that failed quietly (GEMMLAB_CUDA=auto) or a missing numba-cuda
@@ -229,6 +230,29 @@ def test_runs_on_the_current_stream(gpu_backend):
         out = gemmlab.matmul(a, b, backend=gpu_backend)
     side.synchronize()
     assert_close_to_reference(out, a_src, b, what=f"{gpu_backend} on a side stream")
+
+
+# --- the Python rungs and torch's BLAS on CUDA tensors ---------------------------------------------
+
+# Small for the Python loops (a kernel launch per element or row), larger where one call does it all.
+RUNG_SHAPES = {"loops": (3, 5, 4), "elementwise": (7, 9, 5), "broadcast": (13, 17, 11), "einsum": (29, 67, 13),
+               "torch": (129, 67, 131)}
+
+
+@pytest.mark.parametrize("backend, dtype", [(name, dtype) for name in RUNG_SHAPES for dtype in get_backend(name).dtypes], ids=str)
+def test_cuda_tensors_on_the_other_rungs(backend, dtype, kernel_calls):
+    """Every dtype each of them takes (einsum and torch: float16 to complex128)."""
+    calls = kernel_calls(backend)
+    m, k, n = RUNG_SHAPES[backend]
+    cases = [("plain", randn(m, k, dtype=dtype, seed=1), randn(k, n, dtype=dtype, seed=2)), *views(m, k, n, dtype),
+             ("batched", randn(2, m, k, dtype=dtype, seed=3), randn(2, k, n, dtype=dtype, seed=4)),
+             ("vector", randn(k, dtype=dtype, seed=5), randn(k, n, dtype=dtype, seed=6))]
+    for name, a, b in cases:
+        assert a.is_cuda and b.is_cuda
+        out = gemmlab.matmul(a, b, backend=backend)
+        assert out.device == a.device and out.dtype == dtype, name
+        assert_close_to_reference(out, a, b, what=f"{backend} on CUDA {dtype}, {name}")
+    assert len(calls) >= len(cases)  # the rung's own kernel did the work
 
 
 def test_numba_cuda_entry_point_checks_arguments(numba_cuda):

@@ -4,7 +4,8 @@ Every build of the Cython kernel this CPU can run is tested (not only the one th
 and each kernel on: the small serial path and the packed, threaded path (both sides of the size
 threshold), edge tiles (sizes that are not multiples of MR, NR, KC, MC, NC, several B panels,
 k beyond one packed block of B), float32 and float64, 1 and 2 threads, views (transposed,
-sliced, stride-0), NaN-poisoned outputs and outputs with non-contiguous strides.
+sliced, stride-0), NaN-poisoned outputs and outputs with non-contiguous strides; on small-integer
+inputs every result must be exact.
 """
 
 import functools
@@ -16,11 +17,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import import_or_fail, randn
+from conftest import import_or_fail, randn, small_integers
 
 import gemmlab
 from gemmlab.backends import cython_ext  # (needed to collect the tests: without any Cython build, a collection error)
-from gemmlab.reference import assert_close_to_reference
+from gemmlab.reference import assert_close_to_reference, assert_exact
 
 numba_jit = import_or_fail("gemmlab.backends.numba_jit")  # failing to import: its tests fail, the others still run
 
@@ -105,6 +106,24 @@ def test_every_path_and_edge(kernel, dtype, nthreads, threads):
         out = poisoned(m, n, dtype)
         fn(a, b, out)
         assert_close_to_reference(out, a, b, what=f"{kernel} ({m}, {k}) @ ({k}, {n}), {nthreads} threads")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_exact_on_small_integers(kernel, dtype, nthreads, threads):
+    """Integers whose every partial sum is exact: each path and edge must give the product exactly,
+    so a micro-kernel that drops or repeats a single k step fails here, however long k is."""
+    torch.set_num_threads(nthreads)
+    fn = kernel_for(kernel)
+    # k = 4097: several KC slices and packed blocks of B, with A read in place (n = 3) and packed.
+    for i, (m, k, n) in enumerate(shapes(kernel) + [(29, 4097, 3), (29, 4097, 67)]):
+        for layout, a, b in [
+            ("contiguous", small_integers(m, k, k=k, dtype=dtype, seed=i), small_integers(k, n, k=k, dtype=dtype, seed=50 + i)),
+            ("transposed", small_integers(k, m, k=k, dtype=dtype, seed=i).T, small_integers(n, k, k=k, dtype=dtype, seed=50 + i).T),
+        ]:
+            out = poisoned(m, n, dtype)
+            fn(a, b, out)
+            assert_exact(out, a, b, what=f"{kernel} {layout} ({m}, {k}) @ ({k}, {n}), {nthreads} threads")
 
 
 def views(m, k, n, dtype):

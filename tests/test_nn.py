@@ -6,7 +6,6 @@ from conftest import randn
 
 import gemmlab
 from gemmlab import nn as gnn
-from gemmlab.registry import get_backend
 
 
 def _pair(backend, dtype=torch.float64):
@@ -32,20 +31,19 @@ def test_linear_matches_torch_outputs_and_gradients(backend, batch_shape):
     torch.testing.assert_close(ours.bias.grad, ref.bias.grad)
 
 
-def test_linear_products_run_on_its_backend(monkeypatch):
-    spec = get_backend("cython")
-    kernel, calls = spec.kernel, []
-    monkeypatch.setattr(spec, "_kernel", lambda a, b, out: (calls.append((tuple(a.shape), tuple(b.shape))), kernel(a, b, out)))
+def test_linear_products_run_on_its_backend(kernel_calls):
+    calls = kernel_calls("cython", "torch")
     layer = gnn.Linear(6, 4, backend="cython", dtype=torch.float64)
     x = randn(5, 6, seed=3).requires_grad_()
     layer(x).sum().backward()
     # forward x @ W.T, then grad @ W and x.T @ grad
-    assert sorted(calls) == sorted([((5, 6), (6, 4)), ((5, 4), (4, 6)), ((6, 5), (5, 4))])
+    assert sorted((c.backend, c.a, c.b) for c in calls) == sorted(
+        [("cython", (5, 6), (6, 4)), ("cython", (5, 4), (4, 6)), ("cython", (6, 5), (5, 4))])
 
 
-def test_linear_without_bias_and_repr():
+def test_linear_without_bias():
     layer = gnn.Linear(3, 2, bias=False, backend="numba")
-    assert layer.bias is None and "backend='numba'" in repr(layer)
+    assert layer.bias is None and "bias=False" in repr(layer)
     x = torch.randn(4, 3)
     torch.testing.assert_close(layer(x), x @ layer.weight.T)
 
@@ -83,8 +81,60 @@ def test_optimizer_step_trains_a_gemmlab_model():
     assert losses[-1] < 0.1 * losses[0]
 
 
-def test_linear_module_uses_default_backend_when_auto():
+# --- a layer without a backend of its own follows gemmlab's default when it runs ---------------
+
+LADDER_CPU = ["cython", "numba", "cpp", "torch"]  # the kernels these tests watch
+
+
+def ran_on(calls):
+    return [c.backend for c in calls]
+
+
+def test_linear_without_backend_follows_the_default_when_it_runs(kernel_calls):
+    calls = kernel_calls(*LADDER_CPU)
+    x = randn(5, 6, seed=4).requires_grad_()
     with gemmlab.use_backend("cython"):
-        layer = gnn.Linear(3, 2)
-        assert layer.backend == "auto"
-        assert layer(torch.randn(2, 3)).shape == (2, 2)
+        layer = gnn.Linear(6, 4, dtype=torch.float64)
+        assert layer.backend is None
+        y = layer(x)
+    y.sum().backward()  # outside the block: the backward products stay where the forward ran
+    assert ran_on(calls) == ["cython"] * 3
+    torch.testing.assert_close(y, x @ layer.weight.T + layer.bias)
+
+    calls.clear()
+    layer(x)  # built inside the block, run outside it: the process default, auto (torch)
+    with gemmlab.use_backend("numba"):
+        layer(x)
+    try:
+        gemmlab.set_backend("cpp")
+        layer(x)
+    finally:
+        gemmlab.set_backend("auto")
+    assert ran_on(calls) == ["torch", "numba", "cpp"]
+
+
+def test_linear_with_a_backend_keeps_it(kernel_calls):
+    calls = kernel_calls(*LADDER_CPU)
+    x = randn(5, 6, seed=5)
+    with gemmlab.use_backend("cython"):
+        gnn.Linear(6, 4, backend="numba", dtype=torch.float64)(x)
+        gnn.Linear(6, 4, backend="auto", dtype=torch.float64)(x)  # "auto" is a choice too: torch on the CPU
+    assert ran_on(calls) == ["numba", "torch"]
+
+
+def test_mlp_without_backend_follows_the_default(kernel_calls):
+    calls = kernel_calls(*LADDER_CPU)
+    model = gnn.mlp([8, 16, 5], dtype=torch.float64)
+    mixed = gnn.mlp([8, 16, 5], backend=[None, "numba"], dtype=torch.float64)
+    assert [m.backend for m in model if isinstance(m, gnn.Linear)] == [None, None]
+    x = randn(7, 8, seed=6)
+    with gemmlab.use_backend("cpp"):
+        model(x)
+        mixed(x)
+    assert ran_on(calls) == ["cpp", "cpp", "cpp", "numba"]
+
+
+def test_repr_says_what_a_layer_runs_on():
+    assert "backend='numba'" in repr(gnn.Linear(3, 2, backend="numba"))
+    assert "backend='auto'" in repr(gnn.Linear(3, 2, backend="auto"))
+    assert "backend=None (gemmlab's default when it runs)" in repr(gnn.Linear(3, 2))

@@ -1,15 +1,18 @@
 """Backend registry: what is available, what the default is, and import never failing."""
 
+import contextlib
 import json
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
 from conftest import CPU_BACKENDS, randn
 
 import gemmlab
-from gemmlab.registry import get_backend
+from gemmlab import BackendUnavailableError
+from gemmlab.registry import BACKENDS, Backend
 
 
 def test_every_cpu_backend_is_available_after_install():
@@ -27,13 +30,11 @@ def test_backend_info_fields():
         assert "cpu" in info["devices"] or info["name"] in ("cuda", "numba_cuda")  # the GPU-only backends
 
 
-def test_default_is_auto_and_auto_means_torch(monkeypatch):
+def test_default_is_auto_and_auto_means_torch(kernel_calls):
     assert gemmlab.current_backend() == "auto"
-    calls = []
-    kernel = get_backend("torch").kernel
-    monkeypatch.setattr(get_backend("torch"), "_kernel", lambda *args: (calls.append(1), kernel(*args)))
+    calls = kernel_calls("torch")
     gemmlab.matmul(randn(2, 3), randn(3, 2))
-    assert calls == [1]
+    assert [c.backend for c in calls] == ["torch"]
 
 
 def test_use_backend_nests_and_restores():
@@ -48,15 +49,78 @@ def test_use_backend_nests_and_restores():
     assert gemmlab.current_backend() == "auto"
 
 
-def test_use_backend_routes_calls(monkeypatch):
-    calls = []
-    spec = get_backend("cython")
-    kernel = spec.kernel
-    monkeypatch.setattr(spec, "_kernel", lambda *args: (calls.append(1), kernel(*args)))
+def test_use_backend_routes_calls(kernel_calls):
+    calls = kernel_calls("cython", "torch")
     with gemmlab.use_backend("cython"):
         gemmlab.matmul(randn(2, 3), randn(3, 2))
     gemmlab.matmul(randn(2, 3), randn(3, 2))
-    assert calls == [1]
+    assert [c.backend for c in calls] == ["cython", "torch"]
+
+
+@pytest.fixture
+def broken(monkeypatch):
+    """A known backend whose module cannot be imported."""
+    spec = Backend("broken", "gemmlab.backends.no_such_module", "test double", hint="rebuild it")
+    monkeypatch.setitem(BACKENDS, "broken", spec)
+    return spec
+
+
+def test_use_backend_refuses_unknown_and_unavailable_names(broken):
+    for name, error, message in [("nope", ValueError, r"unknown gemmlab backend 'nope'; known backends: auto, loops"),
+                                 ("broken", BackendUnavailableError, r"'broken' is not available here \(ModuleNotFoundError.*rebuild it")]:
+        with pytest.raises(error, match=message), gemmlab.use_backend(name):
+            pytest.fail("the block must not run")
+        assert gemmlab.current_backend() == "auto"
+        with gemmlab.use_backend("cpp"):  # a failed inner block leaves the outer one's default
+            with pytest.raises(error, match=message), gemmlab.use_backend(name):
+                pytest.fail("the block must not run")
+            assert gemmlab.current_backend() == "cpp"
+        with pytest.raises(error, match=message):
+            gemmlab.set_backend(name)
+        assert gemmlab.current_backend() == "auto"
+
+
+def test_use_backend_is_per_thread(kernel_calls):
+    """Real threads, each inside its own use_backend block at the same time: none sees another's."""
+    calls = kernel_calls("cython", "numba", "torch")
+    barrier = threading.Barrier(3, timeout=60)
+    seen = {}
+
+    def worker(name):
+        def run():
+            with contextlib.ExitStack() as stack:
+                if name != "none":
+                    stack.enter_context(gemmlab.use_backend(name))
+                barrier.wait()  # every block is open now...
+                seen[name] = (gemmlab.current_backend(), threading.get_ident())
+                gemmlab.matmul(randn(3, 4), randn(4, 2))
+                barrier.wait()  # ...and stays open until every thread has multiplied
+        return threading.Thread(target=run)
+
+    with gemmlab.use_backend("cpp"):  # the main thread's block does not reach threads either
+        workers = [worker(name) for name in ("cython", "numba", "none")]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join(timeout=60)
+        assert gemmlab.current_backend() == "cpp"
+    assert not any(t.is_alive() for t in workers)
+    assert {name: backend for name, (backend, _) in seen.items()} == {"cython": "cython", "numba": "numba", "none": "auto"}
+    ran = {c.thread: c.backend for c in calls}
+    assert {name: ran[thread] for name, (_, thread) in seen.items()} == {"cython": "cython", "numba": "numba", "none": "torch"}
+    assert len(calls) == 3
+
+
+def test_set_backend_reaches_every_thread(kernel_calls):
+    calls = kernel_calls("numba", "torch")
+    try:
+        gemmlab.set_backend("numba")
+        t = threading.Thread(target=lambda: gemmlab.matmul(randn(3, 4), randn(4, 2)))
+        t.start()
+        t.join(timeout=60)
+    finally:
+        gemmlab.set_backend("auto")
+    assert [(c.backend, c.thread) for c in calls] == [("numba", t.ident)]
 
 
 def test_set_backend_for_the_process():

@@ -115,14 +115,32 @@ def test_kaiming_keeps_activations_alive_over_depth_while_plain_scaling_shrinks(
 # --- gradients against autograd, on every backend ---------------------------------------------
 
 
-def autograd_reference(model, x, targ, loss):
-    """The same network in plain torch ops with requires_grad leaves; returns (loss, grads)."""
+def autograd_reference(model, x, targ):
+    """The same layers and loss in plain torch ops on requires_grad leaves; returns (loss, grads of x
+    and of every parameter, in model.params() order)."""
     leaves = [p.detach().clone().requires_grad_() for p in (x, *model.params())]
-    xr, w1, b1, w2, b2 = leaves
-    out = torch.relu(xr @ w1 + b1) @ w2 + b2
-    value = F.mse_loss(out.squeeze(-1), targ) if loss == "mse" else F.cross_entropy(out, targ)
+    out, params = leaves[0], iter(leaves[1:])
+    for layer in model.layers:
+        if isinstance(layer, Lin):
+            out = out @ next(params) + next(params)
+        else:
+            assert isinstance(layer, Relu), layer
+            out = torch.relu(out)
+    value = F.mse_loss(out.squeeze(-1), targ) if isinstance(model.loss, Mse) else F.cross_entropy(out, targ)
     value.backward()
     return value.detach(), [leaf.grad for leaf in leaves]
+
+
+def assert_gradients_match_autograd(model, x, targ, value, dtype):
+    """value = model(x, targ) and model.backward() done: the loss and every .g against autograd."""
+    ref_value, ref_grads = autograd_reference(model, x, targ)
+    assert value.dtype == dtype and not value.requires_grad
+    torch.testing.assert_close(value, ref_value, **TOL[dtype])
+    names = ["x"] + [f"{kind}{i}" for i in range(1, len(model.params()) // 2 + 1) for kind in ("w", "b")]
+    for name, ours, ref in zip(names, [x, *model.params()], ref_grads, strict=True):
+        assert ours.g.shape == ours.shape, name
+        assert not ours.g.requires_grad, name
+        torch.testing.assert_close(ours.g, ref, **TOL[dtype], msg=lambda m, name=name: f"grad of {name}: {m}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
@@ -138,14 +156,7 @@ def test_gradients_match_autograd(backend, loss, dtype):
 
     value = model(x, targ)
     model.backward()
-    ref_value, ref_grads = autograd_reference(model, x, targ, loss)
-
-    assert value.dtype == dtype and not value.requires_grad
-    torch.testing.assert_close(value, ref_value, **TOL[dtype])
-    for name, ours, ref in zip(["x", "w1", "b1", "w2", "b2"], [x, *model.params()], ref_grads):
-        assert ours.g.shape == ours.shape, name
-        assert not ours.g.requires_grad, name
-        torch.testing.assert_close(ours.g, ref, **TOL[dtype], msg=lambda m, name=name: f"grad of {name}: {m}")
+    assert_gradients_match_autograd(model, x, targ, value, dtype)
 
 
 def test_no_autograd_graph_even_for_inputs_that_require_grad():
@@ -200,6 +211,29 @@ def test_model_makes_three_products_per_lin_on_its_backend(recorded):
     model.backward()
     assert len(recorded) == 6 and all(c[2] == "einsum" for c in recorded)
     assert all(len(a) == 2 and len(b) == 2 for a, b, _ in recorded)
+
+
+def test_model_without_backend_follows_the_default_and_keeps_it_for_backward(kernel_calls):
+    calls = kernel_calls("cython", "numba", "torch")
+    model = mlp(5, 4, 3, dtype=torch.float64)
+    assert [layer.backend for layer in model.layers if isinstance(layer, Lin)] == [None, None]
+    x, targ = torch.randn(6, 5, generator=gen(), dtype=torch.float64), torch.tensor([0, 1, 2, 2, 1, 0])
+    with gemmlab.use_backend("cython"):
+        model(x, targ)
+    model.backward()  # outside the block: the backward products stay where the forward ran
+    model(x, targ)  # the process default now: auto (torch)
+    with gemmlab.use_backend("numba"):
+        model.backward()  # ...and its backward stays there too
+    assert [c.backend for c in calls] == ["cython"] * 6 + ["torch"] * 6
+
+
+def test_lin_with_a_backend_keeps_it(kernel_calls):
+    calls = kernel_calls("cython", "numba", "torch")
+    x = torch.randn(6, 5, generator=gen(), dtype=torch.float64)
+    with gemmlab.use_backend("cython"):
+        Lin(5, 3, backend="numba", generator=gen(1), dtype=torch.float64)(x)
+        Lin(5, 3, backend="auto", generator=gen(1), dtype=torch.float64)(x)
+    assert [c.backend for c in calls] == ["numba", "torch"]
 
 
 # --- the losses ----------------------------------------------------------------------------------
@@ -323,13 +357,19 @@ def test_training_with_mse_fits_a_linear_target(threads):
     assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
 
 
-def test_model_of_custom_layers():
-    """Model is not tied to mlp: any layers and loss, backward reaches every Lin."""
+@pytest.mark.parametrize("loss", [Mse, CrossEntropy])
+def test_model_of_custom_layers(loss):
+    """Model is not tied to mlp: any layers and loss; backward reaches every Lin, with the values autograd gives."""
     g = gen()
-    layers = [Lin(4, 6, generator=g), Relu(), Lin(6, 6, generator=g), Relu(), Lin(6, 1, generator=g, init="linear")]
-    model = Model(layers, Mse())
-    x, y = torch.randn(5, 4, generator=g), torch.randn(5, generator=g)
-    model(x, y)
+    n_out = 1 if loss is Mse else 4
+    layers = [Lin(4, 6, generator=g), Relu(), Lin(6, 6, generator=g), Relu(), Lin(6, n_out, generator=g, init="linear")]
+    model = Model(layers, loss())
+    for layer in layers[::2]:  # biases start at 0: give them values
+        layer.b += torch.randn(layer.b.shape, generator=g)
+    x = torch.randn(5, 4, generator=g)
+    y = torch.randn(5, generator=g) if loss is Mse else torch.randint(0, n_out, (5,), generator=g)
+    value = model(x, y)
     model.backward()
-    assert len(model.params()) == 6 and all(p.g.shape == p.shape for p in model.params())
-    assert model.forward(x).shape == (5, 1)
+    assert len(model.params()) == 6
+    assert_gradients_match_autograd(model, x, y, value, torch.float32)
+    assert model.forward(x).shape == (5, n_out)

@@ -3,6 +3,11 @@
 `Linear` is a drop-in for torch.nn.Linear (same parameters, same initialisation, interchangeable
 state_dicts) that computes x @ weight.T with gemmlab.matmul, so its gradients also come from that
 backend's kernel. `mlp` builds an ordinary nn.Sequential of them, one backend per layer if wanted.
+
+A layer given a backend name (or "auto") keeps it. A layer given none (backend=None, the default)
+follows gemmlab's default backend at the time it runs, as gemmlab.matmul(backend=None) does: the
+backend of the innermost `gemmlab.use_backend` block, else `gemmlab.set_backend`'s. Its backward
+products run on the backend its forward pass ran on.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ from gemmlab.dispatch import matmul
 
 
 class Linear(nn.Module):
-    """y = x @ weight.T + bias, the product on `backend` (see gemmlab.available_backends())."""
+    """y = x @ weight.T + bias, the product on `backend` (see gemmlab.available_backends()).
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, backend: str = "auto",
+    backend: a backend name or "auto", kept for every call; None (the default) follows
+    gemmlab.current_backend() each time the layer runs."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, backend: str | None = None,
                  device=None, dtype=None) -> None:
         super().__init__()
         self.in_features, self.out_features, self.backend = in_features, out_features, backend
@@ -40,17 +48,20 @@ class Linear(nn.Module):
         return y + self.bias if self.bias is not None else y
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, backend={self.backend!r}"
+        backend = "None (gemmlab's default when it runs)" if self.backend is None else repr(self.backend)
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, backend={backend}"
 
 
-def mlp(sizes: Sequence[int], backend: str | Sequence[str] = "auto", activation=nn.ReLU, **factory) -> nn.Sequential:
+def mlp(sizes: Sequence[int], backend: str | None | Sequence[str | None] = None, activation=nn.ReLU,
+        **factory) -> nn.Sequential:
     """Linear layers of the given sizes with `activation` between them, e.g. mlp([784, 50, 10], "cpp").
 
-    backend: one name for every layer, or one per layer (len(sizes) - 1 names)."""
+    backend: one name (or None: follow gemmlab's default when it runs, see Linear) for every
+    layer, or one per layer (len(sizes) - 1 of them)."""
     n_layers = len(sizes) - 1
     if n_layers < 1:
         raise ValueError(f"mlp needs at least two sizes (inputs and outputs); got {list(sizes)}")
-    backends = [backend] * n_layers if isinstance(backend, str) else list(backend)
+    backends = [backend] * n_layers if backend is None or isinstance(backend, str) else list(backend)
     if len(backends) != n_layers:
         raise ValueError(f"mlp with sizes {list(sizes)} has {n_layers} layers but got {len(backends)} backends: {backends}")
     layers: list[nn.Module] = []

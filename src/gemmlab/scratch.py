@@ -4,7 +4,9 @@ Following the notes (fast.ai lesson 8, "backprop from the foundations"): each la
 that remembers its inputs and output in the forward pass, and in the backward pass writes the
 gradient of the loss with respect to each input (and parameter) on that tensor as attribute `.g`.
 Every matrix product, forward and backward, goes through gemmlab.matmul on the layer's backend,
-so the network runs on any rung of the ladder.
+so the network runs on any rung of the ladder. A layer built without a backend (backend=None, the
+default) follows gemmlab's default backend when its forward pass runs (gemmlab.use_backend /
+gemmlab.set_backend), and its backward pass uses the backend that forward pass ran on.
 
     model = mlp(784, 50, 10, backend="cpp", loss="ce")
     loss = model(x, y)           # forward: layers, then the loss
@@ -83,12 +85,13 @@ class Lin(Module):
 
     init: "kaiming" (gain sqrt(2), for a layer a ReLU follows) or "linear" (gain 1, the plain
     1/sqrt(n_in) scaling, for the last layer, whose output no ReLU halves). The bias starts at 0.
-    All three products (forward, and the gradients of the input and of w) run on `backend`.
+    All three products (forward, and the gradients of the input and of w) run on `backend`: a name
+    or "auto", or None (the default) for gemmlab's default backend at the time forward runs.
     """
 
     _GAINS = {"kaiming": relu_gain(), "linear": 1.0}
 
-    def __init__(self, n_in: int, n_out: int, backend: str = "auto", generator: torch.Generator | None = None,
+    def __init__(self, n_in: int, n_out: int, backend: str | None = None, generator: torch.Generator | None = None,
                  dtype: torch.dtype = torch.float32, init: str = "kaiming"):
         if init not in self._GAINS:
             raise ValueError(f"Lin: init must be one of {sorted(self._GAINS)}, got {init!r}")
@@ -97,13 +100,16 @@ class Lin(Module):
         self.b = torch.zeros(n_out, dtype=dtype)
 
     def forward(self, inp):
-        return gemmlab.matmul(inp, self.w, backend=self.backend) + self.b
+        # Resolved here and kept for bwd, so the backward products run where the forward one did
+        # even when backward() is called outside the use_backend block (as autograd does for nn.Linear).
+        self.ran_on = gemmlab.current_backend() if self.backend is None else self.backend
+        return gemmlab.matmul(inp, self.w, backend=self.ran_on) + self.b
 
     def bwd(self, out, inp):
-        inp.g = gemmlab.matmul(out.g, self.w.T, backend=self.backend)  # (N, n_out) @ (n_out, n_in)
+        inp.g = gemmlab.matmul(out.g, self.w.T, backend=self.ran_on)  # (N, n_out) @ (n_out, n_in)
         # dL/dw = inp.T @ out.g sums the per-example outer products inside the product itself,
         # instead of building the (N, n_in, n_out) tensor of them and summing it afterwards.
-        self.w.g = gemmlab.matmul(inp.T, out.g, backend=self.backend)  # (n_in, N) @ (N, n_out)
+        self.w.g = gemmlab.matmul(inp.T, out.g, backend=self.ran_on)  # (n_in, N) @ (N, n_out)
         self.b.g = out.g.sum(0)
 
     def params(self) -> list[torch.Tensor]:
@@ -183,10 +189,11 @@ class Model:
         return [p for layer in self.layers if isinstance(layer, Lin) for p in layer.params()]
 
 
-def mlp(n_in: int, n_hidden: int, n_out: int, backend: str = "auto", loss: str = "ce", seed: int = 0,
+def mlp(n_in: int, n_hidden: int, n_out: int, backend: str | None = None, loss: str = "ce", seed: int = 0,
         dtype: torch.dtype = torch.float32) -> Model:
     """The notes' network: Lin(n_in, n_hidden) -> Relu -> Lin(n_hidden, n_out), then the loss.
 
+    backend: for both layers, a name, "auto" or None (gemmlab's default when the model runs; see Lin).
     loss: "ce" (CrossEntropy, int64 class targets) or "mse" (Mse, float targets; n_out must be 1).
     The hidden layer gets Kaiming init (a ReLU follows it), the last layer plain 1/sqrt(n_hidden)
     scaling. Weights come from a torch.Generator seeded with `seed`: same seed, same model.

@@ -21,7 +21,7 @@ from gemmlab import data, nn, scratch
 
 @dataclass
 class TrainConfig:
-    backend: str = "auto"
+    backend: str | None = None  # None: gemmlab's default backend while train() runs (gemmlab.use_backend)
     model: str = "nn"  # "nn" or "scratch"
     loss: str = "ce"  # "ce" or "mse"
     epochs: int = 5

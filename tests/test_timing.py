@@ -1,0 +1,68 @@
+"""gemmlab.timing.measure on a fake clock: what it calls, how it calibrates, what it reports.
+
+The clock only moves when the timed function runs (by durations the test chooses, in powers of two
+so that every sum is exact), so the expected numbers follow from measure's rules alone; nothing here
+depends on how fast the machine is.
+"""
+
+import pytest
+
+from gemmlab import timing
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """A fake perf_counter; fn(durations) returns a function whose calls advance it by those
+    durations in turn (the last one repeated), counting its calls in fn.calls."""
+    now = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+
+    def fn(durations):
+        def call():
+            call.calls += 1
+            now[0] += durations[min(call.calls, len(durations)) - 1]
+
+        call.calls = 0
+        return call
+
+    return fn
+
+
+def test_first_call_apart_and_calibrated_repeats(clock):
+    # first call 0.5 s (a JIT compile, say), then 1/128 s a call
+    fn = clock([0.5, 2.0**-7])
+    t = timing.measure(fn, repeats=7, min_repeat_time=2.0**-4, max_total=5.0)
+    assert t.first_call == 0.5
+    assert t.calls_per_repeat == 8  # enough calls to fill min_repeat_time
+    assert t.repeats == 7
+    assert t.per_call == 2.0**-7  # the first call is not in it
+    assert fn.calls == 2 + 7 * 8  # first call, calibration call, the samples
+
+
+def test_per_call_is_the_median_of_the_repeats(clock):
+    fast, slow = 2.0**-7, 2.0**-2
+    # first, calibration, then 7 repeats of 8 calls: the fourth and sixth repeats are slow
+    durations = [fast, fast] + [fast] * 8 * 3 + [slow] * 8 + [fast] * 8 + [slow] * 8 + [fast] * 8
+    fn = clock(durations)
+    t = timing.measure(fn, repeats=7, min_repeat_time=2.0**-4, max_total=100.0)
+    assert (t.repeats, t.calls_per_repeat) == (7, 8)
+    assert t.per_call == fast  # the mean would be (5 fast + 2 slow) / 7
+    assert fn.calls == len(durations)
+
+
+def test_slow_functions_get_fewer_repeats_but_at_least_three(clock):
+    fn = clock([2.0])
+    t = timing.measure(fn, repeats=7, min_repeat_time=0.05, max_total=5.0)
+    assert (t.calls_per_repeat, t.repeats) == (1, 3)  # 5 s allows 2 repeats of 2 s; 3 is the floor
+    assert t.first_call == t.per_call == 2.0
+    fn = clock([2.0**-3])
+    t = timing.measure(fn, repeats=7, min_repeat_time=0.05, max_total=2.0**-1)
+    assert (t.calls_per_repeat, t.repeats) == (1, 4)  # max_total / (1/8 s a repeat) = 4 of the 7 asked for
+
+
+def test_measure_on_the_real_clock():
+    calls = []
+    t = timing.measure(lambda: calls.append(1), repeats=5, min_repeat_time=1e-3, max_total=1.0)
+    assert t.first_call >= 0 and t.per_call > 0
+    assert 3 <= t.repeats <= 5 and t.calls_per_repeat >= 1
+    assert len(calls) == 2 + t.repeats * t.calls_per_repeat
