@@ -38,6 +38,10 @@ void check_arguments(const at::Tensor& a, const at::Tensor& b, const at::Tensor&
     TORCH_CHECK_VALUE(t->layout() == at::kStrided, "gemmlab._cpp.matmul_2d needs strided tensors; got ", describe_all(a, b, out));
     TORCH_CHECK_VALUE(t->device().is_cpu(), "gemmlab._cpp.matmul_2d runs on the CPU; got ", describe_all(a, b, out));
     TORCH_CHECK_VALUE(t->dim() == 2, "gemmlab._cpp.matmul_2d needs 2-D tensors; got ", describe_all(a, b, out));
+    // The kernel reads and writes memory by address: a lazily negated view (x.conj().imag) would
+    // silently give the product of the memory, not of the values.
+    TORCH_CHECK_VALUE(!t->is_neg(), "gemmlab._cpp.matmul_2d cannot take a tensor with the negative bit set "
+                      "(a lazy view such as x.conj().imag); call .resolve_neg() on it first; got ", describe_all(a, b, out));
   }
   TORCH_CHECK_TYPE(a.scalar_type() == b.scalar_type() && a.scalar_type() == out.scalar_type(),
                    "gemmlab._cpp.matmul_2d needs one dtype for a, b and out; got ", describe_all(a, b, out));

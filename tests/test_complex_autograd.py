@@ -122,3 +122,18 @@ def test_conjugate_bit_views_forward(backend):
             out = gemmlab.matmul(x, y, backend=backend)
             assert not out.is_conj()
             assert_close_to_reference(out, x.resolve_conj().resolve_neg(), y.resolve_conj().resolve_neg())
+
+
+def test_cpp_entry_point_rejects_lazy_bits():
+    """gemmlab._cpp reads memory by address, so it must refuse a view whose value is not its memory."""
+    if "cpp" not in CPU_AVAILABLE:
+        pytest.skip("the cpp backend is not built here")
+    import gemmlab._cpp as cpp
+
+    a, b = randn(3, 4, seed=15), randn(4, 2, seed=16)
+    out = torch.empty(3, 2, dtype=torch.float64)
+    for x, y in [(negated(a), b), (a, negated(b))]:
+        with pytest.raises(ValueError, match=r"negative bit.*resolve_neg"):
+            cpp.matmul_2d(x, y, out)
+    with pytest.raises(ValueError, match=r"negative bit"):
+        cpp.matmul_2d(a, b, negated(out))
