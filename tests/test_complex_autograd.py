@@ -44,6 +44,13 @@ def _operands(shapes, layout, dtype, seed):
     return (a, b), view
 
 
+def assert_same_gradients(ours, theirs, inputs, seed, what):
+    """The gradients of ours and of theirs (PyTorch's) for one random upstream gradient agree."""
+    grad = randn(theirs.shape, dtype=theirs.dtype, seed=seed)  # a shape tuple: () for vector @ vector
+    for x, g, e in zip(inputs, torch.autograd.grad(ours, inputs, grad), torch.autograd.grad(theirs, inputs, grad)):
+        torch.testing.assert_close(g, e, msg=lambda m: f"{what}, grad of the {tuple(x.shape)} operand: {m}")
+
+
 def _on(backend, view):
     return lambda x, y: gemmlab.matmul(view(x), view(y), backend=backend)
 
@@ -68,10 +75,7 @@ def test_complex_gradients_match_torch_autograd(backend, shapes, layout):
         (a, b), view = _operands(shapes, layout, dtype, seed=1)
         ours, theirs = _on(backend, view)(a, b), view(a) @ view(b)
         assert_close_to_reference(ours, view(a), view(b), what=f"{backend} {dtype} on {layout} views")
-        grad = randn(theirs.shape, dtype=dtype, seed=3)  # a shape tuple: () for vector @ vector
-        got, expected = torch.autograd.grad(ours, (a, b), grad), torch.autograd.grad(theirs, (a, b), grad)
-        for name, g, e in zip("ab", got, expected):
-            torch.testing.assert_close(g, e, msg=lambda m: f"grad of {name} ({dtype}, {layout}): {m}")
+        assert_same_gradients(ours, theirs, (a, b), seed=3, what=f"{backend} {dtype} on {layout} views")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -18,7 +18,8 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from conftest import CPU_AVAILABLE, max_dim, randn
+from conftest import max_dim, randn
+from test_complex_autograd import assert_same_gradients
 
 import gemmlab
 from gemmlab.reference import assert_close_to_reference
@@ -214,9 +215,7 @@ def test_torch_gradients(backend):
             a, b = randn(*sa, dtype=dtype, seed=i).requires_grad_(), randn(*sb, dtype=dtype, seed=i + 50).requires_grad_()
             ours, theirs = gemmlab.matmul(a, b, backend=backend), a @ b
             assert_close_to_reference(ours, a, b, what=f"{backend}: {sa} @ {sb} {dtype}")
-            grad = randn(theirs.shape, dtype=dtype, seed=i + 100)
-            for name, g, e in zip("ab", torch.autograd.grad(ours, (a, b), grad), torch.autograd.grad(theirs, (a, b), grad)):
-                torch.testing.assert_close(g, e, msg=lambda m: f"{backend}: grad of {name}, {sa} @ {sb} {dtype}: {m}")
+            assert_same_gradients(ours, theirs, (a, b), seed=i + 100, what=f"{backend}: {sa} @ {sb} {dtype}")
 
             def product(x, y):
                 return gemmlab.matmul(x, y, backend=backend)
