@@ -53,6 +53,10 @@ void check_arguments(const at::Tensor& a, const at::Tensor& b, const at::Tensor&
     TORCH_CHECK_VALUE(t->layout() == at::kStrided, "gemmlab._cuda.matmul_2d needs strided tensors; got ", all);
     TORCH_CHECK_VALUE(t->device().is_cuda(), "gemmlab._cuda.matmul_2d runs on CUDA devices; got ", all);
     TORCH_CHECK_VALUE(t->dim() == 2, "gemmlab._cuda.matmul_2d needs 2-D tensors; got ", all);
+    // The kernels read and write memory by address: a lazily negated view (x.conj().imag) would
+    // silently give the product of the memory, not of the values.
+    TORCH_CHECK_VALUE(!t->is_neg(), "gemmlab._cuda.matmul_2d cannot take a tensor with the negative bit set "
+                      "(a lazy view such as x.conj().imag); call .resolve_neg() on it first; got ", all);
   }
   TORCH_CHECK_VALUE(a.device() == b.device() && a.device() == out.device(),
                     "gemmlab._cuda.matmul_2d needs a, b and out on the same CUDA device; got ", all);

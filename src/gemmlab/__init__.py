@@ -5,7 +5,10 @@
     gemmlab.available_backends()                  # ['loops', ..., 'cpp', 'torch']
     with gemmlab.use_backend("numba"):            # change the default inside a block
         c = gemmlab.matmul(a, b)
+    gemmlab.nn.Linear(784, 50, backend="cpp")     # submodules load on first use
 """
+
+import importlib as _importlib
 
 from gemmlab.dispatch import matmul
 from gemmlab.registry import (
@@ -20,7 +23,13 @@ from gemmlab.registry import (
 
 __version__ = "0.1.0"
 
+# The public submodules, imported on first attribute access (PEP 562), as scipy and torch expose
+# theirs: `gemmlab.nn` works after a plain `import gemmlab`, which stays fast. (dispatch, ops and
+# registry are imported above anyway; cli is the command's implementation.)
+_SUBMODULES = ("backends", "bench", "data", "nn", "reference", "scratch", "timing", "train")
+
 __all__ = [
+    *_SUBMODULES,
     "BackendUnavailableError",
     "available_backends",
     "backend_info",
@@ -30,3 +39,13 @@ __all__ = [
     "set_backend",
     "use_backend",
 ]
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return _importlib.import_module(f"gemmlab.{name}")  # which also sets it as an attribute here
+    raise AttributeError(f"module 'gemmlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SUBMODULES})

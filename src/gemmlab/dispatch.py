@@ -33,10 +33,21 @@ def _to_tensors(a, b) -> tuple[torch.Tensor, torch.Tensor, bool]:
     raise TypeError(f"gemmlab.matmul takes two torch.Tensors or two numpy.ndarrays; got {' and '.join(sorted(kinds))}")
 
 
+def _needs_copy(x: np.ndarray) -> bool:
+    """Whether torch cannot take x as it is: negative strides or non-native byte order (torch cannot
+    view them), or an element whose address is not a multiple of the itemsize (NumPy allows such
+    views, e.g. a complex128 view of an int16 buffer at an odd offset; torch's kernels may crash
+    on them). Only those arrays are copied."""
+    size = x.itemsize or 1
+    return (not x.dtype.isnative or not x.flags.aligned or any(s < 0 or s % size for s in x.strides)
+            # flags.aligned is NumPy's test, to the alignment of a complex number's parts; torch's
+            # complex types are aligned to the whole number (asked only then: .ctypes is slow).
+            or (x.dtype.alignment < size and x.ctypes.data % size != 0))
+
+
 def _from_numpy(x: np.ndarray, name: str) -> torch.Tensor:
-    # torch cannot view negative strides or non-native byte order: those (and only those) are copied.
-    if any(s < 0 for s in x.strides) or not x.dtype.isnative:
-        x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
+    if _needs_copy(x):
+        x = np.array(x, dtype=x.dtype.newbyteorder("="), order="C")  # a fresh, aligned, native copy
     try:
         with warnings.catch_warnings():  # read-only arrays are fine: gemmlab never writes its inputs
             warnings.simplefilter("ignore", UserWarning)

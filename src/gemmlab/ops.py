@@ -3,7 +3,8 @@
 `gemmlab::product(Tensor a, Tensor b, str backend) -> Tensor` computes (m, k) @ (k, n), or
 (B, m, k) @ (B, k, n), with the named backend's kernel. Its fake (meta) implementation gives
 torch.compile the output's shape without running a kernel, and its backward computes
-grad @ b.T and a.T @ grad with the SAME backend, through the op itself (so higher-order
+grad @ b^H and a^H @ grad (conjugate transposes: the gradients of a complex product; plain
+transposes for real dtypes) with the SAME backend, through the op itself (so higher-order
 gradients work too).
 """
 
@@ -17,9 +18,13 @@ from gemmlab.registry import get_backend
 def run(kernel, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The product into a fresh contiguous output, one 2-D kernel call per batch entry.
 
-    a and b must not require grad: the NumPy-based kernels cannot take such tensors."""
-    if a.is_neg() or b.is_neg():  # a lazily negated view (z.conj().imag): its memory holds -x, and kernels read memory
-        a, b = a.resolve_neg(), b.resolve_neg()
+    a and b must not require grad: the NumPy-based kernels cannot take such tensors. Lazy
+    conjugate or negative views (x.conj(), x.conj().imag) are materialised first, as the
+    dispatcher does for the custom op: kernels that read memory by address would ignore the bit."""
+    if a.is_conj() or a.is_neg():
+        a = a.resolve_conj().resolve_neg()
+    if b.is_conj() or b.is_neg():
+        b = b.resolve_conj().resolve_neg()
     if a.dim() == 2:  # kept short: tiny products spend as long here as in the kernel
         m, k = a.shape
         out = a.new_empty((m, b.shape[1]))
@@ -57,8 +62,9 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     a, b = ctx.saved_tensors
-    grad_a = product(grad, b.mT, ctx.backend) if ctx.needs_input_grad[0] else None
-    grad_b = product(a.mT, grad, ctx.backend) if ctx.needs_input_grad[1] else None
+    # .mH is .mT for real dtypes; for complex ones d(a @ b) needs the conjugates (PyTorch's convention).
+    grad_a = product(grad, b.mH, ctx.backend) if ctx.needs_input_grad[0] else None
+    grad_b = product(a.mH, grad, ctx.backend) if ctx.needs_input_grad[1] else None
     return grad_a, grad_b, None
 
 

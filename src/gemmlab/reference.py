@@ -18,8 +18,9 @@ import torch
 
 
 def _wide(x: torch.Tensor) -> torch.Tensor:
-    """x on the CPU in float64, or complex128 if it is complex: every narrower value is exact there."""
-    return x.detach().cpu().to(torch.complex128 if x.dtype.is_complex else torch.float64)
+    """x on the CPU in float64, or complex128 if it is complex (.double() would drop the imaginary part)."""
+    x = torch.as_tensor(x).detach().cpu()
+    return x.to(torch.complex128 if x.is_complex() else torch.float64)
 
 
 def reference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
