@@ -12,12 +12,15 @@
 #include <ATen/Parallel.h>
 
 #include <cstdint>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <utility>
 
+#include "dispatch.h"
 #include "gemm/five_loops.h"
 #include "gemm/gemm.h"
+#include "kernel_abi.h"
 
 namespace {
 
@@ -101,10 +104,70 @@ void matmul_2d(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "gemmlab_cpp_matmul_2d", [&] { run_gemm<scalar_t>(a, b, out); });
 }
 
+// The kernel through the C ABI (kernel_abi.h), for the dispatch core: arguments already checked.
+thread_local std::string last_error;
+
+template <class T>
+int gemm_abi(int64_t batch, int64_t m, int64_t n, int64_t k, const T* a, int64_t a_bs, int64_t a_rs, int64_t a_cs,
+             const T* b, int64_t b_bs, int64_t b_rs, int64_t b_cs, T* c, int64_t c_bs, int64_t c_rs, int64_t c_cs,
+             int32_t threads) {
+  try {
+    const gemmlab::CpuPath path = gemmlab::selected_path();
+    for (int64_t i = 0; i < batch; ++i) {
+      const gemmlab::Operands<T> op{a + i * a_bs, a_rs, a_cs, b + i * b_bs, b_rs, b_cs, c + i * c_bs, c_rs, c_cs};
+      gemmlab::gemm_on_path<T>(path, m, n, k, op, threads);
+    }
+    return GEMMLAB_OK;
+  } catch (const std::bad_alloc&) {
+    return GEMMLAB_NO_MEMORY;
+  } catch (const c10::Error& e) {  // e.g. GEMMLAB_CPU names a path this CPU cannot run
+    last_error = e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    last_error = e.what();
+  }
+  return GEMMLAB_BAD_ARGUMENTS;
+}
+
+const char* gemm_last_error() { return last_error.c_str(); }
+
+// A function pointer handed over in a PyCapsule by another extension (see kernel_abi.h).
+template <class Fn>
+Fn from_capsule(py::handle capsule, const char* name) {
+  void* p = PyCapsule_GetPointer(capsule.ptr(), name);
+  if (p == nullptr) throw py::error_already_set();  // not a capsule, or not one with that name
+  return reinterpret_cast<Fn>(p);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "gemmlab's C++ matmul kernels";
+  m.doc() = "gemmlab's C++ matmul kernels and the dispatch core";
+  // The kernels the core knows from the start; the cpp kernel makes no parallel region when given one
+  // thread, so entries of any size may run side by side.
+  gemmlab::register_kernel("cpp", &gemm_abi<float>, &gemm_abi<double>, std::numeric_limits<int64_t>::max(),
+                           &gemm_last_error);
+  gemmlab::register_kernel("torch", nullptr, nullptr, 0);
+  m.def("matmul", &gemmlab::matmul, py::arg("a"), py::arg("b"), py::arg("kernel"), py::arg("out") = py::none(),
+        "a @ b (torch.matmul's semantics) on a registered kernel, into out if given; None where gemmlab.matmul's "
+        "Python path must take the call (anything it would reject, autograd, tensor subclasses and modes)");
+  m.def(
+      "register_kernel",
+      [](const std::string& name, py::handle f32, py::handle f64, int64_t serial_fmas) {
+        return gemmlab::register_kernel(name, from_capsule<gemmlab_gemm_f32>(f32, GEMMLAB_CAPSULE_F32),
+                                        from_capsule<gemmlab_gemm_f64>(f64, GEMMLAB_CAPSULE_F64), serial_fmas);
+      },
+      py::arg("name"), py::arg("f32"), py::arg("f64"), py::arg("serial_fmas"),
+      "Add a kernel given as PyCapsules of its C ABI functions (kernel_abi.h); returns its id");
+  m.def("kernel_id", &gemmlab::kernel_id, py::arg("name"), "The id of the kernel registered as name, or -1");
+  m.def(
+      "kernel_name", [](int id) { return gemmlab::kernel(id).name; }, py::arg("kernel"), "The name of kernel `id`");
+  m.def("set_tracing", &gemmlab::set_tracing, py::arg("on"),
+        "Testing hook: record (kernel, batch, m, k, n) of every product the core runs (clears the record)");
+  m.def("take_trace", &gemmlab::take_trace, "The products recorded since the last call (see set_tracing)");
+  m.attr("ABI_VERSION") = GEMMLAB_ABI_VERSION;
+  m.attr("CAPSULE_F32") = GEMMLAB_CAPSULE_F32;
+  m.attr("CAPSULE_F64") = GEMMLAB_CAPSULE_F64;
+  m.attr("HUGE_PAGE_MIN_BYTES") = gemmlab::HUGE_PAGE_MIN_BYTES;
   m.def("matmul_2d", &matmul_2d, "out = a @ b for 2-D float32/float64 CPU tensors of any strides",
         py::arg("a"), py::arg("b"), py::arg("out"));
   m.def("cpu_path", [] { return std::string(gemmlab::path_name(gemmlab::selected_path())); },

@@ -1,5 +1,6 @@
 import gzip
 import importlib
+import importlib.util
 import math
 import os
 import pickle
@@ -12,7 +13,7 @@ import torch
 from hypothesis import HealthCheck, settings
 
 from gemmlab.reference import exact_integers
-from gemmlab.registry import LADDER, get_backend
+from gemmlab.registry import LADDER, NATIVE_KERNELS, get_backend
 
 settings.register_profile(
     "default", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
@@ -69,9 +70,13 @@ def backend(request):
 
 
 def _wrap_kernel(monkeypatch, name: str, wrap) -> None:
-    """For the rest of the test, backend `name` runs wrap(its kernel) instead of its kernel."""
+    """For the rest of the test, backend `name` runs wrap(its kernel) instead of its kernel (reached
+    from Python: the route through the C++ dispatch core is closed for the test)."""
     spec = get_backend(name)
     monkeypatch.setattr(spec, "_kernel", wrap(spec.kernel))
+    for alias, route in list(NATIVE_KERNELS.items()):
+        if route[1] == spec.native:
+            monkeypatch.delitem(NATIVE_KERNELS, alias)
 
 
 @pytest.fixture
@@ -103,25 +108,62 @@ class KernelCall(NamedTuple):
     thread: int
 
 
+class KernelCalls(list):
+    """The KernelCalls seen so far. Products that gemmlab's C++ dispatch core ran are read from its
+    trace whenever the list is read (a batch the core folds into rows is one product)."""
+
+    def __init__(self, core):
+        super().__init__()
+        self.core, self.native = core, {}  # kernel name in the trace -> backend name
+
+    def sync(self):
+        if self.core is not None:
+            for kernel, count, m, k, n, dtype, thread in self.core.take_trace():
+                if kernel in self.native:
+                    call = KernelCall(self.native[kernel], (m, k), (k, n), dtype, thread)
+                    super().extend([call] * count)
+        return self
+
+    def __iter__(self):
+        return super(KernelCalls, self.sync()).__iter__()
+
+    def __len__(self):
+        return super(KernelCalls, self.sync()).__len__()
+
+    def __getitem__(self, i):
+        return super(KernelCalls, self.sync()).__getitem__(i)
+
+    def __eq__(self, other):
+        return list(self.sync()) == other
+
+
 @pytest.fixture
 def kernel_calls(monkeypatch):
-    """record(*names): wrap those backends' 2-D kernels so that every call is appended, as a
-    KernelCall, to the list record returns: which kernel actually ran, on what, in which thread."""
-    calls: list[KernelCall] = []
+    """record(*names): from now on, every product those backends' kernels compute is appended, as a
+    KernelCall, to the list record returns: which kernel actually ran, on what, in which thread.
+    Kernels reached from Python are wrapped; the C++ dispatch core's are traced there."""
+    core = importlib.import_module("gemmlab._cpp") if importlib.util.find_spec("gemmlab._cpp") else None
+    calls = KernelCalls(core)
 
     def record(*names):
         for name in names:
             spec = get_backend(name)
             kernel = spec.kernel
+            if spec.native is not None:
+                calls.native[core.kernel_name(spec.native)] = name
+                core.set_tracing(True)
+                continue
 
             def wrapper(a, b, out, name=name, kernel=kernel):
-                calls.append(KernelCall(name, tuple(a.shape), tuple(b.shape), a.dtype, threading.get_ident()))
+                calls.sync().append(KernelCall(name, tuple(a.shape), tuple(b.shape), a.dtype, threading.get_ident()))
                 kernel(a, b, out)
 
             monkeypatch.setattr(spec, "_kernel", wrapper)
         return calls
 
-    return record
+    yield record
+    if calls.native:
+        core.set_tracing(False)
 
 
 # --- exact cases: small integers ------------------------------------------------------------------

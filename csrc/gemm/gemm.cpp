@@ -172,7 +172,11 @@ void packed_product(void (*task)(const Operands<typename P::T>&, const Task<type
 
 template <class T>
 void gemm(int64_t m, int64_t n, int64_t k, const Operands<T>& op, int threads) {
-  const CpuPath path = selected_path();  // may raise for a bad GEMMLAB_CPU: before touching anything
+  gemm_on_path(selected_path(), m, n, k, op, threads);  // a bad GEMMLAB_CPU raises before touching anything
+}
+
+template <class T>
+void gemm_on_path(CpuPath path, int64_t m, int64_t n, int64_t k, const Operands<T>& op, int threads) {
   if (m == 0 || n == 0) return;
   if (k == 0) {  // an empty sum: C = 0
     for (int64_t i = 0; i < m; ++i)
@@ -213,5 +217,7 @@ BlockingInfo blocking_info(CpuPath path, bool is_double) {
 
 template void gemm<float>(int64_t, int64_t, int64_t, const Operands<float>&, int);
 template void gemm<double>(int64_t, int64_t, int64_t, const Operands<double>&, int);
+template void gemm_on_path<float>(CpuPath, int64_t, int64_t, int64_t, const Operands<float>&, int);
+template void gemm_on_path<double>(CpuPath, int64_t, int64_t, int64_t, const Operands<double>&, int);
 
 }  // namespace gemmlab

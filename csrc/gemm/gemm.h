@@ -20,6 +20,11 @@ namespace gemmlab {
 template <class T>
 void gemm(int64_t m, int64_t n, int64_t k, const Operands<T>& op, int threads);
 
+// The same on a path already chosen with selected_path() (which reads the environment: a batch of
+// small products reads it once, not once per product).
+template <class T>
+void gemm_on_path(CpuPath path, int64_t m, int64_t n, int64_t k, const Operands<T>& op, int threads);
+
 // Products with m*n*k at or below this many multiply-adds take the small path (one thread, no
 // packing) when B's and C's rows are contiguous.
 constexpr int64_t SMALL_PRODUCT_FMAS = 64 * 64 * 64;
@@ -35,5 +40,7 @@ BlockingInfo blocking_info(CpuPath path, bool is_double);
 
 extern template void gemm<float>(int64_t, int64_t, int64_t, const Operands<float>&, int);
 extern template void gemm<double>(int64_t, int64_t, int64_t, const Operands<double>&, int);
+extern template void gemm_on_path<float>(CpuPath, int64_t, int64_t, int64_t, const Operands<float>&, int);
+extern template void gemm_on_path<double>(CpuPath, int64_t, int64_t, int64_t, const Operands<double>&, int);
 
 }  // namespace gemmlab

@@ -1,8 +1,12 @@
 """gemmlab.matmul: everything but the 2-D product, written once for every backend.
 
-Here live the argument checks, torch.matmul's shape semantics (1-D operands, batched N-D operands
-with broadcast batch dimensions), NumPy in and out, and autograd. A backend only ever sees 2-D
-operands (any strides) and a fresh contiguous output to fill.
+Two roads lead to the kernels. The compiled backends (and `torch`) have a native one: one call into
+gemmlab's C++ dispatch core (csrc/dispatch.cpp), which checks the operands, applies torch.matmul's
+shape semantics (batched products included, broadcast batch dimensions as stride-0 views), allocates
+the output and runs the kernel. Whatever the core does not take (it returns None) comes here, to the
+Python road, which is the reference: the argument checks with their messages, the same shape
+semantics on top of a backend's 2-D kernel, NumPy in and out, `out=`, and autograd through the
+custom op in gemmlab.ops. The Python-level rungs (loops ... einsum) always take it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import numpy as np
 import torch
 
 from gemmlab import ops
-from gemmlab.registry import AUTO, Backend, current_backend, get_backend, pick_auto
+from gemmlab.registry import AUTO, NATIVE_KERNELS, Backend, current_backend, get_backend, pick_auto
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -101,7 +105,7 @@ def _differentiable_product(backend: Backend, a: torch.Tensor, b: torch.Tensor) 
         return ops.product(a, b, backend.name)
     if needs_grad:
         a, b = a.detach(), b.detach()
-    return ops.run(backend.kernel, a, b)
+    return ops.run(backend, a, b)
 
 
 def _matmul_tensors(a: torch.Tensor, b: torch.Tensor, backend: Backend) -> torch.Tensor:
@@ -129,19 +133,104 @@ def _matmul_tensors(a: torch.Tensor, b: torch.Tensor, backend: Backend) -> torch
     return out
 
 
-def matmul(a: ArrayLike, b: ArrayLike, backend: str | None = None) -> ArrayLike:
+def _result_shape(a: torch.Tensor, b: torch.Tensor) -> tuple[int, ...]:
+    lead = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    return (*lead, *a.shape[-2:-1], *b.shape[-1:]) if a.dim() > 1 or b.dim() > 1 else ()
+
+
+def _distinct_elements(t: torch.Tensor) -> bool:
+    """No two elements share memory (a sufficient test: by stride, each dimension steps past the rest)."""
+    reach = 0
+    for stride, size in sorted((abs(st), sz) for st, sz in zip(t.stride(), t.shape) if sz > 1):
+        if stride <= reach:
+            return False
+        reach += (size - 1) * stride
+    return True
+
+
+def _may_share_memory(x: torch.Tensor, y: torch.Tensor) -> bool:
+    if x.numel() == 0 or y.numel() == 0 or x.untyped_storage().data_ptr() != y.untyped_storage().data_ptr():
+        return False
+
+    def span(t):  # [first, last] byte a tensor's elements occupy
+        lo = hi = t.data_ptr()
+        for stride, size in zip(t.stride(), t.shape):
+            step = (size - 1) * stride * t.element_size()
+            lo, hi = (lo + step, hi) if step < 0 else (lo, hi + step)
+        return lo, hi + t.element_size() - 1
+
+    (x_lo, x_hi), (y_lo, y_hi) = span(x), span(y)
+    return not (x_hi < y_lo or y_hi < x_lo)
+
+
+def _checked_out(out, a: torch.Tensor, b: torch.Tensor, from_numpy: bool) -> torch.Tensor:
+    """`out` as a tensor to write into, after torch.matmul's and NumPy's rules for it."""
+    if from_numpy:
+        if not isinstance(out, np.ndarray):
+            raise TypeError(f"gemmlab.matmul: out must be a numpy.ndarray for NumPy operands; got {type(out).__name__}")
+        if not out.flags.writeable:
+            raise ValueError("gemmlab.matmul: out is a read-only array")
+        if not out.dtype.isnative or out.ctypes.data % out.dtype.itemsize or any(s < 0 for s in out.strides):
+            raise ValueError(f"gemmlab.matmul: out must be aligned, in native byte order, with non-negative strides; "
+                             f"got dtype {out.dtype}, strides {out.strides}")
+        out_t = torch.from_numpy(out)
+    elif isinstance(out, torch.Tensor):
+        out_t = out
+    else:
+        raise TypeError(f"gemmlab.matmul: out must be a torch.Tensor for tensor operands; got {type(out).__name__}")
+    shape = _result_shape(a, b)
+    if out_t.dtype != a.dtype or out_t.device != a.device or tuple(out_t.shape) != shape:
+        raise ValueError(f"gemmlab.matmul: out must have the product's shape {shape}, dtype "
+                         f"{str(a.dtype).removeprefix('torch.')} and device {a.device}; got out: {_describe(out_t)}")
+    if out_t.layout != torch.strided or not _distinct_elements(out_t):
+        raise ValueError(f"gemmlab.matmul: out has elements that share memory (strides {out_t.stride()}); "
+                         f"pass an output whose every element is its own")
+    if _may_share_memory(out_t, a) or _may_share_memory(out_t, b):
+        raise ValueError("gemmlab.matmul: out shares memory with an operand; pass a separate output")
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        raise RuntimeError("gemmlab.matmul: out= does not support automatic differentiation, but an operand requires "
+                           "grad; call it without out= (or under torch.no_grad())")
+    return out_t
+
+
+def _matmul_python(a, b, name: str, out):
+    """The reference road: every check with its message, then the product (see the module docstring)."""
+    a_t, b_t, from_numpy = _to_tensors(a, b)
+    chosen = _resolve(name, a_t.device)
+    chosen.kernel  # raises now if the backend cannot run here
+    _check_operands(a_t, b_t, chosen)
+    out_t = None if out is None else _checked_out(out, a_t, b_t, from_numpy)
+    native = NATIVE_KERNELS.get(chosen.name)
+    result = None
+    if native is not None and not torch.compiler.is_compiling():
+        core, kernel = native
+        result = core(a_t, b_t, kernel, out_t)  # e.g. NumPy operands, now tensors
+    if result is None:
+        result = _matmul_tensors(a_t, b_t, chosen)
+        if out_t is not None:
+            result = out_t.copy_(result)
+    if from_numpy:
+        if out is not None:
+            return out
+        result = result.numpy()
+        return result[()] if result.ndim == 0 else result  # a NumPy scalar for 1-D @ 1-D, as np.matmul gives
+    return result
+
+
+def matmul(a: ArrayLike, b: ArrayLike, backend: str | None = None, *, out: ArrayLike | None = None) -> ArrayLike:
     """a @ b with torch.matmul's semantics, computed by the chosen backend's kernel.
 
     a, b: two torch tensors (the result is a tensor on their device) or two NumPy arrays (the
     result is a NumPy array). backend: a name from gemmlab.available_backends(), "auto", or None
-    for the current default (see gemmlab.set_backend / gemmlab.use_backend).
+    for the current default (see gemmlab.set_backend / gemmlab.use_backend). out: where to write
+    the result (a tensor, or an array for NumPy operands) of exactly the result's shape and dtype,
+    sharing no memory with a or b; it is returned.
     """
-    a_t, b_t, from_numpy = _to_tensors(a, b)
-    chosen = _resolve(backend, a_t.device)
-    chosen.kernel  # raises now if the backend cannot run here
-    _check_operands(a_t, b_t, chosen)
-    out = _matmul_tensors(a_t, b_t, chosen)
-    if from_numpy:
-        result = out.numpy()
-        return result[()] if result.ndim == 0 else result  # a NumPy scalar for 1-D @ 1-D, as np.matmul gives
-    return out
+    name = current_backend() if backend is None else backend
+    native = NATIVE_KERNELS.get(name)
+    if native is not None and not torch.compiler.is_compiling():
+        core, kernel = native
+        result = core(a, b, kernel, out)  # None: not the core's to take (see the module docstring)
+        if result is not None:
+            return result
+    return _matmul_python(a, b, name, out)

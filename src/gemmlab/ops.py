@@ -12,19 +12,28 @@ from __future__ import annotations
 
 import torch
 
-from gemmlab.registry import get_backend
+from gemmlab.registry import NATIVE_KERNELS, Backend, get_backend
 
 
-def run(kernel, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The product into a fresh contiguous output, one 2-D kernel call per batch entry.
+def run(backend: Backend, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The product into a fresh contiguous output: in one call to the C++ dispatch core for a
+    backend that has a native kernel, else one 2-D kernel call per batch entry.
 
-    a and b must not require grad: the NumPy-based kernels cannot take such tensors. Lazy
-    conjugate or negative views (x.conj(), x.conj().imag) are materialised first, as the
-    dispatcher does for the custom op: kernels that read memory by address would ignore the bit."""
+    a and b must not require grad: the NumPy-based kernels cannot take such tensors. The core
+    handles lazily negated views itself; for the kernels reached from Python, lazy conjugate or
+    negative views (x.conj(), x.conj().imag) are materialised first, as the dispatcher does for the
+    custom op: kernels that read memory by address would ignore the bit."""
+    native = NATIVE_KERNELS.get(backend.name)
+    if native is not None:
+        core, kernel = native
+        out = core(a, b, kernel)
+        if out is not None:
+            return out
     if a.is_conj() or a.is_neg():
         a = a.resolve_conj().resolve_neg()
     if b.is_conj() or b.is_neg():
         b = b.resolve_conj().resolve_neg()
+    kernel = backend.kernel
     if a.dim() == 2:  # kept short: tiny products spend as long here as in the kernel
         m, k = a.shape
         out = a.new_empty((m, b.shape[1]))
@@ -46,7 +55,7 @@ def run(kernel, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 @torch.library.custom_op("gemmlab::product", mutates_args=())
 def product(a: torch.Tensor, b: torch.Tensor, backend: str) -> torch.Tensor:
     """(m, k) @ (k, n) or (B, m, k) @ (B, k, n) on the named backend (shapes already checked)."""
-    return run(get_backend(backend).kernel, a, b)
+    return run(get_backend(backend), a.detach(), b.detach())
 
 
 @product.register_fake

@@ -39,6 +39,7 @@ class Backend:
     dtypes: tuple[torch.dtype, ...] = FLOATS
     hint: str = ""  # how to make it available when its module fails to import
     note: str | None = None  # e.g. Numba compiling without its on-disk cache, which Cython build runs
+    native: int | None = None  # the kernel's id in gemmlab's C++ dispatch core, where it has one
     _kernel: Callable | None = field(default=None, repr=False)
     _error: str | None = field(default=None, repr=False)
     _loaded: bool = field(default=False, repr=False)
@@ -50,6 +51,9 @@ class Backend:
             module = importlib.import_module(self.module)
             self._kernel = module.matmul_2d
             self.note = getattr(module, "NOTE", None) or getattr(module, "CACHE_NOTE", None)
+            self.native = getattr(module, "NATIVE_KERNEL", None)
+            if self.native is not None:
+                _publish_native(self.name, self.native)
         except Exception as exc:  # an extension missing, built against another torch, a JIT failure...
             self._error = f"{type(exc).__name__}: {exc}"
         self._loaded = True
@@ -107,6 +111,20 @@ BACKENDS = {b.name: b for b in LADDER}
 AUTO = "auto"
 # What `auto` picks, per device type: the first available backend in the list.
 AUTO_PREFERENCE = {"cpu": ("torch",), "cuda": ("torch",)}
+
+
+# Names whose products gemmlab.matmul hands straight to the C++ dispatch core: name -> (the core's
+# matmul, kernel id). Filled as backends load (so `import gemmlab` loads no extension); `auto` joins
+# while it means the same backend on every device type.
+NATIVE_KERNELS: dict[str, tuple[Callable, int]] = {}
+
+
+def _publish_native(name: str, kernel: int) -> None:
+    from gemmlab._cpp import matmul  # loaded already: the backend got its kernel id from it
+
+    NATIVE_KERNELS[name] = (matmul, kernel)
+    if all(prefs[0] == name for prefs in AUTO_PREFERENCE.values()):
+        NATIVE_KERNELS[AUTO] = (matmul, kernel)
 
 
 def known_backends() -> list[str]:

@@ -5,4 +5,7 @@ arguments; threads follow torch.set_num_threads(). It picks AVX-512, AVX2+FMA or
 time (`gemmlab._cpp.cpu_path()`, `gemmlab._cpp.supported_paths()`); GEMMLAB_CPU forces one.
 """
 
-from gemmlab._cpp import matmul_2d  # noqa: F401  (the backend's entry point)
+from gemmlab._cpp import kernel_id
+from gemmlab._cpp import matmul_2d  # noqa: F401  (the backend's checked 2-D entry point)
+
+NATIVE_KERNEL = kernel_id("cpp")  # how gemmlab.matmul reaches it: one call into the dispatch core

@@ -1,0 +1,53 @@
+// gemmlab's dispatch core: gemmlab.matmul for the compiled backends (and `torch`) in one C++ call.
+//
+// It takes the operands as Python objects and either returns the product or returns None, which
+// tells gemmlab.matmul to take its Python path. That path holds the reference semantics and every
+// error message, so this file needs only the conditions: anything unusual (a bad argument, a
+// tensor subclass, an active torch function or dispatch mode, inputs that need autograd) goes
+// there, and the kernels only ever see arguments that were checked here.
+#pragma once
+
+#include <torch/extension.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "kernel_abi.h"
+
+namespace gemmlab {
+
+struct Kernel {
+  std::string name;
+  gemmlab_gemm_f32 f32 = nullptr;
+  gemmlab_gemm_f64 f64 = nullptr;
+  // Products of at most this many multiply-adds run serial code when called with threads == 1, so
+  // the core may run several at once (the entries of a batch). Above it, one entry at a time.
+  int64_t serial_fmas = 0;
+  gemmlab_last_error last_error = nullptr;  // optional: what went wrong when the kernel returned an error
+  bool is_torch = false;  // the `torch` backend: at::matmul after the checks (any dtype, CPU or CUDA)
+};
+
+// For tests that check which kernel ran on what: while tracing, every product the core runs is
+// recorded as (kernel name, batch count, m, k, n, dtype, thread id), after batch dimensions
+// were folded into rows (only products with something to compute).
+void set_tracing(bool on);
+py::list take_trace();
+
+// Adds a kernel to the table and returns its id (the `cpp` and `torch` kernels are registered at
+// module load; see kernel_id).
+// A kernel with no functions is the `torch` kernel.
+int register_kernel(const std::string& name, gemmlab_gemm_f32 f32, gemmlab_gemm_f64 f64, int64_t serial_fmas,
+                    gemmlab_last_error last_error = nullptr);
+int kernel_id(const std::string& name);  // -1 if none is registered under that name
+const Kernel& kernel(int id);
+
+// The product a @ b with torch.matmul's semantics on the kernel `id`, into `out` if it is not None;
+// None where the Python path must take the call (see above).
+py::object matmul(py::handle a, py::handle b, int id, py::handle out);
+
+// Outputs of at least this many bytes that the core allocates are advised to the kernel as huge
+// pages before their first touch (GEMMLAB_HUGE_PAGES=0 turns that off).
+constexpr int64_t HUGE_PAGE_MIN_BYTES = int64_t(4) << 20;
+
+}  // namespace gemmlab
