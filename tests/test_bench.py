@@ -7,28 +7,42 @@ import os
 import re
 import time
 
+import pytest
 import torch
 
 from gemmlab import bench, cli
 
 
-def test_run_checks_and_relates_every_result_to_torch():
+@pytest.fixture(autouse=True)
+def no_pause(monkeypatch):
+    """The pause after NumPy's block protects timings, not correctness: none in tests."""
+    monkeypatch.setattr(bench, "NUMPY_PAUSE_SECONDS", 0)
+
+
+def test_run_checks_and_relates_every_result_to_the_peers():
     seen = []
-    results = bench.run(["cpp", "numba", "torch"], ["float32", "float64"], [(33, 17, 9), (5, 784, 10)], repeats=3,
+    results = bench.run(["cpp", "numba", "torch"], ["float32", "float64"], [(33, 17, 9), (3, 5, 78, 10)], repeats=3,
                         on_result=seen.append)
     assert seen == results
-    assert len(results) == 2 * 2 * 4  # shapes x dtypes x (torch @ + 3 backends)
+    assert len(results) == 2 * 2 * 5  # shapes x dtypes x (torch @ + 3 backends + numpy @)
+    assert {(r.batch, r.m, r.k, r.n) for r in results} == {(1, 33, 17, 9), (3, 5, 78, 10)}
     for r in results:
         assert 0 <= r.error_ratio <= 1, r
-        assert r.seconds > 0 and math.isclose(r.gflops, 2 * r.m * r.k * r.n / r.seconds / 1e9)
-        base = next(x for x in results if x.backend == bench.TORCH_AT and (x.m, x.k, x.n, x.dtype) == (r.m, r.k, r.n, r.dtype))
+        assert r.seconds > 0 and math.isclose(r.gflops, 2 * r.batch * r.m * r.k * r.n / r.seconds / 1e9)
+        same = [x for x in results if (x.batch, x.m, x.k, x.n, x.dtype) == (r.batch, r.m, r.k, r.n, r.dtype)]
+        assert [x.backend for x in same] == [bench.TORCH_AT, "cpp", "numba", "torch", bench.NUMPY_AT]  # NumPy last
+        base = same[0]
+        best = min(x.seconds for x in same if x.backend in bench.PEERS)
         assert math.isclose(r.ratio_to_torch, base.seconds / r.seconds)
+        assert math.isclose(r.ratio_to_best_peer, best / r.seconds)
 
 
 def test_presets_hold_the_issue_shapes():
     assert bench.PRESETS["square"] == [(n, n, n) for n in (256, 512, 1024, 2048, 4096)]
     assert bench.PRESETS["mlp"] == [(50000, 784, 50), (50000, 50, 784), (784, 50000, 50)]
     assert bench.PRESETS["tiny"] == [(5, 784, 10)]
+    assert bench.PRESETS["overhead"] == [(5, 784, 10), (64, 64, 64)]
+    assert bench.PRESETS["batched"] == [(256, 32, 32, 32), (64, 128, 64, 128), (8, 512, 512, 512)]
 
 
 def test_peak_is_computed_and_says_how():
@@ -42,7 +56,8 @@ def check_bench_json(data, shapes, dtypes, backends, threads, repeats):
     checked, timed result per shape, dtype and backend (torch's @ first), related as documented."""
     assert set(data) == {"machine", "peak", "first_call_seconds", "results"}
     machine = data["machine"]
-    assert set(machine) == {"cpu", "capability", "cores", "threads", "torch", "date"}
+    assert set(machine) == {"cpu", "capability", "cores", "threads", "torch", "torch_blas", "numpy_blas", "date"}
+    assert machine["torch_blas"] == "mkl" and "openblas" in machine["numpy_blas"]  # the pinned wheels' BLAS
     assert machine["cpu"] and machine["capability"] == torch.backends.cpu.get_cpu_capability()
     assert machine["cores"] == os.cpu_count() and machine["threads"] == threads and machine["torch"] == torch.__version__
     assert machine["date"] in {time.strftime("%Y-%m-%d", time.localtime(time.time() - s)) for s in (0, 600)}  # today
@@ -53,15 +68,17 @@ def check_bench_json(data, shapes, dtypes, backends, threads, repeats):
     assert list(data["first_call_seconds"]) == backends and all(0 < t < 60 for t in data["first_call_seconds"].values())
     results = data["results"]
     assert [(r["m"], r["k"], r["n"], r["dtype"], r["backend"]) for r in results] == [
-        (*shape, dtype, name) for shape in shapes for dtype in dtypes for name in (bench.TORCH_AT, *backends)]
+        (*shape, dtype, name) for shape in shapes for dtype in dtypes for name in (bench.TORCH_AT, *backends, bench.NUMPY_AT)]
     fields = {f.name for f in dataclasses.fields(bench.Result)}
     for r in results:
         assert set(r) == fields
         assert isinstance(r["repeats"], int) and 3 <= r["repeats"] <= max(3, repeats) and r["calls_per_repeat"] >= 1
         assert 0 < r["seconds"] < 10
-        assert math.isclose(r["gflops"], 2 * r["m"] * r["k"] * r["n"] / r["seconds"] / 1e9)
-        base = next(x for x in results if x["backend"] == bench.TORCH_AT and (x["m"], x["k"], x["n"], x["dtype"]) == (r["m"], r["k"], r["n"], r["dtype"]))
-        assert math.isclose(r["ratio_to_torch"], base["seconds"] / r["seconds"])
+        assert r["batch"] == 1 and math.isclose(r["gflops"], 2 * r["m"] * r["k"] * r["n"] / r["seconds"] / 1e9)
+        same = [x for x in results if (x["m"], x["k"], x["n"], x["dtype"]) == (r["m"], r["k"], r["n"], r["dtype"])]
+        assert math.isclose(r["ratio_to_torch"], same[0]["seconds"] / r["seconds"])
+        best = min(x["seconds"] for x in same if x["backend"] in bench.PEERS)
+        assert math.isclose(r["ratio_to_best_peer"], best / r["seconds"])
         assert 0 <= r["error_ratio"] <= 1, r
 
 
@@ -71,14 +88,15 @@ def test_bench_command_writes_table_json_and_plot(tmp_path, capsys, threads):
             "--threads", "1", "--repeats", "3", "--backend", "cpp", "cython", "--json", str(out_json), "--plot", str(out_png)]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "x torch @" in out and "% peak" in out and "1 thread(s)" in out and "WRONG" not in out
+    assert "x torch @" in out and "x best peer" in out and "% peak" in out and "1 thread(s)" in out and "WRONG" not in out
+    assert "peers: torch @ (mkl), numpy @ (openblas" in out
     data = json.loads(out_json.read_text())
     check_bench_json(data, [(5, 784, 10), (48, 48, 48), (7, 5, 3)], ["float32", "float64"], ["cpp", "cython"], 1, 3)
     for dtype, peak in data["peak"].items():
         assert f"peak {dtype}: {peak['gflops']:.0f} GFLOP/s" in out
     for r in data["results"]:  # every result is a row of the table, with its numbers
         assert re.search(rf"{r['m']}x{r['k']}x{r['n']} +│ {r['dtype']} +│ {re.escape(r['backend'])} +│ .* {r['gflops']:.1f} +│ "
-                         rf"+{r['ratio_to_torch']:.2f} +│ .* {r['error_ratio']:.2g} │", out), r
+                         rf"+{r['ratio_to_torch']:.2f} +│ +{r['ratio_to_best_peer']:.2f} +│ .* {r['error_ratio']:.2g} │", out), r
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,8 +1,12 @@
-"""`gemmlab bench`: GFLOP/s of each backend against torch's @ measured in the same run.
+"""`gemmlab bench`: GFLOP/s of each backend against the best BLAS a user could pick, in the same run.
 
-Every result is checked against the float64 reference before it is timed; timings are medians of
-calibrated repeats after warm-up (gemmlab.timing). The first call of each backend in the process
-(import, JIT compilation or cache load) is reported separately from the steady state.
+The peers are torch's @ (MKL on x86) and NumPy's @ (OpenBLAS in NumPy's wheels), with NumPy's
+thread count set to torch's through threadpoolctl. Every result is checked against the float64
+reference before it is timed; timings are medians of calibrated repeats after warm-up
+(gemmlab.timing). NumPy's @ is timed last for each shape and followed by a pause: OpenBLAS's idle
+threads spin for a while after a call and would slow whatever ran next on the same cores. The
+first call of each backend in the process (import, JIT compilation or cache load) is reported
+separately from the steady state.
 """
 
 from __future__ import annotations
@@ -13,36 +17,59 @@ import re
 import time
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 from gemmlab.dispatch import matmul
 from gemmlab.reference import error_ratio
 from gemmlab.timing import measure
 
+# A shape is (m, k, n), or (batch, m, k, n) for a batch of equal products.
 PRESETS = {
     "square": [(n, n, n) for n in (256, 512, 1024, 2048, 4096)],
     # The MNIST MLP's products: forward x @ w1, backward grad @ w1.T and x.T @ grad.
     "mlp": [(50000, 784, 50), (50000, 50, 784), (784, 50000, 50)],
     "tiny": [(5, 784, 10)],  # the notes' (5, 784) @ (784, 10)
+    "overhead": [(5, 784, 10), (64, 64, 64)],  # where the cost of reaching the kernel shows
+    "batched": [(256, 32, 32, 32), (64, 128, 64, 128), (8, 512, 512, 512)],
 }
-DEFAULT_BACKENDS = ("numba", "cython", "cpp", "torch")
-TORCH_AT = "torch @"  # bare torch.matmul, no gemmlab dispatch: the yardstick for every ratio
+TORCH_AT = "torch @"  # bare torch.matmul, no gemmlab dispatch (batched: torch.bmm's work)
+NUMPY_AT = "numpy @"  # bare numpy.matmul on the same data
+PEERS = (TORCH_AT, NUMPY_AT)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+NUMPY_PAUSE_SECONDS = 0.5  # after NumPy's block: long enough for OpenBLAS's threads to stop spinning
 
 
 @dataclass
 class Result:
     backend: str
     dtype: str
+    batch: int
     m: int
     k: int
     n: int
     seconds: float  # median per call
     gflops: float
     ratio_to_torch: float  # torch @'s time / this backend's time, same shape and dtype, same run
+    ratio_to_best_peer: float  # the faster peer's time / this time (peers: torch @, numpy @)
     error_ratio: float  # max |err| / allowed error against the float64 reference; <= 1 passes
     repeats: int
     calls_per_repeat: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.batch} x {self.m}x{self.k}x{self.n}" if self.batch > 1 else f"{self.m}x{self.k}x{self.n}"
+
+
+def numpy_blas() -> str:
+    """NumPy's BLAS library, version and kernel (threadpoolctl's report), e.g. 'openblas 0.3.31 (SkylakeX)'."""
+    from threadpoolctl import threadpool_info
+
+    import numpy as np
+
+    np.ones((2, 2)) @ np.ones((2, 2))  # load the library
+    libs = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    return "; ".join(f"{i['internal_api']} {i['version']} ({i.get('architecture') or 'unknown kernel'})" for i in libs) or "unknown"
 
 
 @dataclass
@@ -82,7 +109,14 @@ def machine() -> dict:
     except OSError:
         pass
     return {"cpu": model, "capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "torch_blas": torch_blas(),
+            "numpy_blas": numpy_blas(), "date": time.strftime("%Y-%m-%d")}
+
+
+def torch_blas() -> str:
+    """The BLAS torch's CPU @ uses, from its build configuration (e.g. 'mkl')."""
+    found = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
+    return found.group(1) if found else "unknown"
 
 
 def first_call_seconds(backend: str) -> float:
@@ -93,28 +127,46 @@ def first_call_seconds(backend: str) -> float:
     return time.perf_counter() - start
 
 
+def _timed(fn, a, b, repeats: int):
+    """(error ratio, gemmlab.timing result) of fn() computing a @ b."""
+    got = fn()
+    err = error_ratio(torch.from_numpy(got) if isinstance(got, np.ndarray) else got, a, b)
+    return err, measure(fn, repeats=repeats)
+
+
 def run(backends, dtypes, shapes, repeats: int = 7, on_result=None) -> list[Result]:
+    from threadpoolctl import threadpool_limits
+
     # Unrecorded warm-up: right after the backends' first calls, the first product timed in the
     # process ran up to 60x slow (seen on 256^3), whichever shape came first.
     warm = torch.randn(512, 512)
     measure(lambda: warm @ warm, repeats=3)
     results = []
-    for m, k, n in shapes:
+    for shape in shapes:
+        batch, m, k, n = (1, *shape) if len(shape) == 3 else shape
+        lead = (batch,) if len(shape) == 4 else ()
         for dtype_name in dtypes:
             dtype = DTYPES[dtype_name]
-            gen = torch.Generator().manual_seed(m * 31 + k * 7 + n)
-            a = torch.randn(m, k, generator=gen, dtype=dtype)
-            b = torch.randn(k, n, generator=gen, dtype=dtype)
-            flops = 2.0 * m * k * n
-            base = None
-            for name in (TORCH_AT, *backends):
-                fn = (lambda: torch.matmul(a, b)) if name == TORCH_AT else (lambda name=name: matmul(a, b, backend=name))
-                err = error_ratio(fn(), a, b)
-                t = measure(fn, repeats=repeats)
-                if name == TORCH_AT:
-                    base = t.per_call
-                result = Result(name, dtype_name, m, k, n, t.per_call, flops / t.per_call / 1e9, base / t.per_call,
-                                err, t.repeats, t.calls_per_repeat)
+            gen = torch.Generator().manual_seed(m * 31 + k * 7 + n + batch)
+            a = torch.randn(*lead, m, k, generator=gen, dtype=dtype)
+            b = torch.randn(*lead, k, n, generator=gen, dtype=dtype)
+            an, bn = a.numpy(), b.numpy()
+            flops = 2.0 * batch * m * k * n
+            timed = {}
+            for name in (TORCH_AT, *backends, NUMPY_AT):  # NumPy's block last, then a pause (module docstring)
+                if name == NUMPY_AT:
+                    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
+                        timed[name] = _timed(lambda: np.matmul(an, bn), a, b, repeats)
+                    time.sleep(NUMPY_PAUSE_SECONDS)
+                elif name == TORCH_AT:
+                    timed[name] = _timed(lambda: torch.matmul(a, b), a, b, repeats)
+                else:
+                    timed[name] = _timed(lambda name=name: matmul(a, b, backend=name), a, b, repeats)
+            best_peer = min(timed[p][1].per_call for p in PEERS)
+            for name, (err, t) in timed.items():
+                result = Result(name, dtype_name, batch, m, k, n, t.per_call, flops / t.per_call / 1e9,
+                                timed[TORCH_AT][1].per_call / t.per_call, best_peer / t.per_call, err, t.repeats,
+                                t.calls_per_repeat)
                 results.append(result)
                 if on_result:
                     on_result(result)
@@ -124,6 +176,10 @@ def run(backends, dtypes, shapes, repeats: int = 7, on_result=None) -> list[Resu
 def to_json(results: list[Result], peaks: dict[str, Peak], first_calls: dict[str, float]) -> dict:
     return {"machine": machine(), "peak": {k: asdict(v) for k, v in peaks.items()}, "first_call_seconds": first_calls,
             "results": [asdict(r) for r in results]}
+
+
+def _square(r: Result) -> bool:
+    return r.batch == 1 and r.m == r.k == r.n
 
 
 def plot(results: list[Result], peaks: dict[str, Peak], path: str) -> None:
@@ -142,27 +198,27 @@ def plot(results: list[Result], peaks: dict[str, Peak], path: str) -> None:
         square_ax, other_ax = row
         mine = [r for r in results if r.dtype == dtype]
         names = list(dict.fromkeys(r.backend for r in mine))
-        colours = {name: "black" if name == TORCH_AT else f"C{i}" for i, name in enumerate(names)}  # same in both panels
+        colours = {name: {TORCH_AT: "black", NUMPY_AT: "grey"}.get(name, f"C{i}") for i, name in enumerate(names)}  # same in both panels
         for name in names:
-            pts = sorted((r.m, r.gflops) for r in mine if r.backend == name and r.m == r.k == r.n)
+            pts = sorted((r.m, r.gflops) for r in mine if r.backend == name and _square(r))
             if pts:
-                style = {"linewidth": 2.5} if name == TORCH_AT else {"marker": "o"}
+                style = {"linewidth": 2.5} if name in PEERS else {"marker": "o"}
                 square_ax.plot(*zip(*pts), label=name, color=colours[name], **style)
         if dtype in peaks:
             square_ax.axhline(peaks[dtype].gflops, color="grey", linestyle="--", label="peak (computed)")
-        sizes = sorted({r.m for r in mine if r.m == r.k == r.n})
+        sizes = sorted({r.m for r in mine if _square(r)})
         square_ax.set(xscale="log", xlabel="n (n x n x n)", ylabel="GFLOP/s", title=f"square products, {dtype}")
         square_ax.set_xticks(sizes, [str(s) for s in sizes])
         square_ax.minorticks_off()
         square_ax.legend(fontsize=8)
-        others = list(dict.fromkeys((r.m, r.k, r.n) for r in mine if not r.m == r.k == r.n))
+        others = list(dict.fromkeys(r.label for r in mine if not _square(r)))
         if others:
             width = 0.8 / len(names)
             for i, name in enumerate(names):
-                values = [next((r.gflops for r in mine if r.backend == name and (r.m, r.k, r.n) == s), 0) for s in others]
+                values = [next((r.gflops for r in mine if r.backend == name and r.label == s), 0) for s in others]
                 other_ax.bar([j + i * width for j in range(len(others))], values, width, label=name, color=colours[name])
             other_ax.set_xticks([j + 0.4 - width / 2 for j in range(len(others))],
-                                [f"{m}x{k}\n@ {k}x{n}" for m, k, n in others], fontsize=7)
+                                [label.replace(" x ", " x\n") for label in others], fontsize=7)
             other_ax.set(ylabel="GFLOP/s (log)", yscale="log", title=f"other shapes, {dtype}")
             other_ax.legend(fontsize=7)
         else:

@@ -139,28 +139,29 @@ def run_bench(args: argparse.Namespace) -> int:
     shapes = list(dict.fromkeys(shapes or bench.PRESETS["square"]))
     console = _console()
     info = bench.machine()
-    console.print(f"{info['cpu']} ({info['capability']}), {info['threads']} thread(s), torch {info['torch']}")
+    console.print(f"{info['cpu']} ({info['capability']}), {info['threads']} thread(s), torch {info['torch']}; "
+                  f"peers: torch @ ({info['torch_blas']}), numpy @ ({info['numpy_blas']})")
     peaks = {d: bench.cpu_peak(torch.get_num_threads(), bench.DTYPES[d]) for d in args.dtype}
     for d, p in peaks.items():
         console.print(f"peak {d}: {p.gflops:.0f} GFLOP/s ({p.how})")
     first_calls = {name: bench.first_call_seconds(name) for name in args.backend}
     console.print("first call (import, JIT compile or cache load): "
                   + ", ".join(f"{name} {_format_seconds(t)}" for name, t in first_calls.items()))
-    table = Table(title="gemmlab bench: median time per call; speed as a ratio to torch's @ in the same run")
-    for col in ("m x k x n", "dtype", "backend", "per call", "GFLOP/s", "x torch @", "% peak", "error/bound"):
+    table = Table(title="gemmlab bench: median time per call; speed as a ratio to the peers (torch @, numpy @) in the same run")
+    for col in ("m x k x n", "dtype", "backend", "per call", "GFLOP/s", "x torch @", "x best peer", "% peak", "error/bound"):
         table.add_column(col, justify="left" if col in ("m x k x n", "dtype", "backend") else "right")
     wrong = []
 
     def add(r):
         if not r.error_ratio <= 1.0:
             wrong.append(r)
-        table.add_row(f"{r.m}x{r.k}x{r.n}", r.dtype, r.backend, _format_seconds(r.seconds), f"{r.gflops:.1f}",
-                      f"{r.ratio_to_torch:.2f}", f"{100 * r.gflops / peaks[r.dtype].gflops:.0f}",
+        table.add_row(r.label, r.dtype, r.backend, _format_seconds(r.seconds), f"{r.gflops:.1f}",
+                      f"{r.ratio_to_torch:.2f}", f"{r.ratio_to_best_peer:.2f}", f"{100 * r.gflops / peaks[r.dtype].gflops:.0f}",
                       f"{r.error_ratio:.2g}" + ("" if r.error_ratio <= 1.0 else " WRONG"))
 
     with console.status("benchmarking...") as status:
         results = bench.run(args.backend, args.dtype, shapes, repeats=args.repeats,
-                            on_result=lambda r: (status.update(f"{r.m}x{r.k}x{r.n} {r.dtype}: {r.backend} done"), add(r)))
+                            on_result=lambda r: (status.update(f"{r.label} {r.dtype}: {r.backend} done"), add(r)))
     console.print(table)
     if args.json:
         with open(args.json, "w") as f:
@@ -170,7 +171,7 @@ def run_bench(args: argparse.Namespace) -> int:
         bench.plot(results, peaks, args.plot)
         console.print(f"plot written to {args.plot}")
     for r in wrong:
-        console.print(f"[red]WRONG: {r.backend} on {r.m}x{r.k}x{r.n} {r.dtype} is off by {r.error_ratio:.3g}x the allowed error")
+        console.print(f"[red]WRONG: {r.backend} on {r.label} {r.dtype} is off by {r.error_ratio:.3g}x the allowed error")
     return 1 if wrong else 0
 
 
@@ -205,9 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", metavar="FILE", help="also write the per-epoch numbers to FILE")
     train.set_defaults(func=run_train)
 
-    bench = sub.add_parser("bench", help="GFLOP/s of the compiled backends against torch's @, checked against float64")
-    bench.add_argument("--preset", action="append", choices=["square", "mlp", "tiny"],
-                       help="square: 256..4096; mlp: the MNIST MLP's three products; tiny: the notes' 5x784 @ 784x10")
+    from gemmlab.bench import PRESETS as bench_presets
+
+    bench = sub.add_parser("bench", help="GFLOP/s of the backends against torch's and NumPy's @, checked against float64")
+    bench.add_argument("--preset", action="append", choices=list(bench_presets),
+                       help="square: 256..4096; mlp: the MNIST MLP's three products; tiny: the notes' 5x784 @ 784x10; "
+                            "overhead: tiny and 64^3; batched: 256 x 32^3, 64 x (128x64 @ 64x128), 8 x 512^3")
     bench.add_argument("--size", type=int, action="append", help="an n x n x n product (repeatable)")
     bench.add_argument("--shape", type=int, nargs=3, action="append", metavar=("M", "K", "N"), help="(repeatable)")
     bench.add_argument("--backend", nargs="+", choices=list(BACKENDS), default=["numba", "cython", "cpp", "torch"])

@@ -202,7 +202,7 @@ def _matmul_python(a, b, name: str, out):
     out_t = None if out is None else _checked_out(out, a_t, b_t, from_numpy)
     native = NATIVE_KERNELS.get(chosen.name)
     result = None
-    if native is not None and not torch.compiler.is_compiling():
+    if native is not None and not torch.compiler.is_dynamo_compiling():
         core, kernel = native
         result = core(a_t, b_t, kernel, out_t)  # e.g. NumPy operands, now tensors
     if result is None:
@@ -228,7 +228,9 @@ def matmul(a: ArrayLike, b: ArrayLike, backend: str | None = None, *, out: Array
     """
     name = current_backend() if backend is None else backend
     native = NATIVE_KERNELS.get(name)
-    if native is not None and not torch.compiler.is_compiling():
+    # Dynamo cannot trace into the core: under torch.compile the Python road's custom op is what it
+    # sees. (Other tracers work through dispatch modes, which make the core decline the call.)
+    if native is not None and not torch.compiler.is_dynamo_compiling():
         core, kernel = native
         result = core(a, b, kernel, out)  # None: not the core's to take (see the module docstring)
         if result is not None:
