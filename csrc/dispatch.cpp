@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -385,18 +386,21 @@ py::object matmul(py::handle a_obj, py::handle b_obj, int id, py::handle out_obj
   const bool work = pr.count > 0 && pr.m > 0 && pr.n > 0 && pr.k > 0;
   if (work) record(kern, pr, a.scalar_type());
 
+  const bool long_call = work && pr.m * pr.n * pr.k * pr.count >= RELEASE_GIL_FMAS;
   if (kern.is_torch) {
-    if (pout == nullptr) return py::cast(at::matmul(a, b));
-    at::Tensor out = *pout;
-    at::matmul_out(out, a, b);
-    return py::reinterpret_borrow<py::object>(out_obj);
+    at::Tensor c;
+    {
+      std::optional<py::gil_scoped_release> no_gil;
+      if (long_call) no_gil.emplace();
+      c = pout == nullptr ? at::matmul(a, b) : at::matmul_out(const_cast<at::Tensor&>(*pout), a, b);
+    }
+    return pout == nullptr ? py::cast(std::move(c)) : py::reinterpret_borrow<py::object>(out_obj);
   }
 
   at::Tensor c = pout != nullptr ? *pout : allocate(pr, a.options());
-  if (work && pr.m * pr.n * pr.k * pr.count >= RELEASE_GIL_FMAS) {
-    py::gil_scoped_release no_gil;
-    run(kern, pr, a, b, c);
-  } else if (work) {
+  if (work) {
+    std::optional<py::gil_scoped_release> no_gil;  // other Python threads run while a long product does
+    if (long_call) no_gil.emplace();
     run(kern, pr, a, b, c);
   } else if (pr.k == 0) {
     c.zero_();  // an empty sum (and nothing at all to do when the output is empty)
