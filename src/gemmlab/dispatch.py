@@ -135,7 +135,9 @@ def _matmul_tensors(a: torch.Tensor, b: torch.Tensor, backend: Backend) -> torch
 
 def _result_shape(a: torch.Tensor, b: torch.Tensor) -> tuple[int, ...]:
     lead = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    return (*lead, *a.shape[-2:-1], *b.shape[-1:]) if a.dim() > 1 or b.dim() > 1 else ()
+    rows = a.shape[-2:-1]  # none for a 1-D a
+    columns = b.shape[-1:] if b.dim() > 1 else ()  # none for a 1-D b (its only dimension is k)
+    return (*lead, *rows, *columns)
 
 
 def _distinct_elements(t: torch.Tensor) -> bool:
