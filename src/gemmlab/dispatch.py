@@ -151,7 +151,9 @@ def _distinct_elements(t: torch.Tensor) -> bool:
 
 
 def _may_share_memory(x: torch.Tensor, y: torch.Tensor) -> bool:
-    if x.numel() == 0 or y.numel() == 0 or x.untyped_storage().data_ptr() != y.untyped_storage().data_ptr():
+    """Whether the bytes x and y span meet; by address, not storage: tensors from two views of one
+    NumPy array (or through DLPack) have separate storages over the same memory."""
+    if x.numel() == 0 or y.numel() == 0:
         return False
 
     def span(t):  # [first, last] byte a tensor's elements occupy
