@@ -191,9 +191,13 @@ def _checked_out(out, a: torch.Tensor, b: torch.Tensor, from_numpy: bool) -> tor
                          f"pass an output whose every element is its own")
     if _may_share_memory(out_t, a) or _may_share_memory(out_t, b):
         raise ValueError("gemmlab.matmul: out shares memory with an operand; pass a separate output")
-    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
-        raise RuntimeError("gemmlab.matmul: out= does not support automatic differentiation, but an operand requires "
-                           "grad; call it without out= (or under torch.no_grad())")
+    if out_t.is_inference() and not torch.is_inference_mode_enabled():  # checked before any write, unlike torch
+        raise RuntimeError("gemmlab.matmul: out is an inference tensor, which cannot be written outside "
+                           "torch.inference_mode(); pass a normal tensor (e.g. out.clone())")
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or out_t.requires_grad):
+        raise RuntimeError("gemmlab.matmul: out= does not support automatic differentiation, but "
+                           f"{'out' if out_t.requires_grad else 'an operand'} requires grad; call it without out= "
+                           "(or under torch.no_grad())")
     return out_t
 
 
