@@ -130,12 +130,21 @@ int gemm_abi(int64_t batch, int64_t m, int64_t n, int64_t k, const T* a, int64_t
 
 const char* gemm_last_error() { return last_error.c_str(); }
 
-// A function pointer handed over in a PyCapsule by another extension (see kernel_abi.h).
+// A function pointer handed over in a PyCapsule by another extension (see kernel_abi.h); anything
+// else is refused, saying which argument and what it needed (the name guards against a pointer of
+// the wrong dtype or ABI version).
 template <class Fn>
-Fn from_capsule(py::handle capsule, const char* name) {
-  void* p = PyCapsule_GetPointer(capsule.ptr(), name);
-  if (p == nullptr) throw py::error_already_set();  // not a capsule, or not one with that name
-  return reinterpret_cast<Fn>(p);
+Fn from_capsule(py::handle capsule, const char* arg, const char* name) {
+  PyObject* p = capsule.ptr();
+  TORCH_CHECK_TYPE(PyCapsule_CheckExact(p), "gemmlab._cpp.register_kernel: ", arg, " must be a PyCapsule named '",
+                   name, "' (see kernel_abi.h); got ", Py_TYPE(p)->tp_name);
+  if (!PyCapsule_IsValid(p, name)) {
+    const char* got = PyCapsule_GetName(p);
+    PyErr_Clear();
+    TORCH_CHECK_VALUE(false, "gemmlab._cpp.register_kernel: ", arg, " must be a PyCapsule named '", name,
+                      "' (see kernel_abi.h); got one named '", got != nullptr ? got : "", "'");
+  }
+  return reinterpret_cast<Fn>(PyCapsule_GetPointer(p, name));
 }
 
 }  // namespace
@@ -153,8 +162,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "register_kernel",
       [](const std::string& name, py::handle f32, py::handle f64, int64_t serial_fmas) {
-        return gemmlab::register_kernel(name, from_capsule<gemmlab_gemm_f32>(f32, GEMMLAB_CAPSULE_F32),
-                                        from_capsule<gemmlab_gemm_f64>(f64, GEMMLAB_CAPSULE_F64), serial_fmas);
+        const auto f32_fn = from_capsule<gemmlab_gemm_f32>(f32, "f32", GEMMLAB_CAPSULE_F32);  // f32 checked first
+        const auto f64_fn = from_capsule<gemmlab_gemm_f64>(f64, "f64", GEMMLAB_CAPSULE_F64);
+        return gemmlab::register_kernel(name, f32_fn, f64_fn, serial_fmas);
       },
       py::arg("name"), py::arg("f32"), py::arg("f64"), py::arg("serial_fmas"),
       "Add a kernel given as PyCapsules of its C ABI functions (kernel_abi.h); returns its id");

@@ -6,6 +6,7 @@
 #include <ATen/EmptyTensor.h>
 #include <ATen/Parallel.h>
 #include <ATen/PythonTorchFunctionTLS.h>
+#include <c10/core/InferenceMode.h>
 #include <c10/core/impl/TorchDispatchModeTLS.h>
 #include <c10/util/SmallVector.h>
 #include <sys/mman.h>
@@ -197,8 +198,10 @@ std::pair<int64_t, int64_t> extent(const at::Tensor& t) {
   return {lo, hi};
 }
 
+// By address, not by storage: two storages can hold the same memory (torch.from_numpy of two
+// views of one array, DLPack, frombuffer), and a write through one then corrupts the other's reads.
 bool may_overlap(const at::Tensor& x, const at::Tensor& y) {
-  if (x.numel() == 0 || y.numel() == 0 || !x.storage().is_alias_of(y.storage())) return false;
+  if (x.numel() == 0 || y.numel() == 0) return false;
   const auto [xl, xh] = extent(x);
   const auto [yl, yh] = extent(y);
   const char* xb = static_cast<const char*>(x.data_ptr());
@@ -223,10 +226,12 @@ bool distinct_elements(const at::Tensor& t) {
   return true;
 }
 
-// A user's `out`: right dtype, device and shape, its elements distinct, no memory shared with a or b.
+// A user's `out`: right dtype, device and shape, its elements distinct, no memory shared with a or b,
+// and writable here (torch writes an inference tensor outside inference mode, then raises).
 bool out_acceptable(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, const Problem& pr) {
   if (out.layout() != at::kStrided || out.scalar_type() != a.scalar_type() || out.device() != a.device() ||
-      out.sizes() != at::IntArrayRef(pr.out_shape) || out.is_neg() || out.is_conj())
+      out.sizes() != at::IntArrayRef(pr.out_shape) || out.is_neg() || out.is_conj() ||
+      (out.is_inference() && !c10::InferenceMode::is_enabled()))
     return false;
   return distinct_elements(out) && !may_overlap(out, a) && !may_overlap(out, b);
 }
@@ -370,7 +375,9 @@ py::object matmul(py::handle a_obj, py::handle b_obj, int id, py::handle out_obj
   const at::Tensor* pout = out_obj.is_none() ? nullptr : plain_tensor(out_obj);
   if (pa == nullptr || pb == nullptr || (!out_obj.is_none() && pout == nullptr)) return py::none();
   if (c10::impl::TorchDispatchModeTLS::stack_len() > 0) return py::none();
-  if (at::GradMode::is_enabled() && (pa->requires_grad() || pb->requires_grad())) return py::none();  // autograd: Python
+  // Autograd, or an out= it cannot take (torch refuses out= where anything requires grad): Python.
+  if (at::GradMode::is_enabled() && (pa->requires_grad() || pb->requires_grad() || (pout != nullptr && pout->requires_grad())))
+    return py::none();
   // The compiled kernels read memory as it is: a lazily negated real view (z.conj().imag) is
   // resolved first (at::matmul takes lazy bits itself; conj is a no-op on real tensors).
   const bool resolve = !kern.is_torch && (pa->is_neg() || pb->is_neg());
@@ -394,12 +401,23 @@ py::object matmul(py::handle a_obj, py::handle b_obj, int id, py::handle out_obj
     {
       std::optional<py::gil_scoped_release> no_gil;
       if (long_call) no_gil.emplace();
-      c = pout == nullptr ? at::matmul(a, b) : at::matmul_out(const_cast<at::Tensor&>(*pout), a, b);
+      if (pout == nullptr) {
+        c = at::matmul(a, b);
+      } else if (a.dim() == 2 && b.dim() == 2) {
+        // at::matmul_out fails on some outs (a transposed one, where it folds a batch into rows) and
+        // warns about resizing others (1-D @ 2-D): only the 2-D product goes straight into out.
+        at::mm_out(const_cast<at::Tensor&>(*pout), a, b);
+      } else {
+        const_cast<at::Tensor&>(*pout).copy_(at::matmul(a, b));
+      }
     }
     return pout == nullptr ? py::cast(std::move(c)) : py::reinterpret_borrow<py::object>(out_obj);
   }
 
   at::Tensor c = pout != nullptr ? *pout : allocate(pr, a.options());
+  // The kernel writes `out` in place behind autograd's back: count the write, as an in-place op does,
+  // so that a backward pass which saved `out` fails instead of using the new values.
+  if (pout != nullptr) c.unsafeGetTensorImpl()->bump_version();
   if (work) {
     std::optional<py::gil_scoped_release> no_gil;  // other Python threads run while a long product does
     if (long_call) no_gil.emplace();

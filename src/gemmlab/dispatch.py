@@ -135,7 +135,9 @@ def _matmul_tensors(a: torch.Tensor, b: torch.Tensor, backend: Backend) -> torch
 
 def _result_shape(a: torch.Tensor, b: torch.Tensor) -> tuple[int, ...]:
     lead = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    return (*lead, *a.shape[-2:-1], *b.shape[-1:]) if a.dim() > 1 or b.dim() > 1 else ()
+    rows = a.shape[-2:-1]  # none for a 1-D a
+    columns = b.shape[-1:] if b.dim() > 1 else ()  # none for a 1-D b (its only dimension is k)
+    return (*lead, *rows, *columns)
 
 
 def _distinct_elements(t: torch.Tensor) -> bool:
@@ -149,7 +151,9 @@ def _distinct_elements(t: torch.Tensor) -> bool:
 
 
 def _may_share_memory(x: torch.Tensor, y: torch.Tensor) -> bool:
-    if x.numel() == 0 or y.numel() == 0 or x.untyped_storage().data_ptr() != y.untyped_storage().data_ptr():
+    """Whether the bytes x and y span meet; by address, not storage: tensors from two views of one
+    NumPy array (or through DLPack) have separate storages over the same memory."""
+    if x.numel() == 0 or y.numel() == 0:
         return False
 
     def span(t):  # [first, last] byte a tensor's elements occupy
@@ -187,9 +191,13 @@ def _checked_out(out, a: torch.Tensor, b: torch.Tensor, from_numpy: bool) -> tor
                          f"pass an output whose every element is its own")
     if _may_share_memory(out_t, a) or _may_share_memory(out_t, b):
         raise ValueError("gemmlab.matmul: out shares memory with an operand; pass a separate output")
-    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
-        raise RuntimeError("gemmlab.matmul: out= does not support automatic differentiation, but an operand requires "
-                           "grad; call it without out= (or under torch.no_grad())")
+    if out_t.is_inference() and not torch.is_inference_mode_enabled():  # checked before any write, unlike torch
+        raise RuntimeError("gemmlab.matmul: out is an inference tensor, which cannot be written outside "
+                           "torch.inference_mode(); pass a normal tensor (e.g. out.clone())")
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or out_t.requires_grad):
+        raise RuntimeError("gemmlab.matmul: out= does not support automatic differentiation, but "
+                           f"{'out' if out_t.requires_grad else 'an operand'} requires grad; call it without out= "
+                           "(or under torch.no_grad())")
     return out_t
 
 
