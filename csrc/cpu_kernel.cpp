@@ -12,6 +12,7 @@
 #include <ATen/Parallel.h>
 
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -130,11 +131,21 @@ int gemm_abi(int64_t batch, int64_t m, int64_t n, int64_t k, const T* a, int64_t
 
 const char* gemm_last_error() { return last_error.c_str(); }
 
-// A function pointer handed over in a PyCapsule by another extension (see kernel_abi.h).
+// A function pointer handed over in a PyCapsule by another extension (see kernel_abi.h); anything
+// else is refused with a message that says what register_kernel expected for that argument.
 template <class Fn>
-Fn from_capsule(py::handle capsule, const char* name) {
+Fn from_capsule(py::handle capsule, const char* name, const char* argument) {
+  const std::string expected = std::string("gemmlab._cpp.register_kernel: ") + argument +
+                               " must be a PyCapsule named '" + name + "' holding the kernel's function (kernel_abi.h)";
+  if (!PyCapsule_CheckExact(capsule.ptr())) {
+    throw py::type_error(expected + "; got " + std::string(py::str(py::type::handle_of(capsule).attr("__name__"))));
+  }
+  const char* got = PyCapsule_GetName(capsule.ptr());
+  if (got == nullptr || std::strcmp(got, name) != 0) {
+    throw py::value_error(expected + "; got a capsule named " + (got == nullptr ? "NULL" : "'" + std::string(got) + "'"));
+  }
   void* p = PyCapsule_GetPointer(capsule.ptr(), name);
-  if (p == nullptr) throw py::error_already_set();  // not a capsule, or not one with that name
+  if (p == nullptr) throw py::error_already_set();
   return reinterpret_cast<Fn>(p);
 }
 
@@ -153,8 +164,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "register_kernel",
       [](const std::string& name, py::handle f32, py::handle f64, int64_t serial_fmas) {
-        return gemmlab::register_kernel(name, from_capsule<gemmlab_gemm_f32>(f32, GEMMLAB_CAPSULE_F32),
-                                        from_capsule<gemmlab_gemm_f64>(f64, GEMMLAB_CAPSULE_F64), serial_fmas);
+        return gemmlab::register_kernel(name, from_capsule<gemmlab_gemm_f32>(f32, GEMMLAB_CAPSULE_F32, "f32"),
+                                        from_capsule<gemmlab_gemm_f64>(f64, GEMMLAB_CAPSULE_F64, "f64"), serial_fmas);
       },
       py::arg("name"), py::arg("f32"), py::arg("f64"), py::arg("serial_fmas"),
       "Add a kernel given as PyCapsules of its C ABI functions (kernel_abi.h); returns its id");
