@@ -164,8 +164,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "register_kernel",
       [](const std::string& name, py::handle f32, py::handle f64, int64_t serial_fmas) {
-        return gemmlab::register_kernel(name, from_capsule<gemmlab_gemm_f32>(f32, GEMMLAB_CAPSULE_F32, "f32"),
-                                        from_capsule<gemmlab_gemm_f64>(f64, GEMMLAB_CAPSULE_F64, "f64"), serial_fmas);
+        const auto f32_fn = from_capsule<gemmlab_gemm_f32>(f32, GEMMLAB_CAPSULE_F32, "f32");  // f32 checked first
+        const auto f64_fn = from_capsule<gemmlab_gemm_f64>(f64, GEMMLAB_CAPSULE_F64, "f64");
+        return gemmlab::register_kernel(name, f32_fn, f64_fn, serial_fmas);
       },
       py::arg("name"), py::arg("f32"), py::arg("f64"), py::arg("serial_fmas"),
       "Add a kernel given as PyCapsules of its C ABI functions (kernel_abi.h); returns its id");
