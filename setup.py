@@ -48,7 +48,9 @@ cython_kernels = [
     Extension(
         f"gemmlab.backends.{name}",
         [f"src/gemmlab/backends/{name}.pyx"],
-        depends=["src/gemmlab/backends/_cython_kernel_body.pxi"],
+        depends=["src/gemmlab/backends/_cython_kernel_body.pxi", "csrc/kernel_abi.h"],
+        # kernel_abi.h, the C ABI the kernel exports to the dispatch core (absolute: ninja runs in build/)
+        include_dirs=[str(Path(__file__).resolve().parent / "csrc")],
         language="c++",
         extra_compile_args=OPTIMISE + OPENMP + flags,
         extra_link_args=OPENMP,

@@ -12,6 +12,7 @@
 #include <ATen/Parallel.h>
 
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <sstream>
 #include <string>

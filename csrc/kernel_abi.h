@@ -10,8 +10,9 @@
  *
  * The function returns GEMMLAB_OK, or a status saying what went wrong; it must not throw, call
  * back into Python or keep pointers past its return. It is thread-safe: with threads == 1 it may be
- * called from several threads at once, and then starts no parallel region of its own, at least
- * for the products the kernel declares as serial-safe when it is registered.
+ * called from several threads at once, and then runs on the calling thread alone (an OpenMP team
+ * of one, as the Cython kernel's, is fine), at least for the products the kernel declares as
+ * serial-safe when it is registered.
  *
  * Kernels in other extension modules hand their functions over in PyCapsules named
  * GEMMLAB_CAPSULE_F32 / GEMMLAB_CAPSULE_F64 (see gemmlab._cpp.register_kernel).

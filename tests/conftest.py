@@ -99,6 +99,17 @@ def randn(*shape, dtype=torch.float64, seed=0):
     return torch.randn(*shape, dtype=dtype, generator=torch.Generator().manual_seed(seed))
 
 
+def views(m, k, n, dtype, make=randn):
+    """(name, a, b) pairs whose operands are not plain contiguous tensors; make(*shape, dtype=, seed=) fills them."""
+    a, b = make(m, k, dtype=dtype, seed=1), make(k, n, dtype=dtype, seed=2)
+    yield "transposed", make(k, m, dtype=dtype, seed=3).T, make(n, k, dtype=dtype, seed=4).T
+    yield "sliced", make(2 * m + 1, 3 * k, dtype=dtype, seed=5)[1::2, 2::3], make(k + 2, 2 * n, dtype=dtype, seed=6)[2:, ::2]
+    yield "expanded rows", make(1, k, dtype=dtype, seed=7).expand(m, k), make(k, 1, dtype=dtype, seed=8).expand(k, n)
+    yield "expanded columns", make(m, 1, dtype=dtype, seed=9).expand(m, k), make(1, n, dtype=dtype, seed=10).expand(k, n)
+    yield "offset", make(m * k + 3, dtype=dtype, seed=11)[3:].view(m, k), b
+    yield "mixed", a, make(n, k + 1, dtype=dtype, seed=12)[:, 1:].T
+
+
 # --- which kernel ran: recording the 2-D kernel calls -------------------------------------------
 class KernelCall(NamedTuple):
     backend: str

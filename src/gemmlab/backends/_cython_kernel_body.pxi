@@ -23,7 +23,9 @@
 # into one vector FMA per row (MR x NR_VECTORS per step) and keeps the whole tile in registers.
 # Small products take a serial, unpacked, register-tiled loop.
 
+from cpython.pycapsule cimport PyCapsule_New
 from cython.parallel cimport prange
+from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 
 ctypedef fused real:
@@ -593,3 +595,49 @@ def _matmul_2d_addresses(int itemsize, size_t pa, Py_ssize_t m, Py_ssize_t k, Py
     if status:
         raise_for(status, (m, k), (kb, n), (mo, no),
                   ((sa0 * itemsize, sa1 * itemsize), (sb0 * itemsize, sb1 * itemsize), (so0 * itemsize, so1 * itemsize)))
+
+
+# --- the C ABI (csrc/kernel_abi.h): the kernel for gemmlab's C++ dispatch core -----------------
+#
+# The header itself is read, so the C++ compiler checks that the functions below have exactly the
+# ABI's signatures (they are assigned to the ABI's function pointer types).
+
+cdef extern from "kernel_abi.h":
+    enum gemmlab_status:
+        GEMMLAB_OK
+        GEMMLAB_BAD_ARGUMENTS
+        GEMMLAB_NO_MEMORY
+    const char* GEMMLAB_CAPSULE_F32
+    const char* GEMMLAB_CAPSULE_F64
+    ctypedef int (*gemmlab_gemm_f32)(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, int64_t, int64_t,
+                                     const float*, int64_t, int64_t, int64_t, float*, int64_t, int64_t, int64_t,
+                                     int32_t) noexcept nogil
+    ctypedef int (*gemmlab_gemm_f64)(int64_t, int64_t, int64_t, int64_t, const double*, int64_t, int64_t, int64_t,
+                                     const double*, int64_t, int64_t, int64_t, double*, int64_t, int64_t, int64_t,
+                                     int32_t) noexcept nogil
+
+
+cdef int gemm_abi(int64_t batch, int64_t m, int64_t n, int64_t k, const real* a, int64_t a_bs, int64_t a_rs,
+                  int64_t a_cs, const real* b, int64_t b_bs, int64_t b_rs, int64_t b_cs, real* c, int64_t c_bs,
+                  int64_t c_rs, int64_t c_cs, int32_t threads) noexcept nogil:
+    """C[i] = A[i] @ B[i] for i < batch (strides in elements, see kernel_abi.h), each entry through
+    the checked product(), which takes byte strides. Thread-safe: it touches only its arguments and
+    buffers of its own; with threads == 1 the packed path's pranges run teams of one thread."""
+    cdef int64_t i
+    cdef int status
+    cdef int64_t size = sizeof(real)
+    for i in range(batch):
+        status = product(a + i * a_bs, m, k, a_rs * size, a_cs * size, b + i * b_bs, k, n, b_rs * size, b_cs * size,
+                         c + i * c_bs, m, n, c_rs * size, c_cs * size, threads)
+        if status == NO_MEMORY:
+            return GEMMLAB_NO_MEMORY
+        if status != OK:
+            return GEMMLAB_BAD_ARGUMENTS
+    return GEMMLAB_OK
+
+
+cdef gemmlab_gemm_f32 abi_f32 = gemm_abi[float]
+cdef gemmlab_gemm_f64 abi_f64 = gemm_abi[double]
+# The functions as gemmlab._cpp.register_kernel takes them (cython_ext registers the build it picked).
+ABI_F32 = PyCapsule_New(<void*>abi_f32, GEMMLAB_CAPSULE_F32, NULL)
+ABI_F64 = PyCapsule_New(<void*>abi_f64, GEMMLAB_CAPSULE_F64, NULL)

@@ -107,6 +107,26 @@ _kernel, NOTE, LOAD_ERRORS = _choose()  # LOAD_ERRORS: build -> why it failed to
 VARIANT: str = _kernel.VARIANT
 matmul_2d_numpy = _kernel.matmul_2d  # the validated entry point on NumPy arrays (num_threads=...)
 
+# Any product may run side by side with others on threads == 1 (the dispatch core then runs the
+# entries of a batch on several threads at once): the small path is serial, and the packed path's
+# pranges are given num_threads=1, so each makes an OpenMP team of one thread of its own, which any
+# thread (torch's workers included) may do at the same time as others.
+SERIAL_FMAS = 2**63 - 1
+
+
+def _native_kernel() -> int | None:
+    """The chosen build's C ABI functions registered with gemmlab's dispatch core, which then runs
+    gemmlab.matmul's products on them in one native call; None without the C++ extension (the backend
+    still works, through Python). Registering again (another build forced) keeps the kernel's id."""
+    try:
+        from gemmlab import _cpp
+    except ImportError:
+        return None
+    return _cpp.register_kernel("cython", _kernel.ABI_F32, _kernel.ABI_F64, SERIAL_FMAS)
+
+
+NATIVE_KERNEL = _native_kernel()
+
 _ITEMSIZE = {torch.float32: 4, torch.float64: 8}
 
 

@@ -31,10 +31,13 @@ writable, Numba refuses to cache and everything is compiled without it instead.
 
 from __future__ import annotations
 
+import ctypes
+
 import llvmlite.binding as llvm_binding
 import numba
 import numpy as np
 import torch
+from llvmlite import ir
 from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
@@ -617,3 +620,98 @@ def matmul_2d(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
     if args is None:
         raise operand_error("gemmlab numba matmul_2d", a, b, out)
     _run(entries, (entries[2], *args))
+
+
+# --- the C ABI (csrc/kernel_abi.h): the kernel for gemmlab's C++ dispatch core -----------------
+#
+# One @cfunc per dtype with the ABI's signature (pointers taken as integers: the same calling
+# convention on x86-64), compiled when this module is imported, i.e. at the backend's first use,
+# and cached on disk like the rest. Each batch entry goes through the checked small path and, above
+# SMALL_WORK, the packed one. The cfunc itself must not be parallel=True: such a cfunc compiles
+# but computes nothing (numba 0.68); a plain cfunc calling the @njit(parallel=True) _packed works.
+
+_ABI_OK, _ABI_BAD_ARGUMENTS, _ABI_NO_MEMORY = 0, 1, 2  # kernel_abi.h's gemmlab_status
+
+
+@intrinsic
+def _set_thread_count(typingctx, n):
+    """numba.set_num_threads(n) for code cached on disk (1 <= n <= NUMBA_NUM_THREADS, unchecked).
+
+    Numba's own reaches the threading layer through a ctypes pointer, which makes a function that
+    calls it uncacheable; this calls the layer's function by the symbol name Numba gives it when it
+    loads the layer (numba.get_num_threads() does), resolved when the code is loaded."""
+
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(32)]),
+                                            "set_num_threads")
+        builder.call(fn, [context.cast(builder, args[0], signature.args[0], types.int32)])
+        return context.get_dummy_value()
+
+    return types.none(n), codegen
+_ABI_SIGNATURE = types.int32(
+    types.int64, types.int64, types.int64, types.int64,  # batch, m, n, k
+    types.intp, types.int64, types.int64, types.int64,  # a and its batch, row and column strides
+    types.intp, types.int64, types.int64, types.int64,  # b ...
+    types.intp, types.int64, types.int64, types.int64,  # c ...
+    types.int32,  # threads
+)
+
+
+def _abi_function(scalar, max_threads: int):
+    """The ABI function for one dtype. max_threads (NUMBA_NUM_THREADS) is a closure value, not a
+    global, because closure values are part of Numba's cache key: code cached under another
+    NUMBA_NUM_THREADS is not reused (globals are frozen into cached code unseen)."""
+    size = np.dtype(scalar).itemsize
+
+    def gemm(batch, m, n, k, a, a_bs, a_rs, a_cs, b, b_bs, b_rs, b_cs, c, c_bs, c_rs, c_cs, threads):
+        for i in range(batch):
+            x = _view(a + i * a_bs * size, m, k, a_rs * size, a_cs * size, scalar)
+            y = _view(b + i * b_bs * size, k, n, b_rs * size, b_cs * size, scalar)
+            z = _view(c + i * c_bs * size, m, n, c_rs * size, c_cs * size, scalar)
+            status = _checked_small(x, y, z)
+            if status == _RUN_PACKED:
+                use = max(1, min(threads, max_threads))
+                _set_thread_count(use)  # the calling thread's setting, as _run sets it from Python
+                try:
+                    _packed(x, y, z, use)
+                except Exception:  # what _packed can raise: MemoryError from its buffers
+                    return _ABI_NO_MEMORY
+            elif status != _OK:
+                return _ABI_BAD_ARGUMENTS
+        return _ABI_OK
+
+    return numba.cfunc(_ABI_SIGNATURE, cache=_CACHE, error_model="numpy", boundscheck=False)(gemm)
+
+
+# PyCapsule_New as a function of our own (setting argtypes on ctypes.pythonapi's would change it for everyone).
+_new_capsule = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)(
+    ("PyCapsule_New", ctypes.pythonapi))
+
+
+def _native_kernel() -> tuple[int | None, str | None]:
+    """Register the ABI functions with gemmlab's dispatch core: (kernel id, None), or (None, why not).
+
+    Not where the C++ extension is missing (the backend still works, through Python), nor with
+    Numba's workqueue threading layer: the core runs large products without the GIL, so two Python
+    threads could enter the packed path at once, which that layer cannot take (it aborts the
+    process); through Python, every call holds the GIL."""
+    try:
+        from gemmlab import _cpp
+    except ImportError:
+        return None, None
+    numba.get_num_threads()  # loads the threading layer now: threading_layer() needs it, as the cached cfuncs do
+    if numba.threading_layer() == "workqueue":
+        return None, ("products go through Python: Numba's workqueue threading layer cannot run parallel code "
+                      "from several threads at once (install tbb, `pip install tbb`, for a thread-safe one)")
+    functions = [_abi_function(np.float32, MAX_THREADS), _abi_function(np.float64, MAX_THREADS)]
+    names = [_cpp.CAPSULE_F32.encode(), _cpp.CAPSULE_F64.encode()]
+    _ABI_KEEP_ALIVE.extend(functions + names)  # the core keeps the code's address; a capsule, its name's
+    f32, f64 = (_new_capsule(fn.address, name, None) for fn, name in zip(functions, names))
+    # Numba's parallel functions must not be entered from several threads at once under every
+    # threading layer, so only the small path's products (serial code) run concurrently.
+    return _cpp.register_kernel("numba", f32, f64, SMALL_WORK), None
+
+
+_ABI_KEEP_ALIVE: list = []
+NATIVE_KERNEL, _NATIVE_NOTE = _native_kernel()
+NOTE = "; ".join(note for note in (CACHE_NOTE, _NATIVE_NOTE) if note) or None
