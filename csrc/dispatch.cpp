@@ -19,6 +19,7 @@
 #include <limits>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <tuple>
 #include <vector>
 
@@ -368,6 +369,76 @@ py::list take_trace() {
   return out;
 }
 
+namespace {
+
+// A planned product (plan, then output strides, then simplify) into *out, or into a fresh output
+// when out is null; the result has torch.matmul's shape. With release_gil, a long product lets
+// other Python threads run (the caller holds the GIL then).
+at::Tensor compute(const Kernel& kern, Problem& pr, const at::Tensor& a, const at::Tensor& b, const at::Tensor* out,
+                   bool release_gil) {
+  set_output_strides(out, a.dim() == 1, b.dim() == 1, pr);
+  simplify(pr);
+  const bool work = pr.count > 0 && pr.m > 0 && pr.n > 0 && pr.k > 0;
+  if (work) record(kern, pr, a.scalar_type());
+  std::optional<py::gil_scoped_release> no_gil;
+  if (release_gil && work && pr.m * pr.n * pr.k * pr.count >= RELEASE_GIL_FMAS) no_gil.emplace();
+  if (kern.is_torch) {
+    if (out == nullptr) return at::matmul(a, b);
+    at::Tensor c = *out;
+    if (a.dim() == 2 && b.dim() == 2) {
+      at::mm_out(c, a, b);
+    } else {
+      // at::matmul_out fails on some outs (a transposed one, where it folds a batch into rows) and
+      // warns about resizing others (1-D @ 2-D): only the 2-D product goes straight into out.
+      c.copy_(at::matmul(a, b));
+    }
+    return c;
+  }
+
+  at::Tensor c = out != nullptr ? *out : allocate(pr, a.options());
+  // The kernel writes `out` in place behind autograd's back: count the write, as an in-place op does,
+  // so that a backward pass which saved `out` fails instead of using the new values.
+  if (out != nullptr) c.unsafeGetTensorImpl()->bump_version();
+  if (work) {
+    run(kern, pr, a, b, c);
+  } else if (pr.k == 0) {
+    c.zero_();  // an empty sum (and nothing at all to do when the output is empty)
+  }
+  if (out != nullptr || pr.out_shape.size() == pr.full_shape.size()) return c;
+  return c.view(pr.out_shape);
+}
+
+// The compiled kernels read memory as it is: a lazily negated real view (z.conj().imag) is
+// resolved first (at::matmul takes lazy bits itself; conj is a no-op on real tensors).
+at::Tensor readable(const Kernel& kern, const at::Tensor& t) { return !kern.is_torch && t.is_neg() ? t.resolve_neg() : t; }
+
+std::string describe(const at::Tensor& t) {
+  std::ostringstream s;
+  s << "shape " << t.sizes() << ", " << c10::getDtypeNames(t.scalar_type()).first << " on " << t.device();
+  return s.str();
+}
+
+}  // namespace
+
+at::Tensor product(const at::Tensor& a_in, const at::Tensor& b_in, int id) {
+  const Kernel& kern = kernel(id);
+  auto pair = [&] { return "a: " + describe(a_in) + "; b: " + describe(b_in); };
+  TORCH_CHECK_TYPE(a_in.layout() == at::kStrided && b_in.layout() == at::kStrided,
+                   "gemmlab: the product needs dense (strided) tensors; got layouts ", a_in.layout(), " and ",
+                   b_in.layout());
+  TORCH_CHECK_VALUE(a_in.dim() > 0 && b_in.dim() > 0, "gemmlab: the product needs operands with at least 1 dimension; ",
+                    pair());
+  TORCH_CHECK_TYPE(a_in.scalar_type() == b_in.scalar_type() && dtype_supported(kern, a_in.scalar_type()),
+                   "gemmlab: the ", kern.name, " kernel needs two operands of one dtype it supports; ", pair());
+  TORCH_CHECK_VALUE(a_in.device() == b_in.device() && device_supported(kern, a_in.device()), "gemmlab: the ",
+                    kern.name, " kernel needs both operands on one device it runs on; ", pair());
+  const at::Tensor a = readable(kern, a_in), b = readable(kern, b_in);
+  Problem pr;
+  TORCH_CHECK_VALUE(plan(a, b, pr), "gemmlab: the operands' shapes do not fit a product (inner dimensions differ or "
+                    "batch dimensions do not broadcast); ", pair());
+  return compute(kern, pr, a, b, nullptr, false);
+}
+
 py::object matmul(py::handle a_obj, py::handle b_obj, int id, py::handle out_obj) {
   const Kernel& kern = kernel(id);
   const at::Tensor* pa = plain_tensor(a_obj);
@@ -375,58 +446,30 @@ py::object matmul(py::handle a_obj, py::handle b_obj, int id, py::handle out_obj
   const at::Tensor* pout = out_obj.is_none() ? nullptr : plain_tensor(out_obj);
   if (pa == nullptr || pb == nullptr || (!out_obj.is_none() && pout == nullptr)) return py::none();
   if (c10::impl::TorchDispatchModeTLS::stack_len() > 0) return py::none();
-  // Autograd, or an out= it cannot take (torch refuses out= where anything requires grad): Python.
-  if (at::GradMode::is_enabled() && (pa->requires_grad() || pb->requires_grad() || (pout != nullptr && pout->requires_grad())))
+  // An out= that autograd forbids (torch refuses out= where anything requires grad): Python says so.
+  if (pout != nullptr && at::GradMode::is_enabled() &&
+      (pa->requires_grad() || pb->requires_grad() || pout->requires_grad()))
     return py::none();
-  // The compiled kernels read memory as it is: a lazily negated real view (z.conj().imag) is
-  // resolved first (at::matmul takes lazy bits itself; conj is a no-op on real tensors).
-  const bool resolve = !kern.is_torch && (pa->is_neg() || pb->is_neg());
-  const at::Tensor& a = resolve && pa->is_neg() ? pa->resolve_neg() : *pa;
-  const at::Tensor& b = resolve && pb->is_neg() ? pb->resolve_neg() : *pb;
+  const at::Tensor a = readable(kern, *pa), b = readable(kern, *pb);
   if (a.layout() != at::kStrided || b.layout() != at::kStrided || a.dim() == 0 || b.dim() == 0 ||
       a.scalar_type() != b.scalar_type() || !dtype_supported(kern, a.scalar_type()) || a.device() != b.device() ||
       !device_supported(kern, a.device()))
     return py::none();
   Problem pr;
   if (!plan(a, b, pr)) return py::none();
-  if (pout != nullptr && !out_acceptable(*pout, a, b, pr)) return py::none();
-  set_output_strides(pout, a.dim() == 1, b.dim() == 1, pr);
-  simplify(pr);
-  const bool work = pr.count > 0 && pr.m > 0 && pr.n > 0 && pr.k > 0;
-  if (work) record(kern, pr, a.scalar_type());
-
-  const bool long_call = work && pr.m * pr.n * pr.k * pr.count >= RELEASE_GIL_FMAS;
-  if (kern.is_torch) {
-    at::Tensor c;
-    {
-      std::optional<py::gil_scoped_release> no_gil;
-      if (long_call) no_gil.emplace();
-      if (pout == nullptr) {
-        c = at::matmul(a, b);
-      } else if (a.dim() == 2 && b.dim() == 2) {
-        // at::matmul_out fails on some outs (a transposed one, where it folds a batch into rows) and
-        // warns about resizing others (1-D @ 2-D): only the 2-D product goes straight into out.
-        at::mm_out(const_cast<at::Tensor&>(*pout), a, b);
-      } else {
-        const_cast<at::Tensor&>(*pout).copy_(at::matmul(a, b));
-      }
-    }
-    return pout == nullptr ? py::cast(std::move(c)) : py::reinterpret_borrow<py::object>(out_obj);
-  }
-
-  at::Tensor c = pout != nullptr ? *pout : allocate(pr, a.options());
-  // The kernel writes `out` in place behind autograd's back: count the write, as an in-place op does,
-  // so that a backward pass which saved `out` fails instead of using the new values.
-  if (pout != nullptr) c.unsafeGetTensorImpl()->bump_version();
-  if (work) {
-    std::optional<py::gil_scoped_release> no_gil;  // other Python threads run while a long product does
+  if (at::GradMode::is_enabled() && (pa->requires_grad() || pb->requires_grad())) {
+    // Through the registered op, whose Autograd kernel records the backward (autograd_op.cpp).
+    const bool long_call = pr.m * pr.n * pr.k * std::max<int64_t>(pr.count, 1) >= RELEASE_GIL_FMAS;
+    std::optional<py::gil_scoped_release> no_gil;
     if (long_call) no_gil.emplace();
-    run(kern, pr, a, b, c);
-  } else if (pr.k == 0) {
-    c.zero_();  // an empty sum (and nothing at all to do when the output is empty)
+    at::Tensor c = differentiable_product(*pa, *pb, kern.name);
+    no_gil.reset();
+    return py::cast(std::move(c));
   }
+  if (pout != nullptr && !out_acceptable(*pout, a, b, pr)) return py::none();
+  at::Tensor c = compute(kern, pr, a, b, pout, true);
   if (pout != nullptr) return py::reinterpret_borrow<py::object>(out_obj);
-  return py::cast(pr.out_shape.size() == pr.full_shape.size() ? c : c.view(pr.out_shape));
+  return py::cast(std::move(c));
 }
 
 }  // namespace gemmlab

@@ -3,8 +3,9 @@
 // It takes the operands as Python objects and either returns the product or returns None, which
 // tells gemmlab.matmul to take its Python path. That path holds the reference semantics and every
 // error message, so this file needs only the conditions: anything unusual (a bad argument, a
-// tensor subclass, an active torch function or dispatch mode, inputs that need autograd) goes
-// there, and the kernels only ever see arguments that were checked here.
+// tensor subclass, an active torch function or dispatch mode, out= with inputs that need autograd)
+// goes there, and the kernels only ever see arguments that were checked here. Inputs that need
+// autograd go through the registered op gemmlab::native_product (autograd_op.cpp) from C++.
 #pragma once
 
 #include <torch/extension.h>
@@ -45,6 +46,15 @@ const Kernel& kernel(int id);
 // The product a @ b with torch.matmul's semantics on the kernel `id`, into `out` if it is not None;
 // None where the Python path must take the call (see above).
 py::object matmul(py::handle a, py::handle b, int id, py::handle out);
+
+// a @ b with torch.matmul's semantics on the kernel `id`, into a fresh output, ignoring autograd
+// (the op's CPU and CUDA implementation). Checks its arguments: bad ones raise, naming them.
+// Needs no GIL (and releases none).
+at::Tensor product(const at::Tensor& a, const at::Tensor& b, int id);
+
+// a @ b through the op gemmlab::native_product on the kernel named `kernel`, so that autograd
+// records it (defined in autograd_op.cpp). Needs no GIL.
+at::Tensor differentiable_product(const at::Tensor& a, const at::Tensor& b, const std::string& kernel);
 
 // Outputs of at least this many bytes that the core allocates are advised to the kernel as huge
 // pages before their first touch (GEMMLAB_HUGE_PAGES=0 turns that off).

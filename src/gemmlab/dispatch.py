@@ -5,8 +5,10 @@ gemmlab's C++ dispatch core (csrc/dispatch.cpp), which checks the operands, appl
 shape semantics (batched products included, broadcast batch dimensions as stride-0 views), allocates
 the output and runs the kernel. Whatever the core does not take (it returns None) comes here, to the
 Python road, which is the reference: the argument checks with their messages, the same shape
-semantics on top of a backend's 2-D kernel, NumPy in and out, `out=`, and autograd through the
-custom op in gemmlab.ops. The Python-level rungs (loops ... einsum) always take it.
+semantics on top of a backend's 2-D kernel, NumPy in and out, `out=`, and autograd through an
+operator: the core's own `gemmlab::native_product` (registered in C++, csrc/autograd_op.cpp; the core
+itself calls it for inputs that need grad) or, for the Python-level rungs (loops ... einsum), which
+always take this road, the Python custom op in gemmlab.ops.
 """
 
 from __future__ import annotations
@@ -98,11 +100,13 @@ def _resolve(backend: str | None, device: torch.device) -> Backend:
 
 
 def _differentiable_product(backend: Backend, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The 2-D or equal-batch 3-D product; through the custom op only where autograd or
-    torch.compile needs it, since the op's dispatch costs more than the tiny products it wraps."""
+    """The 2-D or equal-batch 3-D product; through an op only where autograd or torch.compile needs
+    it, since the op's dispatch costs more than the tiny products it wraps."""
     needs_grad = a.requires_grad or b.requires_grad
     if torch.compiler.is_compiling() or (needs_grad and torch.is_grad_enabled()):
-        return ops.product(a, b, backend.name)
+        if backend.native is not None:  # kernels are registered under their backend's name
+            return torch.ops.gemmlab.native_product(a, b, backend.name)
+        return ops.python_product(a, b, backend.name)
     if needs_grad:
         a, b = a.detach(), b.detach()
     return ops.run(backend, a, b)

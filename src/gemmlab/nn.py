@@ -45,6 +45,8 @@ class Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = matmul(x, self.weight.T, backend=self.backend)
+        # torch's add: adding the bias into the product's output in place measured no faster (the
+        # add is a few microseconds of a batch-64 layer's forward and backward).
         return y + self.bias if self.bias is not None else y
 
     def extra_repr(self) -> str:

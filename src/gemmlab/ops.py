@@ -1,7 +1,9 @@
-"""gemmlab's product as a PyTorch custom operator, so autograd and torch.compile see one op.
+"""gemmlab's product as a Python custom operator, for the backends without a native kernel.
 
-`gemmlab::product(Tensor a, Tensor b, str backend) -> Tensor` computes (m, k) @ (k, n), or
-(B, m, k) @ (B, k, n), with the named backend's kernel. Its fake (meta) implementation gives
+Backends with a kernel in the C++ dispatch core have the op `gemmlab::native_product`, defined and
+differentiated in C++ (csrc/autograd_op.cpp). The Python-level rungs (loops ... einsum) keep this
+one, `gemmlab::python_product(Tensor a, Tensor b, str backend) -> Tensor`, which computes
+(m, k) @ (k, n), or (B, m, k) @ (B, k, n), with the named backend's kernel. Its fake (meta) implementation gives
 torch.compile the output's shape without running a kernel, and its backward computes
 grad @ b^H and a^H @ grad (conjugate transposes: the gradients of a complex product; plain
 transposes for real dtypes) with the SAME backend, through the op itself (so higher-order
@@ -52,13 +54,13 @@ def run(backend: Backend, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out
 
 
-@torch.library.custom_op("gemmlab::product", mutates_args=())
-def product(a: torch.Tensor, b: torch.Tensor, backend: str) -> torch.Tensor:
+@torch.library.custom_op("gemmlab::python_product", mutates_args=())
+def python_product(a: torch.Tensor, b: torch.Tensor, backend: str) -> torch.Tensor:
     """(m, k) @ (k, n) or (B, m, k) @ (B, k, n) on the named backend (shapes already checked)."""
     return run(get_backend(backend), a.detach(), b.detach())
 
 
-@product.register_fake
+@python_product.register_fake
 def _product_fake(a, b, backend):
     return a.new_empty((*a.shape[:-1], b.shape[-1]))
 
@@ -72,9 +74,9 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad):
     a, b = ctx.saved_tensors
     # .mH is .mT for real dtypes; for complex ones d(a @ b) needs the conjugates (PyTorch's convention).
-    grad_a = product(grad, b.mH, ctx.backend) if ctx.needs_input_grad[0] else None
-    grad_b = product(a.mH, grad, ctx.backend) if ctx.needs_input_grad[1] else None
+    grad_a = python_product(grad, b.mH, ctx.backend) if ctx.needs_input_grad[0] else None
+    grad_b = python_product(a.mH, grad, ctx.backend) if ctx.needs_input_grad[1] else None
     return grad_a, grad_b, None
 
 
-product.register_autograd(_backward, setup_context=_setup_context)
+python_product.register_autograd(_backward, setup_context=_setup_context)
