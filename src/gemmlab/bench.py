@@ -286,6 +286,7 @@ def _product_work(layer: str, seed: int = 1):
 
 
 def _train_step_work(layer: str, batch: int, seed: int = 2):
+    """One SGD step (zero_grad, forward, cross-entropy, backward, step) of the 784-50-10 MLP; as asv's bench_network.TrainingStep does."""
     model = _mlp(MLP_SIZES, layer)
     model.load_state_dict(_initial_state(MLP_SIZES, seed))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
