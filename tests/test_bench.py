@@ -125,7 +125,8 @@ TRAIN_WORK = ["product 64x784 @ 784x50, fwd+bwd", "train step, batch 64", "train
 def check_train_results(results, backends, repeats):
     """One checked, timed result per work item and layer (torch.nn.Linear first), in that order,
     each time related to torch.nn.Linear's for the same work."""
-    assert [(r["work"], r["layer"]) for r in results] == [(w, layer) for w in TRAIN_WORK for layer in (bench.TORCH_LINEAR, *backends)]
+    layers = (bench.TORCH_LINEAR, *backends)
+    assert [(r["work"], r["layer"]) for r in results] == [(w, layer) for w in TRAIN_WORK for layer in layers]
     fields = {f.name for f in dataclasses.fields(bench.TrainResult)}
     for r in results:
         assert set(r) == fields

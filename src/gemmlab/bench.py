@@ -7,6 +7,9 @@ reference before it is timed; timings are medians of calibrated repeats after wa
 threads spin for a while after a call and would slow whatever ran next on the same cores. The
 first call of each backend in the process (import, JIT compilation or cache load) is reported
 separately from the steady state.
+
+`gemmlab bench-train` (run_train): training work on gemmlab.nn.Linear per backend against
+torch.nn.Linear, each layer's results checked against torch.nn.Linear's before it is timed.
 """
 
 from __future__ import annotations
@@ -273,7 +276,8 @@ def _randn(*shape, seed: int) -> torch.Tensor:
 # Each work item builds, for one layer kind, step() (the timed call, returning its output or loss)
 # and state() (the gradients, and weights after an optimizer step, to compare with torch.nn.Linear's).
 def _product_work(layer: str, seed: int = 1):
-    x, w, grad = _randn(64, 784, seed=seed).requires_grad_(), _randn(50, 784, seed=seed + 1).requires_grad_(), _randn(64, 50, seed=seed + 2)
+    x, w = _randn(64, 784, seed=seed).requires_grad_(), _randn(50, 784, seed=seed + 1).requires_grad_()
+    grad = _randn(64, 50, seed=seed + 2)
     product = (lambda: F.linear(x, w)) if layer == TORCH_LINEAR else (lambda: matmul(x, w.T, backend=layer))
 
     def step():
@@ -286,11 +290,13 @@ def _product_work(layer: str, seed: int = 1):
 
 
 def _train_step_work(layer: str, batch: int, seed: int = 2):
-    """One SGD step (zero_grad, forward, cross-entropy, backward, step) of the 784-50-10 MLP; as asv's bench_network.TrainingStep does."""
+    """One SGD step (zero_grad, forward, cross-entropy, backward, step) of the 784-50-10 MLP, as
+    asv's bench_network.TrainingStep times it."""
     model = _mlp(MLP_SIZES, layer)
     model.load_state_dict(_initial_state(MLP_SIZES, seed))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    x, labels = _randn(batch, MLP_SIZES[0], seed=seed), torch.randint(0, MLP_SIZES[-1], (batch,), generator=torch.Generator().manual_seed(seed))
+    x = _randn(batch, MLP_SIZES[0], seed=seed)
+    labels = torch.randint(0, MLP_SIZES[-1], (batch,), generator=torch.Generator().manual_seed(seed))
 
     def step():
         optimizer.zero_grad()
