@@ -1,6 +1,7 @@
 """The notes' MLP (784 -> 50 -> ReLU -> 10) on MNIST-shaped data, per backend: forward and backward
 timed separately, for the hand-written scratch model and for the gemmlab.nn model, plus the peak
-memory of one training step. The data are random numbers of MNIST's shape (50000 x 784), not
+memory of one training step; and one SGD step at batch 64 per layer kind, torch.nn.Linear's
+included, as `gemmlab bench-train` times it. The data are random numbers of MNIST's shape (50000 x 784), not
 MNIST itself: speed does not depend on the values."""
 
 import torch
@@ -54,3 +55,30 @@ class TorchNetwork:
 
     def peakmem_step(self, backend):
         F.cross_entropy(self.model(self.x), self.y).backward()
+
+
+class TrainingStep:
+    """zero_grad, forward, cross-entropy, backward and SGD step of the 784-50-10 MLP on a batch of 64:
+    what each backend does to a real step, next to torch.nn.Linear's. Built here rather than taken
+    from gemmlab.bench (bench-train's work item) so that older commits, without it, still run."""
+
+    params = [["torch.nn.Linear", *FAST_BACKENDS]]
+    param_names = ["layer"]
+    timeout = 120
+    batch = 64
+
+    def setup(self, layer):
+        if layer == "torch.nn.Linear":
+            self.model = torch.nn.Sequential(torch.nn.Linear(N_IN, N_HIDDEN), torch.nn.ReLU(), torch.nn.Linear(N_HIDDEN, N_OUT))
+        else:
+            require(layer)
+            self.model = gnn.mlp([N_IN, N_HIDDEN, N_OUT], backend=layer)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
+        gen = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(self.batch, N_IN, generator=gen), torch.randint(0, N_OUT, (self.batch,), generator=gen)
+        self.time_step(layer)  # the first step (gradient buffers, JIT warm-up) is not what is timed
+
+    def time_step(self, layer):
+        self.optimizer.zero_grad()
+        F.cross_entropy(self.model(self.x), self.y).backward()
+        self.optimizer.step()

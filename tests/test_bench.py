@@ -51,16 +51,20 @@ def test_peak_is_computed_and_says_how():
     assert math.isclose(p32.gflops, 2 * p64.gflops)
 
 
-def check_bench_json(data, shapes, dtypes, backends, threads, repeats):
-    """Every field of `gemmlab bench --json`: the machine, the computed peaks, first calls and one
-    checked, timed result per shape, dtype and backend (torch's @ first), related as documented."""
-    assert set(data) == {"machine", "peak", "first_call_seconds", "results"}
-    machine = data["machine"]
+def check_machine(machine, threads):
+    """bench.machine()'s fields, as both bench commands write them."""
     assert set(machine) == {"cpu", "capability", "cores", "threads", "torch", "torch_blas", "numpy_blas", "date"}
     assert machine["torch_blas"] == "mkl" and "openblas" in machine["numpy_blas"]  # the pinned wheels' BLAS
     assert machine["cpu"] and machine["capability"] == torch.backends.cpu.get_cpu_capability()
     assert machine["cores"] == os.cpu_count() and machine["threads"] == threads and machine["torch"] == torch.__version__
     assert machine["date"] in {time.strftime("%Y-%m-%d", time.localtime(time.time() - s)) for s in (0, 600)}  # today
+
+
+def check_bench_json(data, shapes, dtypes, backends, threads, repeats):
+    """Every field of `gemmlab bench --json`: the machine, the computed peaks, first calls and one
+    checked, timed result per shape, dtype and backend (torch's @ first), related as documented."""
+    assert set(data) == {"machine", "peak", "first_call_seconds", "results"}
+    check_machine(data["machine"], threads)
     assert list(data["peak"]) == dtypes
     for name, peak in data["peak"].items():
         assert peak == dataclasses.asdict(bench.cpu_peak(threads, bench.DTYPES[name]))
@@ -110,3 +114,61 @@ def test_bench_command_fails_on_a_wrong_result(tmp_path, capsys, break_backend, 
     results = {r["backend"]: r for r in json.loads(out_json.read_text())["results"]}
     assert results["cpp"]["error_ratio"] > 1
     assert results["cython"]["error_ratio"] <= 1 and results[bench.TORCH_AT]["error_ratio"] <= 1
+
+
+# --- gemmlab bench-train ---------------------------------------------------------------------------
+QUICK_ROWS = 500  # what --quick gives the full-batch network
+TRAIN_WORK = ["product 64x784 @ 784x50, fwd+bwd", "train step, batch 64", "train step, batch 512",
+              f"{QUICK_ROWS}x784->50->1 MSE, fwd+bwd"]
+
+
+def check_train_results(results, backends, repeats):
+    """One checked, timed result per work item and layer (torch.nn.Linear first), in that order,
+    each time related to torch.nn.Linear's for the same work."""
+    layers = (bench.TORCH_LINEAR, *backends)
+    assert [(r["work"], r["layer"]) for r in results] == [(w, layer) for w in TRAIN_WORK for layer in layers]
+    fields = {f.name for f in dataclasses.fields(bench.TrainResult)}
+    for r in results:
+        assert set(r) == fields
+        assert isinstance(r["repeats"], int) and 3 <= r["repeats"] <= max(3, repeats) and r["calls_per_repeat"] >= 1
+        assert 0 < r["seconds"] < 10
+        base = next(x for x in results if x["work"] == r["work"] and x["layer"] == bench.TORCH_LINEAR)
+        assert math.isclose(r["time_vs_torch"], r["seconds"] / base["seconds"])
+        assert r["error_ratio"] == 0 if r["layer"] == bench.TORCH_LINEAR else 0 <= r["error_ratio"] <= 1, r
+
+
+def test_run_train_checks_every_layer_against_torch_linear():
+    seen = []
+    results = bench.run_train(["cpp", "numba"], repeats=3, rows=QUICK_ROWS, on_result=seen.append)
+    assert seen == results
+    check_train_results([dataclasses.asdict(r) for r in results], ["cpp", "numba"], 3)
+    # Not a vacuous check: gemmlab's float32 sums differ from MKL's, by far less than allowed.
+    assert any(r.error_ratio > 0 for r in results if r.layer == "cpp")
+
+
+def test_bench_train_command_writes_table_and_json(tmp_path, capsys, threads):
+    out_json = tmp_path / "train.json"
+    argv = ["bench-train", "--quick", "--backend", "cython", "--threads", "1", "--repeats", "3", "--json", str(out_json)]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "x torch.nn.Linear" in out and "1 thread(s)" in out and "WRONG" not in out
+    data = json.loads(out_json.read_text())
+    assert set(data) == {"machine", "rtol", "results"} and data["rtol"] == bench.TRAIN_RTOL
+    check_machine(data["machine"], 1)
+    check_train_results(data["results"], ["cython"], 3)
+    for r in data["results"]:  # every result is a row of the table, with its numbers
+        assert re.search(rf"{re.escape(r['work'])} +│ {re.escape(r['layer'])} +│ .* {r['time_vs_torch']:.2f} +│ +"
+                         rf"{r['error_ratio']:.2g} │", out), r
+
+
+def test_bench_train_command_fails_on_a_wrong_backend(tmp_path, capsys, break_backend, threads):
+    break_backend("cpp")
+    out_json = tmp_path / "train.json"
+    assert cli.main(["bench-train", "--quick", "--backend", "cython", "cpp", "--repeats", "3", "--threads", "1",
+                     "--json", str(out_json)]) == 1
+    out = capsys.readouterr().out
+    for work in TRAIN_WORK:
+        assert f"WRONG: cpp on {work} differs from torch.nn.Linear by" in out
+    assert "WRONG: cython" not in out
+    for r in json.loads(out_json.read_text())["results"]:
+        assert (r["error_ratio"] > 1) == (r["layer"] == "cpp"), r

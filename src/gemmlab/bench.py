@@ -7,6 +7,9 @@ reference before it is timed; timings are medians of calibrated repeats after wa
 threads spin for a while after a call and would slow whatever ran next on the same cores. The
 first call of each backend in the process (import, JIT compilation or cache load) is reported
 separately from the steady state.
+
+`gemmlab bench-train` (run_train): training work on gemmlab.nn.Linear per backend against
+torch.nn.Linear, each layer's results checked against torch.nn.Linear's before it is timed.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from gemmlab.dispatch import matmul
 from gemmlab.reference import error_ratio
@@ -227,3 +231,135 @@ def plot(results: list[Result], peaks: dict[str, Peak], path: str) -> None:
     fig.suptitle(f"gemmlab bench: {info['cpu']}, {info['threads']} threads, torch {info['torch']}, {info['date']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+# --- `gemmlab bench-train`: what a backend does to training, against torch.nn.Linear ------------
+TORCH_LINEAR = "torch.nn.Linear"  # the yardstick layer; in the product item, its product F.linear(x, w)
+TRAIN_RTOL = 1e-4  # allowed max |gemmlab - torch.nn.Linear| as a fraction of max |torch.nn.Linear| (float32 sums)
+MLP_SIZES = [784, 50, 10]  # the notes' MNIST MLP
+NETWORK_SIZES = [784, 50, 1]  # the notes' full-batch network, MSE loss on one output
+
+
+@dataclass
+class TrainResult:
+    work: str
+    layer: str  # TORCH_LINEAR or the gemmlab.nn.Linear backend
+    seconds: float  # median per call
+    time_vs_torch: float  # this time / torch.nn.Linear's time, same work, same run: above 1 is slower
+    error_ratio: float  # largest difference from torch.nn.Linear's outputs and gradients / allowed; <= 1 passes
+    repeats: int
+    calls_per_repeat: int
+
+
+def _mlp(sizes, layer: str) -> torch.nn.Sequential:
+    if layer != TORCH_LINEAR:
+        from gemmlab.nn import mlp
+
+        return mlp(sizes, backend=layer)
+    layers = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers[:-1])
+
+
+def _initial_state(sizes, seed: int) -> dict:
+    """One set of initial weights that every layer kind starts from (the state_dicts are interchangeable)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return _mlp(sizes, TORCH_LINEAR).state_dict()
+
+
+def _randn(*shape, seed: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+# Each work item builds, for one layer kind, step() (the timed call, returning its output or loss)
+# and state() (the gradients, and weights after an optimizer step, to compare with torch.nn.Linear's).
+def _product_work(layer: str, seed: int = 1):
+    x, w = _randn(64, 784, seed=seed).requires_grad_(), _randn(50, 784, seed=seed + 1).requires_grad_()
+    grad = _randn(64, 50, seed=seed + 2)
+    product = (lambda: F.linear(x, w)) if layer == TORCH_LINEAR else (lambda: matmul(x, w.T, backend=layer))
+
+    def step():
+        x.grad = w.grad = None
+        y = product()
+        y.backward(grad)
+        return y
+
+    return step, lambda: [x.grad, w.grad]
+
+
+def _train_step_work(layer: str, batch: int, seed: int = 2):
+    """One SGD step (zero_grad, forward, cross-entropy, backward, step) of the 784-50-10 MLP, as
+    asv's bench_network.TrainingStep times it."""
+    model = _mlp(MLP_SIZES, layer)
+    model.load_state_dict(_initial_state(MLP_SIZES, seed))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = _randn(batch, MLP_SIZES[0], seed=seed)
+    labels = torch.randint(0, MLP_SIZES[-1], (batch,), generator=torch.Generator().manual_seed(seed))
+
+    def step():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), labels)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step, lambda: [*(p.grad for p in model.parameters()), *model.parameters()]
+
+
+def _network_work(layer: str, rows: int, seed: int = 3):
+    model = _mlp(NETWORK_SIZES, layer)
+    model.load_state_dict(_initial_state(NETWORK_SIZES, seed))
+    x, target = _randn(rows, NETWORK_SIZES[0], seed=seed), _randn(rows, seed=seed + 1)
+
+    def step():
+        model.zero_grad()
+        loss = F.mse_loss(model(x).squeeze(1), target)
+        loss.backward()
+        return loss
+
+    return step, lambda: [p.grad for p in model.parameters()]
+
+
+def train_work(rows: int = 50000) -> dict:
+    """The work items, name -> builder(layer) -> (step, state); rows: the full-batch network's rows."""
+    return {
+        "product 64x784 @ 784x50, fwd+bwd": _product_work,
+        "train step, batch 64": lambda layer: _train_step_work(layer, 64),
+        "train step, batch 512": lambda layer: _train_step_work(layer, 512),
+        f"{rows}x784->50->1 MSE, fwd+bwd": lambda layer: _network_work(layer, rows),
+    }
+
+
+def _observed(step, state) -> list[torch.Tensor]:
+    return [t.detach().clone() for t in (step(), *state())]
+
+
+def _difference_ratio(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
+    """Largest |got - want| as a fraction of TRAIN_RTOL x max |want|, over every tensor; <= 1 passes (NaN fails)."""
+    return max(float((g - w).abs().max() / (TRAIN_RTOL * w.abs().max())) for g, w in zip(got, want, strict=True))
+
+
+def run_train(backends, repeats: int = 7, rows: int = 50000, on_result=None) -> list[TrainResult]:
+    """Each work item (train_work) on torch.nn.Linear, then gemmlab.nn.Linear on each backend: a first
+    step checked against torch.nn.Linear's from the same initial weights and data, then timed."""
+    results = []
+    for work, build in train_work(rows).items():
+        want, base = None, None
+        for layer in (TORCH_LINEAR, *backends):
+            step, state = build(layer)
+            got = _observed(step, state)
+            want = want if want is not None else got
+            err = 0.0 if layer == TORCH_LINEAR else _difference_ratio(got, want)
+            t = measure(step, repeats=repeats)
+            base = base if base is not None else t.per_call
+            result = TrainResult(work, layer, t.per_call, t.per_call / base, err, t.repeats, t.calls_per_repeat)
+            results.append(result)
+            if on_result:
+                on_result(result)
+    return results
+
+
+def train_to_json(results: list[TrainResult]) -> dict:
+    return {"machine": machine(), "rtol": TRAIN_RTOL, "results": [asdict(r) for r in results]}

@@ -1,5 +1,6 @@
 """The `gemmlab` command: `ladder` (the notes' speed ladder), `bench` (GFLOP/s against torch),
-`train` (an MLP on digits) and `info` (backends)."""
+`bench-train` (training with gemmlab.nn.Linear against torch.nn.Linear), `train` (an MLP on digits)
+and `info` (backends)."""
 
 from __future__ import annotations
 
@@ -175,6 +176,39 @@ def run_bench(args: argparse.Namespace) -> int:
     return 1 if wrong else 0
 
 
+def run_bench_train(args: argparse.Namespace) -> int:
+    from gemmlab import bench
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    console = _console()
+    info = bench.machine()
+    console.print(f"{info['cpu']} ({info['capability']}), {info['threads']} thread(s), torch {info['torch']}")
+    table = Table(title="gemmlab bench-train: median time per call; time as a ratio to torch.nn.Linear's in the same run "
+                        "(above 1: slower)")
+    for col in ("work", "layer", "per call", "x torch.nn.Linear", "error/bound"):
+        table.add_column(col, justify="left" if col in ("work", "layer") else "right")
+    wrong = []
+
+    def add(r):
+        if not r.error_ratio <= 1.0:
+            wrong.append(r)
+        table.add_row(r.work, r.layer, _format_seconds(r.seconds), f"{r.time_vs_torch:.2f}",
+                      f"{r.error_ratio:.2g}" + ("" if r.error_ratio <= 1.0 else " WRONG"))
+
+    with console.status("benchmarking...") as status:
+        results = bench.run_train(args.backend, repeats=args.repeats, rows=500 if args.quick else 50000,
+                                  on_result=lambda r: (status.update(f"{r.work}: {r.layer} done"), add(r)))
+    console.print(table)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(bench.train_to_json(results), f, indent=2)
+        console.print(f"raw numbers written to {args.json}")
+    for r in wrong:
+        console.print(f"[red]WRONG: {r.layer} on {r.work} differs from torch.nn.Linear by {r.error_ratio:.3g}x the allowed error")
+    return 1 if wrong else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gemmlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -221,6 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plot", nargs="?", const="bench.png", metavar="FILE.png", help="draw GFLOP/s (default bench.png)")
     bench.add_argument("--json", metavar="FILE", help="write the raw numbers")
     bench.set_defaults(func=run_bench)
+
+    train_bench = sub.add_parser("bench-train", help="training steps with gemmlab.nn.Linear on each backend against "
+                                 "torch.nn.Linear, checked against it")
+    train_bench.add_argument("--backend", nargs="+", choices=list(BACKENDS), default=["numba", "cython", "cpp", "torch"])
+    train_bench.add_argument("--threads", type=int, help="torch.set_num_threads (all parallel backends follow it)")
+    train_bench.add_argument("--repeats", type=int, default=7)
+    train_bench.add_argument("--json", metavar="FILE", help="write the raw numbers")
+    train_bench.add_argument("--quick", action="store_true", help="500 rows instead of 50000 in the full-batch network "
+                             "(a smoke test, not a measurement)")
+    train_bench.set_defaults(func=run_bench_train)
 
     info = sub.add_parser("info", help="list every backend: available or why not, devices, dtypes")
     info.add_argument("--json", action="store_true")
