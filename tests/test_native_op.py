@@ -148,3 +148,20 @@ def test_bad_arguments_raise_naming_them():
         op(randn(2, 3, 4, seed=23).requires_grad_(), randn(5, 2, seed=24), "cpp")
     with pytest.raises(ValueError, match="at least 1 dimension"):
         op(torch.tensor(1.0, dtype=torch.float64), b, "cpp")
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+def test_gradients_come_in_their_operands_layout(backend):
+    """A transposed operand (a layer's W.T) gets its gradient transposed too, so that accumulating it
+    into the parameter needs no copy; values as torch's."""
+    x, w = randn(5, 6, seed=90).requires_grad_(), randn(4, 6, seed=91).requires_grad_()
+    wt, xt = w.T, randn(6, 5, seed=92).T.requires_grad_()
+    seen = {}
+    wt.register_hook(lambda g: seen.setdefault("wt", g.stride()) and None)
+    gemmlab.matmul(x, wt, backend=backend).sum().backward()
+    gemmlab.matmul(xt, wt, backend=backend).sum().backward()
+    assert seen["wt"] == wt.stride() and xt.grad.stride() == xt.stride()
+    assert w.grad.stride() == w.stride()
+    ref_x, ref_w = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    (ref_x @ ref_w.T).sum().backward()
+    torch.testing.assert_close(x.grad, ref_x.grad)
