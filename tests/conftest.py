@@ -71,13 +71,12 @@ def backend(request):
 
 def _wrap_kernel(monkeypatch, name: str, wrap) -> None:
     """For the rest of the test, backend `name` runs wrap(its kernel) instead of its kernel (reached
-    from Python: the routes through the C++ dispatch core, with and without grad, are closed for the test)."""
+    from Python: its routes through the C++ dispatch core, with and without grad, are closed for the test)."""
     spec = get_backend(name)
     monkeypatch.setattr(spec, "_kernel", wrap(spec.kernel))
     for alias, route in list(NATIVE_KERNELS.items()):
         if route[1] == spec.native:
             monkeypatch.delitem(NATIVE_KERNELS, alias)
-    monkeypatch.setattr(spec, "native", None)  # products with grad take the Python op, which calls the kernel
 
 
 @pytest.fixture
