@@ -1,7 +1,7 @@
 """The C++ backend's BLIS-structured GEMM (csrc/gemm/), path by path, against the float64 reference.
 
-Every ISA path this CPU supports (forced with GEMMLAB_CPU), the small unpacked path and the packed
-path, edge tiles around the real block sizes (read from the extension, so retuning cannot make
+Every ISA path this CPU supports (forced with GEMMLAB_CPU), the in-place (unpacked) path and the
+packed path, edge tiles around the real block sizes (read from the extension, so retuning cannot make
 these tests miss an edge), both loop orders, every operand layout, 1/2/3 threads, NaN-poisoned and
 strided outputs, exact results on small-integer inputs (where float rounding cannot hide a dropped
 term), and operands placed against a guard page so a read or write past any tensor's end
@@ -68,10 +68,13 @@ def shapes(dtype):
     n_wide = max(3 * nr + 5, cpp.B_RESIDENT_BYTES // (k_long * size) + 7)  # packed B no longer fits: pc-outer order
     side = round(cpp.SMALL_PRODUCT_FMAS ** (1 / 3))
     return [
-        ("tiny network layer (small path)", 5, 784, 10),
-        ("1x1x1 (small path)", 1, 1, 1),
-        ("at the small-path limit", side, side, side),
-        ("just above the small-path limit (packed)", side, side, side + 1),
+        ("tiny network layer", 5, 784, 10),
+        ("1x1x1", 1, 1, 1),
+        ("at the small-product limit", side, side, side),
+        ("just above the small-product limit", side, side, side + 1),
+        ("a layer's backward: few strips of columns", 64, 784, 50),
+        ("A small, many strips of columns", 50, 64, 3 * nr + 17),
+        ("A large, many strips of columns", 2 * mc + 3, 3 * kc // 2 + 1, 4 * nr + 5),
         ("one short row and column of tiles", mr - 1, 5, nr - 1),
         ("edges in every dimension, B kept whole (ic-outer order)", mc + 13, k_long, nr + 5),
         ("edges in every dimension, B sliced (pc-outer order)", mc + 13, k_long, n_wide),
@@ -79,6 +82,17 @@ def shapes(dtype):
         ("tall, one column", 8 * mc + 1, 7, 1),
         ("one row, wider than NC", 3, 37, bl["NC"] + nr + 3),
     ]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_edge_shapes_cover_both_loops(path, dtype):
+    """The shapes above reach the in-place loop and the packed one (for row-major B and C; other
+    layouts always pack): a retuned threshold cannot leave either untested."""
+    taken = {cpp.takes_in_place_path(m, k, n, str(dtype).removeprefix("torch.")) for _, m, k, n in shapes(dtype)}
+    assert taken == {True, False}
+    if path == "avx512":  # the medium products that skip packing there
+        assert cpp.takes_in_place_path(64, 784, 50, "float32") and cpp.takes_in_place_path(50, 64, 784, "float32")
+        assert not cpp.takes_in_place_path(256, 256, 256, "float32")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -106,6 +120,8 @@ def test_paths_threaded(path, dtype, count, threads):
         (3 * bl["MC"] + 5, bl["KC"] + 9, 2 * bl["NR"] + 3),
         (bl["MR"] + 3, bl["KC"] + 9, 9 * bl["NR"] + 1),
         (4 * bl["MC"] + 1, 2 * bl["KC"] + 1, 50),
+        (64, 784, 50),  # in place where the path allows it: the rows split
+        (9, 64, 2049),  # in place, too few rows to split: the columns split
     ]
     for m, k, n in cases:
         for name, a, b in layouts(m, k, n, dtype, seed=m):
@@ -116,7 +132,7 @@ def test_paths_threaded(path, dtype, count, threads):
 def test_results_do_not_depend_on_thread_count(path, threads):
     """K is never split across threads, so every element is summed in the same order."""
     bl = blocks(torch.float32)
-    for m, k, n in [(3 * bl["MC"] + 5, bl["KC"] + 9, 130), (20, 2 * bl["KC"] + 1, 700), (700, 300, 50)]:
+    for m, k, n in [(3 * bl["MC"] + 5, bl["KC"] + 9, 130), (20, 2 * bl["KC"] + 1, 700), (700, 300, 50), (64, 784, 50), (9, 64, 2049)]:
         a, b = randn(m, k, dtype=torch.float32, seed=1), randn(k, n, dtype=torch.float32, seed=2)
         results = []
         for count in (1, 2, 3):
@@ -186,7 +202,8 @@ def guarded():
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_no_access_past_the_end(path, dtype, guarded):
     bl = blocks(dtype)
-    for m, k, n in [(5, 784, 10), (3, 5, 7), (bl["MC"] + 13, bl["KC"] + 9, bl["NR"] + 5), (2 * bl["MR"] + 1, 37, 1)]:
+    for m, k, n in [(5, 784, 10), (3, 5, 7), (bl["MC"] + 13, bl["KC"] + 9, bl["NR"] + 5), (2 * bl["MR"] + 1, 37, 1),
+                    (61, 300, 50)]:
         a, b = guarded(m, k, dtype, seed=5), guarded(k, n, dtype, seed=6)
         out = guarded(m, n, dtype)
         out.fill_(float("nan"))

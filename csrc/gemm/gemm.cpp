@@ -1,4 +1,4 @@
-// gemmlab's GEMM driver: path selection, the small-product path, thread partitioning and the
+// gemmlab's GEMM driver: path selection, the in-place path, thread partitioning and the
 // per-ISA task entry points around the five loops (five_loops.h).
 
 #include "gemm.h"
@@ -73,34 +73,75 @@ GEMMLAB_TARGET_AVX512 __attribute__((flatten)) void task_avx512(const Operands<T
 }
 #endif
 
-// ---- Small products ----------------------------------------------------------------------------
-// No packing, no threads: the kernel reads A and B where they are. Needs B's and C's rows
-// contiguous (unit column stride), which is what the small layers of a network give. Any other
-// small product takes the packed path on one thread: its SIMD transposing pack beat a scalar copy
-// of B into row-major order (measured: 64^3 with B = W.T, 4.9 vs 7.0 us).
+// ---- The in-place path --------------------------------------------------------------------------
+// No packing: the small kernel reads A and B where they are (B's and C's rows must be contiguous,
+// which is what a network's layers give), one tile of up to SMALL_ROWS rows x one strip of
+// SMALL_VECTORS vectors at a time, strips outer so a strip of B stays in cache for every row tile.
+// Row tiles are of equal height (64 rows: 13+13+13+13+12, not 14+14+14+14+8) so that no tile runs
+// short of accumulators. Any other layout takes the packed path: its SIMD transposing pack beat a
+// scalar copy of B into row-major order (measured: 64^3 with B = W.T, 4.9 vs 7.0 us).
 template <class P, class T>
-void small_simd(int64_t m, int64_t n, int64_t k, const Operands<T>& op) {
+void in_place_block(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t k, const Operands<T>& op) {
   constexpr int L = P::Simd::L;
   constexpr int W = P::SMALL_VECTORS * L;
-  for (int64_t j0 = 0; j0 < n; j0 += W) {
-    const int ncols = static_cast<int>(std::min<int64_t>(W, n - j0));
+  const int64_t m = m1 - m0;
+  const int64_t tile_rows = ceil_div(m, ceil_div(m, int64_t(P::SMALL_ROWS)));
+  for (int64_t j0 = n0; j0 < n1; j0 += W) {
+    const int ncols = static_cast<int>(std::min<int64_t>(W, n1 - j0));
     const int nv = static_cast<int>(ceil_div(ncols, L));
-    for (int64_t i0 = 0; i0 < m; i0 += P::SMALL_ROWS) {
-      const int rows = static_cast<int>(std::min<int64_t>(P::SMALL_ROWS, m - i0));
+    for (int64_t i0 = m0; i0 < m1; i0 += tile_rows) {
+      const int rows = static_cast<int>(std::min<int64_t>(tile_rows, m1 - i0));
       P::small[rows - 1][nv - 1](k, op.a + i0 * op.ars, op.ars, op.acs, op.b + j0, op.brs, op.c + i0 * op.crs + j0,
                                  op.crs, ncols);
     }
   }
 }
 
-template <class T>
-void small_product(CpuPath path, int64_t m, int64_t n, int64_t k, const Operands<T>& op) {
-  switch (path) {
-#ifdef GEMMLAB_HAVE_X86
-    case CpuPath::avx512: return small_simd<Avx512Path<T>>(m, n, k, op);
-    case CpuPath::avx2: return small_simd<Avx2Path<T>>(m, n, k, op);
-#endif
-    default: return generic::small_gemm(m, n, k, op.a, op.ars, op.acs, op.b, op.brs, op.c, op.crs);
+int useful_threads(int64_t m, int64_t n, int64_t k, int threads) {
+  const double fmas = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  return static_cast<int>(std::min<double>(threads, std::max(1.0, fmas / FMAS_PER_THREAD)));
+}
+
+// Part `i` of `parts` of [0, extent), cut on multiples of `unit` (whole micro-panels or vectors).
+inline void split(int64_t extent, int unit, int parts, int i, int64_t* begin, int64_t* end) {
+  const int64_t panels = ceil_div(extent, unit);
+  *begin = std::min(extent, panels * i / parts * unit);
+  *end = std::min(extent, panels * (i + 1) / parts * unit);
+}
+
+// Threads split the rows while each gets at least a tile's worth, else the columns (whole vectors).
+template <class P, class T>
+void in_place_product(int64_t m, int64_t n, int64_t k, const Operands<T>& op, int threads) {
+  const int parts = useful_threads(m, n, k, threads);
+  if (parts == 1) return in_place_block<P>(0, m, 0, n, k, op);
+  const bool by_rows = m >= int64_t(parts) * P::SMALL_ROWS;
+  at::parallel_for(0, parts, 1, [&](int64_t first, int64_t last) {
+    for (int64_t t = first; t < last; ++t) {
+      int64_t begin, end;
+      split(by_rows ? m : n, by_rows ? 1 : P::Simd::L, parts, static_cast<int>(t), &begin, &end);
+      if (begin == end) continue;
+      by_rows ? in_place_block<P>(begin, end, 0, n, k, op) : in_place_block<P>(0, m, begin, end, k, op);
+    }
+  });
+}
+
+// Whether the in-place path beats packing. It re-reads A once per strip of columns and each strip
+// of B once per row tile, from cache. Measured on the AVX-512 Xeon, one thread: it wins while A
+// fits in L1 (50x64 @ 64x784: 148 vs 135 GFLOP/s), or fits in L2 and is re-read for a few strips
+// only (64x784 @ 784x50: 113 vs 86; 64x1024 @ 1024x64: 145 vs 120), and loses where a large A is
+// re-read often (256^3: 144 vs 165; 1024x64 @ 64x1024: 124 vs 161). The portable path and AVX2
+// keep it for small products only (not measured beyond them).
+template <class P, class T>
+bool in_place_pays(int64_t m, int64_t n, int64_t k, const Operands<T>& op) {
+  if (op.bcs != 1 || op.ccs != 1) return false;
+  const double fmas = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  if (fmas <= SMALL_PRODUCT_FMAS) return true;
+  if constexpr (!P::IN_PLACE_MEDIUM) {
+    return false;
+  } else {
+    const double a_bytes = static_cast<double>(m) * static_cast<double>(k) * sizeof(T);
+    const int64_t strips = ceil_div(n, int64_t(P::SMALL_VECTORS) * P::Simd::L);
+    return a_bytes <= IN_PLACE_A_L1_BYTES || (strips <= IN_PLACE_FEW_STRIPS && a_bytes <= IN_PLACE_A_L2_BYTES);
   }
 }
 
@@ -117,8 +158,7 @@ struct Grid {
 
 template <class P>
 Grid choose_grid(int64_t m, int64_t n, int64_t k, const Operands<typename P::T>& op, int threads) {
-  const double fmas = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-  int useful = static_cast<int>(std::min<double>(threads, std::max(1.0, fmas / FMAS_PER_THREAD)));
+  const int useful = useful_threads(m, n, k, threads);
   const int64_t m_panels = ceil_div(m, P::MR), n_panels = ceil_div(n, P::NR);
   const double cost_a = op.ars == 1 ? 1.0 : 2.0;  // packed A is column-ordered within a panel
   const double cost_b = op.bcs == 1 ? 1.0 : 2.0;  // packed B is row-ordered within a panel
@@ -138,13 +178,6 @@ Grid choose_grid(int64_t m, int64_t n, int64_t k, const Operands<typename P::T>&
     if (best_cost >= 0) return best;
   }
   return {};
-}
-
-// Part `i` of `parts` of [0, extent), cut on multiples of `unit` (whole micro-panels).
-inline void split(int64_t extent, int unit, int parts, int i, int64_t* begin, int64_t* end) {
-  const int64_t panels = ceil_div(extent, unit);
-  *begin = std::min(extent, panels * i / parts * unit);
-  *end = std::min(extent, panels * (i + 1) / parts * unit);
 }
 
 template <class P>
@@ -183,14 +216,31 @@ void gemm_on_path(CpuPath path, int64_t m, int64_t n, int64_t k, const Operands<
       for (int64_t j = 0; j < n; ++j) op.c[i * op.crs + j * op.ccs] = T(0);
     return;
   }
-  const double fmas = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-  if (fmas <= SMALL_PRODUCT_FMAS && op.bcs == 1 && op.ccs == 1) return small_product(path, m, n, k, op);
   switch (path) {
 #ifdef GEMMLAB_HAVE_X86
-    case CpuPath::avx512: return packed_product<Avx512Path<T>>(&task_avx512<T>, m, n, k, op, threads);
-    case CpuPath::avx2: return packed_product<Avx2Path<T>>(&task_avx2<T>, m, n, k, op, threads);
+    case CpuPath::avx512:
+      if (in_place_pays<Avx512Path<T>>(m, n, k, op)) return in_place_product<Avx512Path<T>>(m, n, k, op, threads);
+      return packed_product<Avx512Path<T>>(&task_avx512<T>, m, n, k, op, threads);
+    case CpuPath::avx2:
+      if (in_place_pays<Avx2Path<T>>(m, n, k, op)) return in_place_product<Avx2Path<T>>(m, n, k, op, threads);
+      return packed_product<Avx2Path<T>>(&task_avx2<T>, m, n, k, op, threads);
 #endif
-    default: return packed_product<GenericPath<T>>(&task_generic<T>, m, n, k, op, threads);
+    default:
+      if (in_place_pays<GenericPath<T>>(m, n, k, op)) {
+        return generic::small_gemm(m, n, k, op.a, op.ars, op.acs, op.b, op.brs, op.c, op.crs);
+      }
+      return packed_product<GenericPath<T>>(&task_generic<T>, m, n, k, op, threads);
+  }
+}
+
+template <class T>
+bool takes_in_place_path(CpuPath path, int64_t m, int64_t n, int64_t k, const Operands<T>& op) {
+  switch (path) {
+#ifdef GEMMLAB_HAVE_X86
+    case CpuPath::avx512: return in_place_pays<Avx512Path<T>>(m, n, k, op);
+    case CpuPath::avx2: return in_place_pays<Avx2Path<T>>(m, n, k, op);
+#endif
+    default: return in_place_pays<GenericPath<T>>(m, n, k, op);
   }
 }
 
@@ -219,5 +269,7 @@ template void gemm<float>(int64_t, int64_t, int64_t, const Operands<float>&, int
 template void gemm<double>(int64_t, int64_t, int64_t, const Operands<double>&, int);
 template void gemm_on_path<float>(CpuPath, int64_t, int64_t, int64_t, const Operands<float>&, int);
 template void gemm_on_path<double>(CpuPath, int64_t, int64_t, int64_t, const Operands<double>&, int);
+template bool takes_in_place_path<float>(CpuPath, int64_t, int64_t, int64_t, const Operands<float>&);
+template bool takes_in_place_path<double>(CpuPath, int64_t, int64_t, int64_t, const Operands<double>&);
 
 }  // namespace gemmlab

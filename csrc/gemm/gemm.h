@@ -3,7 +3,7 @@
 // Pieces: cpu_path (run-time ISA choice), pack.h + pack_simd.inc (packing A/B blocks),
 // ukernel_* + ukernel_simd.inc (register-blocked micro-kernels and the small-product kernel:
 // AVX-512, AVX2+FMA, portable), blocking.h (MR/NR/KC/MC/NC per path), five_loops.h (the loops
-// around the micro-kernel), and gemm.cpp (small-product path, thread partitioning, per-ISA entry
+// around the micro-kernel), and gemm.cpp (the in-place path, thread partitioning, per-ISA entry
 // points).
 #pragma once
 
@@ -25,9 +25,18 @@ void gemm(int64_t m, int64_t n, int64_t k, const Operands<T>& op, int threads);
 template <class T>
 void gemm_on_path(CpuPath path, int64_t m, int64_t n, int64_t k, const Operands<T>& op, int threads);
 
-// Products with m*n*k at or below this many multiply-adds take the small path (one thread, no
-// packing) when B's and C's rows are contiguous.
+// Whether the product takes the in-place path (no packing; see gemm.cpp) rather than the packed one.
+template <class T>
+bool takes_in_place_path(CpuPath path, int64_t m, int64_t n, int64_t k, const Operands<T>& op);
+
+// Products with m*n*k at or below this many multiply-adds take the in-place path (on one thread)
+// whenever B's and C's rows are contiguous.
 constexpr int64_t SMALL_PRODUCT_FMAS = 64 * 64 * 64;
+// On AVX-512, larger ones too while A fits in L1, or in L2 and is re-read for at most this many
+// strips of columns (measured; see in_place_pays in gemm.cpp).
+constexpr double IN_PLACE_A_L1_BYTES = 32 << 10;
+constexpr double IN_PLACE_A_L2_BYTES = 512 << 10;
+constexpr int64_t IN_PLACE_FEW_STRIPS = 4;
 // The packed path gives each thread at least this many multiply-adds: a fork/join costs a few
 // microseconds, about what one core needs for ~1M multiply-adds.
 constexpr int64_t FMAS_PER_THREAD = 1 << 20;
@@ -42,5 +51,7 @@ extern template void gemm<float>(int64_t, int64_t, int64_t, const Operands<float
 extern template void gemm<double>(int64_t, int64_t, int64_t, const Operands<double>&, int);
 extern template void gemm_on_path<float>(CpuPath, int64_t, int64_t, int64_t, const Operands<float>&, int);
 extern template void gemm_on_path<double>(CpuPath, int64_t, int64_t, int64_t, const Operands<double>&, int);
+extern template bool takes_in_place_path<float>(CpuPath, int64_t, int64_t, int64_t, const Operands<float>&);
+extern template bool takes_in_place_path<double>(CpuPath, int64_t, int64_t, int64_t, const Operands<double>&);
 
 }  // namespace gemmlab
