@@ -202,22 +202,23 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       },
       py::arg("dtype"), "Register and cache blocking (MR, NR, KC, MC, NC) of the path cpu_path() names");
   m.def(
-      "takes_in_place_path",
-      [](int64_t m, int64_t k, int64_t n, const std::string& dtype) {
-        TORCH_CHECK_VALUE(dtype == "float32" || dtype == "float64", "takes_in_place_path() takes 'float32' or "
-                          "'float64', got '", dtype, "'");
-        TORCH_CHECK_VALUE(m >= 0 && k >= 0 && n >= 0, "takes_in_place_path(): negative size in ", m, " x ", k, " x ", n);
+      "loop_for",
+      [](int64_t m, int64_t k, int64_t n, const std::string& dtype, bool b_transposed) {
+        TORCH_CHECK_VALUE(dtype == "float32" || dtype == "float64", "loop_for() takes 'float32' or 'float64', got '",
+                          dtype, "'");
+        TORCH_CHECK_VALUE(m >= 0 && k >= 0 && n >= 0, "loop_for(): negative size in ", m, " x ", k, " x ", n);
         const gemmlab::CpuPath path = gemmlab::selected_path();
-        // Row-major operands (the layout the in-place path needs for B and C); no memory is touched.
+        // Row-major A and C, B row-major or transposed; no memory is touched.
         auto decide = [&](auto zero) {
           using T = decltype(zero);
-          const gemmlab::Operands<T> op{nullptr, k, 1, nullptr, n, 1, nullptr, n, 1};
-          return gemmlab::takes_in_place_path<T>(path, m, n, k, op);
+          const gemmlab::Operands<T> op{nullptr, k, 1, nullptr, b_transposed ? 1 : n, b_transposed ? k : 1, nullptr, n, 1};
+          return std::string(gemmlab::loop_for<T>(path, m, n, k, op));
         };
         return dtype == "float64" ? decide(0.0) : decide(0.0f);
       },
-      py::arg("m"), py::arg("k"), py::arg("n"), py::arg("dtype"),
-      "Whether an m x k @ k x n product of row-major operands takes the in-place (unpacked) path");
+      py::arg("m"), py::arg("k"), py::arg("n"), py::arg("dtype"), py::arg("b_transposed") = false,
+      "The loop an m x k @ k x n product of row-major A and C takes on the current CPU path: 'in place', "
+      "'in place, B packed', 'dot products' or 'packed'");
   m.attr("SMALL_PRODUCT_FMAS") = gemmlab::SMALL_PRODUCT_FMAS;
   m.attr("FMAS_PER_THREAD") = gemmlab::FMAS_PER_THREAD;
   m.attr("B_RESIDENT_BYTES") = gemmlab::B_RESIDENT_BYTES;

@@ -75,6 +75,9 @@ def shapes(dtype):
         ("a layer's backward: few strips of columns", 64, 784, 50),
         ("A small, many strips of columns", 50, 64, 3 * nr + 17),
         ("A large, many strips of columns", 2 * mc + 3, 3 * kc // 2 + 1, 4 * nr + 5),
+        ("long rows, few columns: dot products, k not a whole vector", 13, 601, 23),
+        ("long rows, many rows: dot products rows first", 301, 555, 9),
+        ("short rows, B transposed: in place after packing B", 40, 70, 45),
         ("one short row and column of tiles", mr - 1, 5, nr - 1),
         ("edges in every dimension, B kept whole (ic-outer order)", mc + 13, k_long, nr + 5),
         ("edges in every dimension, B sliced (pc-outer order)", mc + 13, k_long, n_wide),
@@ -85,14 +88,17 @@ def shapes(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_edge_shapes_cover_both_loops(path, dtype):
-    """The shapes above reach the in-place loop and the packed one (for row-major B and C; other
-    layouts always pack): a retuned threshold cannot leave either untested."""
-    taken = {cpp.takes_in_place_path(m, k, n, str(dtype).removeprefix("torch.")) for _, m, k, n in shapes(dtype)}
-    assert taken == {True, False}
-    if path == "avx512":  # the medium products that skip packing there
-        assert cpp.takes_in_place_path(64, 784, 50, "float32") and cpp.takes_in_place_path(50, 64, 784, "float32")
-        assert not cpp.takes_in_place_path(256, 256, 256, "float32")
+def test_edge_shapes_cover_every_loop(path, dtype):
+    """The shapes above, with B row-major and transposed, reach every loop the path has, so a
+    retuned threshold cannot leave one untested."""
+    name = str(dtype).removeprefix("torch.")
+    taken = {cpp.loop_for(m, k, n, name, b_transposed=bt) for _, m, k, n in shapes(dtype) for bt in (False, True)}
+    wide = {"in place", "in place, B packed", "dot products", "packed"}
+    assert taken == (wide if path == "avx512" else {"in place", "packed"})
+    if path == "avx512":  # a layer's products
+        assert cpp.loop_for(64, 784, 50, "float32", b_transposed=True) == "dot products"  # x @ W.T
+        assert cpp.loop_for(50, 64, 784, "float32") == "in place"  # grad.T @ x
+        assert cpp.loop_for(256, 256, 256, "float32") == "packed"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -120,8 +126,9 @@ def test_paths_threaded(path, dtype, count, threads):
         (3 * bl["MC"] + 5, bl["KC"] + 9, 2 * bl["NR"] + 3),
         (bl["MR"] + 3, bl["KC"] + 9, 9 * bl["NR"] + 1),
         (4 * bl["MC"] + 1, 2 * bl["KC"] + 1, 50),
-        (64, 784, 50),  # in place where the path allows it: the rows split
+        (64, 784, 50),  # in place (dot products for B transposed) where the path allows it: the rows split
         (9, 64, 2049),  # in place, too few rows to split: the columns split
+        (9, 1001, 300),  # dot products for B transposed, too few rows to split: the columns split
     ]
     for m, k, n in cases:
         for name, a, b in layouts(m, k, n, dtype, seed=m):
@@ -132,13 +139,14 @@ def test_paths_threaded(path, dtype, count, threads):
 def test_results_do_not_depend_on_thread_count(path, threads):
     """K is never split across threads, so every element is summed in the same order."""
     bl = blocks(torch.float32)
-    for m, k, n in [(3 * bl["MC"] + 5, bl["KC"] + 9, 130), (20, 2 * bl["KC"] + 1, 700), (700, 300, 50), (64, 784, 50), (9, 64, 2049)]:
-        a, b = randn(m, k, dtype=torch.float32, seed=1), randn(k, n, dtype=torch.float32, seed=2)
-        results = []
-        for count in (1, 2, 3):
-            torch.set_num_threads(count)
-            results.append(run(a, b))
-        assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2]), (m, k, n)
+    for m, k, n in [(3 * bl["MC"] + 5, bl["KC"] + 9, 130), (20, 2 * bl["KC"] + 1, 700), (700, 300, 50), (64, 784, 50), (9, 64, 2049), (9, 1001, 300)]:
+        a = randn(m, k, dtype=torch.float32, seed=1)
+        for b in (randn(k, n, dtype=torch.float32, seed=2), randn(n, k, dtype=torch.float32, seed=3).T):
+            results = []
+            for count in (1, 2, 3):
+                torch.set_num_threads(count)
+                results.append(run(a, b))
+            assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2]), (m, k, n, b.stride())
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

@@ -43,13 +43,13 @@ struct Blocking {
 // Portable path: 128-bit vectors (SSE2 / NEON), 16 registers: 6 rows x 2 vectors of accumulators.
 template <class T> struct GenericPath;
 template <> struct GenericPath<float> : Blocking<float, 6, 8, 256, 96, 2048> {
-  static constexpr bool IN_PLACE_MEDIUM = false;
+  static constexpr bool UNPACKED_MEDIUM = false;
   using Transpose = ScalarTransposePack;
   static constexpr const auto& kernels = generic::micro_kernels<float, MR, NR, NR>;
   static constexpr const auto& narrow_kernels = generic::micro_kernels<float, MR, NR, NR / 2>;
 };
 template <> struct GenericPath<double> : Blocking<double, 6, 4, 256, 96, 2048> {
-  static constexpr bool IN_PLACE_MEDIUM = false;
+  static constexpr bool UNPACKED_MEDIUM = false;
   using Transpose = ScalarTransposePack;
   static constexpr const auto& kernels = generic::micro_kernels<double, MR, NR, NR>;
   static constexpr const auto& narrow_kernels = generic::micro_kernels<double, MR, NR, NR / 2>;
@@ -64,7 +64,7 @@ template <> struct Avx2Path<float> : Blocking<float, 6, 16, 256, 144, 2048> {
   static constexpr const auto& kernels = avx2::micro_kernels<Simd, MR, NR, NR / Simd::L>;
   static constexpr const auto& narrow_kernels = avx2::micro_kernels<Simd, MR, NR, NR / Simd::L / 2>;
   static constexpr int SMALL_ROWS = 6, SMALL_VECTORS = 1;
-  static constexpr bool IN_PLACE_MEDIUM = false;
+  static constexpr bool UNPACKED_MEDIUM = false;
   static constexpr const auto& small = avx2::small_kernels<Simd, SMALL_ROWS, SMALL_VECTORS>;
 };
 template <> struct Avx2Path<double> : Blocking<double, 6, 8, 256, 144, 2048> {
@@ -73,7 +73,7 @@ template <> struct Avx2Path<double> : Blocking<double, 6, 8, 256, 144, 2048> {
   static constexpr const auto& kernels = avx2::micro_kernels<Simd, MR, NR, NR / Simd::L>;
   static constexpr const auto& narrow_kernels = avx2::micro_kernels<Simd, MR, NR, NR / Simd::L / 2>;
   static constexpr int SMALL_ROWS = 6, SMALL_VECTORS = 1;
-  static constexpr bool IN_PLACE_MEDIUM = false;
+  static constexpr bool UNPACKED_MEDIUM = false;
   static constexpr const auto& small = avx2::small_kernels<Simd, SMALL_ROWS, SMALL_VECTORS>;
 };
 
@@ -84,20 +84,26 @@ template <> struct Avx512Path<float> : Blocking<float, 14, 32, 1024, 84, 2048> {
   using Transpose = avx512::TransposePack<Simd>;
   static constexpr const auto& kernels = avx512::micro_kernels<Simd, MR, NR, NR / Simd::L>;
   static constexpr const auto& narrow_kernels = avx512::micro_kernels<Simd, MR, NR, NR / Simd::L / 2>;
-  // The in-place path's tiles are as large as the micro-kernel's (one set of accumulators).
+  // The in-place path's tiles are as large as the micro-kernel's (one set of accumulators); the
+  // dot-product path's 4 x 6 tile: 24 accumulators + 4 vectors of A + 1 of B.
   static constexpr int SMALL_ROWS = MR, SMALL_VECTORS = 2;
-  static constexpr bool IN_PLACE_MEDIUM = true;
+  static constexpr bool UNPACKED_MEDIUM = true;
   static constexpr const auto& small = avx512::small_kernels<Simd, SMALL_ROWS, SMALL_VECTORS>;
+  static constexpr int DOT_ROWS = 4, DOT_COLS = 6;
+  static constexpr const auto& dot = avx512::dot_kernels<Simd, DOT_ROWS, DOT_COLS>;
 };
 template <> struct Avx512Path<double> : Blocking<double, 14, 16, 768, 56, 2048> {
   using Simd = avx512::F64;
   using Transpose = avx512::TransposePack<Simd>;
   static constexpr const auto& kernels = avx512::micro_kernels<Simd, MR, NR, NR / Simd::L>;
   static constexpr const auto& narrow_kernels = avx512::micro_kernels<Simd, MR, NR, NR / Simd::L / 2>;
-  // The in-place path's tiles are as large as the micro-kernel's (one set of accumulators).
+  // The in-place path's tiles are as large as the micro-kernel's (one set of accumulators); the
+  // dot-product path's 4 x 6 tile: 24 accumulators + 4 vectors of A + 1 of B.
   static constexpr int SMALL_ROWS = MR, SMALL_VECTORS = 2;
-  static constexpr bool IN_PLACE_MEDIUM = true;
+  static constexpr bool UNPACKED_MEDIUM = true;
   static constexpr const auto& small = avx512::small_kernels<Simd, SMALL_ROWS, SMALL_VECTORS>;
+  static constexpr int DOT_ROWS = 4, DOT_COLS = 6;
+  static constexpr const auto& dot = avx512::dot_kernels<Simd, DOT_ROWS, DOT_COLS>;
 };
 #endif
 

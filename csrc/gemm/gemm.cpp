@@ -71,6 +71,10 @@ template <class T>
 GEMMLAB_TARGET_AVX512 __attribute__((flatten)) void task_avx512(const Operands<T>& op, const Task<T>& t, int64_t k) {
   run_task<Avx512Path<T>>(op, t, k);
 }
+template <class T>
+GEMMLAB_TARGET_AVX512 __attribute__((flatten)) void pack_b_avx512(int64_t k, int64_t n, const Operands<T>& op, T* dst) {
+  pack_b<T, Avx512Path<T>::NR, typename Avx512Path<T>::Transpose>(k, n, op.b, op.brs, op.bcs, dst);
+}
 #endif
 
 // ---- The in-place path --------------------------------------------------------------------------
@@ -80,8 +84,18 @@ GEMMLAB_TARGET_AVX512 __attribute__((flatten)) void task_avx512(const Operands<T
 // Row tiles are of equal height (64 rows: 13+13+13+13+12, not 14+14+14+14+8) so that no tile runs
 // short of accumulators. Any other layout takes the packed path: its SIMD transposing pack beat a
 // scalar copy of B into row-major order (measured: 64^3 with B = W.T, 4.9 vs 7.0 us).
+// B as the in-place loop reads it: strip s (columns s*W .. s*W+W-1) at b + s*strip_stride, its
+// k-step p at + p*brs, columns contiguous. The caller's row-major B: strip_stride = W. B packed into
+// NR-wide panels (NR = W): strip_stride = k*NR, brs = NR.
+template <class T>
+struct Strips {
+  const T* b;
+  int64_t brs, strip_stride;
+};
+
 template <class P, class T>
-void in_place_block(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t k, const Operands<T>& op) {
+void in_place_block(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t k, const Operands<T>& op,
+                    const Strips<T>& b) {
   constexpr int L = P::Simd::L;
   constexpr int W = P::SMALL_VECTORS * L;
   const int64_t m = m1 - m0;
@@ -89,10 +103,11 @@ void in_place_block(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t k, c
   for (int64_t j0 = n0; j0 < n1; j0 += W) {
     const int ncols = static_cast<int>(std::min<int64_t>(W, n1 - j0));
     const int nv = static_cast<int>(ceil_div(ncols, L));
+    const T* strip = b.b + j0 / W * b.strip_stride + j0 % W;
     for (int64_t i0 = m0; i0 < m1; i0 += tile_rows) {
       const int rows = static_cast<int>(std::min<int64_t>(tile_rows, m1 - i0));
-      P::small[rows - 1][nv - 1](k, op.a + i0 * op.ars, op.ars, op.acs, op.b + j0, op.brs, op.c + i0 * op.crs + j0,
-                                 op.crs, ncols);
+      P::small[rows - 1][nv - 1](k, op.a + i0 * op.ars, op.ars, op.acs, strip, b.brs, op.c + i0 * op.crs + j0, op.crs,
+                                 ncols);
     }
   }
 }
@@ -109,21 +124,78 @@ inline void split(int64_t extent, int unit, int parts, int i, int64_t* begin, in
   *end = std::min(extent, panels * (i + 1) / parts * unit);
 }
 
-// Threads split the rows while each gets at least a tile's worth, else the columns (whole vectors).
+// Threads split the rows while each gets at least a tile's worth, else the columns (whole strips
+// where B is packed, whole vectors otherwise).
 template <class P, class T>
-void in_place_product(int64_t m, int64_t n, int64_t k, const Operands<T>& op, int threads) {
+void in_place_product(int64_t m, int64_t n, int64_t k, const Operands<T>& op, const Strips<T>& b, int threads) {
   const int parts = useful_threads(m, n, k, threads);
-  if (parts == 1) return in_place_block<P>(0, m, 0, n, k, op);
+  if (parts == 1) return in_place_block<P>(0, m, 0, n, k, op, b);
   const bool by_rows = m >= int64_t(parts) * P::SMALL_ROWS;
+  // (Strips one strip wide apart are addressed as a row-major B: any whole vector may start a part.)
+  const int column_unit = b.strip_stride == P::SMALL_VECTORS * P::Simd::L ? P::Simd::L : P::SMALL_VECTORS * P::Simd::L;
   at::parallel_for(0, parts, 1, [&](int64_t first, int64_t last) {
     for (int64_t t = first; t < last; ++t) {
       int64_t begin, end;
-      split(by_rows ? m : n, by_rows ? 1 : P::Simd::L, parts, static_cast<int>(t), &begin, &end);
+      split(by_rows ? m : n, by_rows ? 1 : column_unit, parts, static_cast<int>(t), &begin, &end);
       if (begin == end) continue;
-      by_rows ? in_place_block<P>(begin, end, 0, n, k, op) : in_place_block<P>(0, m, begin, end, k, op);
+      by_rows ? in_place_block<P>(begin, end, 0, n, k, op, b) : in_place_block<P>(0, m, begin, end, k, op, b);
     }
   });
 }
+
+// B whose rows are not contiguous (a layer's x @ W.T) is packed whole, once, into NR-wide panels,
+// which are the in-place loop's strips; A is still read in place. Packing only B halves the copying
+// of the packed path on a layer's products (64x784 @ (50x784).T: A is 64x784, B 784x50).
+template <class P>
+void in_place_with_packed_b(void (*pack)(int64_t, int64_t, const Operands<typename P::T>&, typename P::T*), int64_t m,
+                            int64_t n, int64_t k, const Operands<typename P::T>& op, int threads) {
+  using T = typename P::T;
+  static_assert(P::NR == P::SMALL_VECTORS * P::Simd::L, "a packed panel must be one in-place strip");
+  T* pb = static_cast<T*>(tls_pack_b.get(sizeof(T) * round_up(n, P::NR) * k));
+  pack(k, n, op, pb);
+  in_place_product<P>(m, n, k, op, Strips<T>{pb, P::NR, k * P::NR}, threads);
+}
+
+// ---- The dot-product path -----------------------------------------------------------------------
+// A's rows and B's columns contiguous along k (x @ W.T, a layer's forward product): each output a
+// dot product of the two (see dot_kernel), nothing packed or transposed. The smaller operand is
+// the one re-read from cache: columns outer when A is smaller (a group of DOT_COLS columns of B
+// meets every row group of A), rows outer otherwise (a group of DOT_ROWS rows of A, in L1, meets
+// every column group of B, and A streams from memory once).
+template <class P, class T>
+void dot_block(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t k, const Operands<T>& op) {
+  auto tile = [&](int64_t i0, int64_t j0) {
+    const int rows = static_cast<int>(std::min<int64_t>(P::DOT_ROWS, m1 - i0));
+    const int cols = static_cast<int>(std::min<int64_t>(P::DOT_COLS, n1 - j0));
+    P::dot[rows - 1][cols - 1](k, op.a + i0 * op.ars, op.ars, op.b + j0 * op.bcs, op.bcs,
+                               op.c + i0 * op.crs + j0 * op.ccs, op.crs, op.ccs);
+  };
+  if (m1 - m0 <= n1 - n0) {
+    for (int64_t j0 = n0; j0 < n1; j0 += P::DOT_COLS)
+      for (int64_t i0 = m0; i0 < m1; i0 += P::DOT_ROWS) tile(i0, j0);
+  } else {
+    for (int64_t i0 = m0; i0 < m1; i0 += P::DOT_ROWS)
+      for (int64_t j0 = n0; j0 < n1; j0 += P::DOT_COLS) tile(i0, j0);
+  }
+}
+
+// Threads split the rows (whole row groups) while each gets a few groups, else the columns.
+template <class P, class T>
+void dot_product(int64_t m, int64_t n, int64_t k, const Operands<T>& op, int threads) {
+  const int parts = useful_threads(m, n, k, threads);
+  if (parts == 1) return dot_block<P>(0, m, 0, n, k, op);
+  const bool by_rows = m >= int64_t(parts) * 4 * P::DOT_ROWS;
+  at::parallel_for(0, parts, 1, [&](int64_t first, int64_t last) {
+    for (int64_t t = first; t < last; ++t) {
+      int64_t begin, end;
+      split(by_rows ? m : n, by_rows ? P::DOT_ROWS : P::DOT_COLS, parts, static_cast<int>(t), &begin, &end);
+      if (begin == end) continue;
+      by_rows ? dot_block<P>(begin, end, 0, n, k, op) : dot_block<P>(0, m, begin, end, k, op);
+    }
+  });
+}
+
+enum class InPlace { no, yes, after_packing_b, dot_products };  // the loop a product takes
 
 // Whether the in-place path beats packing. It re-reads A once per strip of columns and each strip
 // of B once per row tile, from cache. Measured on the AVX-512 Xeon, one thread: it wins while A
@@ -132,16 +204,29 @@ void in_place_product(int64_t m, int64_t n, int64_t k, const Operands<T>& op, in
 // re-read often (256^3: 144 vs 165; 1024x64 @ 64x1024: 124 vs 161). The portable path and AVX2
 // keep it for small products only (not measured beyond them).
 template <class P, class T>
-bool in_place_pays(int64_t m, int64_t n, int64_t k, const Operands<T>& op) {
-  if (op.bcs != 1 || op.ccs != 1) return false;
+InPlace in_place_pays(int64_t m, int64_t n, int64_t k, const Operands<T>& op) {
+  if (op.ccs != 1) return InPlace::no;
   const double fmas = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-  if (fmas <= SMALL_PRODUCT_FMAS) return true;
-  if constexpr (!P::IN_PLACE_MEDIUM) {
-    return false;
+  if (op.bcs == 1 && fmas <= SMALL_PRODUCT_FMAS) return InPlace::yes;
+  if constexpr (!P::UNPACKED_MEDIUM) {
+    return InPlace::no;
   } else {
     const double a_bytes = static_cast<double>(m) * static_cast<double>(k) * sizeof(T);
     const int64_t strips = ceil_div(n, int64_t(P::SMALL_VECTORS) * P::Simd::L);
-    return a_bytes <= IN_PLACE_A_L1_BYTES || (strips <= IN_PLACE_FEW_STRIPS && a_bytes <= IN_PLACE_A_L2_BYTES);
+    const bool a_fits = a_bytes <= IN_PLACE_A_L1_BYTES || (strips <= IN_PLACE_FEW_STRIPS && a_bytes <= IN_PLACE_A_L2_BYTES);
+    // Dot products: one horizontal sum per output, paid for by long rows (k >= DOT_MIN_K: 64x784 @
+    // (50x784).T 35 vs 52 us packed; 128x256 @ (128x256).T 75 vs 59); the smaller operand is re-read.
+    const double b_bytes = static_cast<double>(n) * static_cast<double>(k) * sizeof(T);
+    if (op.acs == 1 && op.brs == 1 && k >= DOT_MIN_K && std::min(a_bytes, b_bytes) <= DOT_REREAD_BYTES) {
+      return InPlace::dot_products;
+    }
+    if (!a_fits) return InPlace::no;
+    if (op.bcs == 1) return InPlace::yes;
+    // Packing B first paid for one or two strips (64x784 @ (50x784).T: 51 vs 54 us) or an A in
+    // L1, and lost at four strips of an A in L2 (128x256 @ (128x256).T: 63 vs 58 us).
+    if (strips > 2 && a_bytes > IN_PLACE_A_L1_BYTES) return InPlace::no;
+    const double packed_b_bytes = static_cast<double>(round_up(n, P::NR)) * static_cast<double>(k) * sizeof(T);
+    return packed_b_bytes <= IN_PLACE_PACKED_B_BYTES ? InPlace::after_packing_b : InPlace::no;
   }
 }
 
@@ -219,14 +304,21 @@ void gemm_on_path(CpuPath path, int64_t m, int64_t n, int64_t k, const Operands<
   switch (path) {
 #ifdef GEMMLAB_HAVE_X86
     case CpuPath::avx512:
-      if (in_place_pays<Avx512Path<T>>(m, n, k, op)) return in_place_product<Avx512Path<T>>(m, n, k, op, threads);
-      return packed_product<Avx512Path<T>>(&task_avx512<T>, m, n, k, op, threads);
+      switch (in_place_pays<Avx512Path<T>>(m, n, k, op)) {
+        case InPlace::yes: return in_place_product<Avx512Path<T>>(m, n, k, op, {op.b, op.brs, Avx512Path<T>::NR}, threads);
+        case InPlace::after_packing_b: return in_place_with_packed_b<Avx512Path<T>>(&pack_b_avx512<T>, m, n, k, op, threads);
+        case InPlace::dot_products: return dot_product<Avx512Path<T>>(m, n, k, op, threads);
+        case InPlace::no: return packed_product<Avx512Path<T>>(&task_avx512<T>, m, n, k, op, threads);
+      }
+      return;
     case CpuPath::avx2:
-      if (in_place_pays<Avx2Path<T>>(m, n, k, op)) return in_place_product<Avx2Path<T>>(m, n, k, op, threads);
+      if (in_place_pays<Avx2Path<T>>(m, n, k, op) == InPlace::yes) {
+        return in_place_product<Avx2Path<T>>(m, n, k, op, {op.b, op.brs, Avx2Path<T>::Simd::L}, threads);
+      }
       return packed_product<Avx2Path<T>>(&task_avx2<T>, m, n, k, op, threads);
 #endif
     default:
-      if (in_place_pays<GenericPath<T>>(m, n, k, op)) {
+      if (in_place_pays<GenericPath<T>>(m, n, k, op) == InPlace::yes) {
         return generic::small_gemm(m, n, k, op.a, op.ars, op.acs, op.b, op.brs, op.c, op.crs);
       }
       return packed_product<GenericPath<T>>(&task_generic<T>, m, n, k, op, threads);
@@ -234,13 +326,20 @@ void gemm_on_path(CpuPath path, int64_t m, int64_t n, int64_t k, const Operands<
 }
 
 template <class T>
-bool takes_in_place_path(CpuPath path, int64_t m, int64_t n, int64_t k, const Operands<T>& op) {
+const char* loop_for(CpuPath path, int64_t m, int64_t n, int64_t k, const Operands<T>& op) {
+  InPlace loop = InPlace::no;
   switch (path) {
 #ifdef GEMMLAB_HAVE_X86
-    case CpuPath::avx512: return in_place_pays<Avx512Path<T>>(m, n, k, op);
-    case CpuPath::avx2: return in_place_pays<Avx2Path<T>>(m, n, k, op);
+    case CpuPath::avx512: loop = in_place_pays<Avx512Path<T>>(m, n, k, op); break;
+    case CpuPath::avx2: loop = in_place_pays<Avx2Path<T>>(m, n, k, op); break;
 #endif
-    default: return in_place_pays<GenericPath<T>>(m, n, k, op);
+    default: loop = in_place_pays<GenericPath<T>>(m, n, k, op);
+  }
+  switch (loop) {
+    case InPlace::yes: return "in place";
+    case InPlace::after_packing_b: return "in place, B packed";
+    case InPlace::dot_products: return "dot products";
+    default: return "packed";
   }
 }
 
@@ -269,7 +368,7 @@ template void gemm<float>(int64_t, int64_t, int64_t, const Operands<float>&, int
 template void gemm<double>(int64_t, int64_t, int64_t, const Operands<double>&, int);
 template void gemm_on_path<float>(CpuPath, int64_t, int64_t, int64_t, const Operands<float>&, int);
 template void gemm_on_path<double>(CpuPath, int64_t, int64_t, int64_t, const Operands<double>&, int);
-template bool takes_in_place_path<float>(CpuPath, int64_t, int64_t, int64_t, const Operands<float>&);
-template bool takes_in_place_path<double>(CpuPath, int64_t, int64_t, int64_t, const Operands<double>&);
+template const char* loop_for<float>(CpuPath, int64_t, int64_t, int64_t, const Operands<float>&);
+template const char* loop_for<double>(CpuPath, int64_t, int64_t, int64_t, const Operands<double>&);
 
 }  // namespace gemmlab

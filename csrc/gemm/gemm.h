@@ -25,9 +25,10 @@ void gemm(int64_t m, int64_t n, int64_t k, const Operands<T>& op, int threads);
 template <class T>
 void gemm_on_path(CpuPath path, int64_t m, int64_t n, int64_t k, const Operands<T>& op, int threads);
 
-// Whether the product takes the in-place path (no packing; see gemm.cpp) rather than the packed one.
+// The loop a product takes (see gemm.cpp): "in place" (no packing), "in place, B packed",
+// "dot products" (no packing, A's rows and B's columns contiguous) or "packed".
 template <class T>
-bool takes_in_place_path(CpuPath path, int64_t m, int64_t n, int64_t k, const Operands<T>& op);
+const char* loop_for(CpuPath path, int64_t m, int64_t n, int64_t k, const Operands<T>& op);
 
 // Products with m*n*k at or below this many multiply-adds take the in-place path (on one thread)
 // whenever B's and C's rows are contiguous.
@@ -37,6 +38,12 @@ constexpr int64_t SMALL_PRODUCT_FMAS = 64 * 64 * 64;
 constexpr double IN_PLACE_A_L1_BYTES = 32 << 10;
 constexpr double IN_PLACE_A_L2_BYTES = 512 << 10;
 constexpr int64_t IN_PLACE_FEW_STRIPS = 4;
+// B whose rows are not contiguous is packed whole first, up to this size.
+constexpr double IN_PLACE_PACKED_B_BYTES = 1 << 20;
+// The dot-product loop: for rows of at least this many k-steps, while the smaller operand (re-read
+// from cache) is at most this size.
+constexpr int64_t DOT_MIN_K = 512;
+constexpr double DOT_REREAD_BYTES = 1 << 20;
 // The packed path gives each thread at least this many multiply-adds: a fork/join costs a few
 // microseconds, about what one core needs for ~1M multiply-adds.
 constexpr int64_t FMAS_PER_THREAD = 1 << 20;
@@ -51,7 +58,7 @@ extern template void gemm<float>(int64_t, int64_t, int64_t, const Operands<float
 extern template void gemm<double>(int64_t, int64_t, int64_t, const Operands<double>&, int);
 extern template void gemm_on_path<float>(CpuPath, int64_t, int64_t, int64_t, const Operands<float>&, int);
 extern template void gemm_on_path<double>(CpuPath, int64_t, int64_t, int64_t, const Operands<double>&, int);
-extern template bool takes_in_place_path<float>(CpuPath, int64_t, int64_t, int64_t, const Operands<float>&);
-extern template bool takes_in_place_path<double>(CpuPath, int64_t, int64_t, int64_t, const Operands<double>&);
+extern template const char* loop_for<float>(CpuPath, int64_t, int64_t, int64_t, const Operands<float>&);
+extern template const char* loop_for<double>(CpuPath, int64_t, int64_t, int64_t, const Operands<double>&);
 
 }  // namespace gemmlab

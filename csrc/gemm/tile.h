@@ -39,4 +39,8 @@ template <class T>
 using SmallKernel = void (*)(int64_t k, const T* a, int64_t ars, int64_t acs, const T* b, int64_t brs, T* c,
                              int64_t crs, int ncols);
 
+// Dot-product kernel signature (see ukernel_simd.inc).
+template <class T>
+using DotKernel = void (*)(int64_t k, const T* a, int64_t ars, const T* b, int64_t bcs, T* c, int64_t crs, int64_t ccs);
+
 }  // namespace gemmlab
