@@ -215,9 +215,12 @@ InPlace in_place_pays(int64_t m, int64_t n, int64_t k, const Operands<T>& op) {
     const int64_t strips = ceil_div(n, int64_t(P::SMALL_VECTORS) * P::Simd::L);
     const bool a_fits = a_bytes <= IN_PLACE_A_L1_BYTES || (strips <= IN_PLACE_FEW_STRIPS && a_bytes <= IN_PLACE_A_L2_BYTES);
     // Dot products: one horizontal sum per output, paid for by long rows (k >= DOT_MIN_K: 64x784 @
-    // (50x784).T 35 vs 52 us packed; 128x256 @ (128x256).T 75 vs 59); the smaller operand is re-read.
+    // (50x784).T 29 vs 52 us packed; 128x256 @ (128x256).T 75 vs 59), and no packing, which pays
+    // where one side is short (512x784x50: 269 vs 396 us; 2048x512x128: 2087 vs 1832); the smaller
+    // operand is re-read from cache.
     const double b_bytes = static_cast<double>(n) * static_cast<double>(k) * sizeof(T);
-    if (op.acs == 1 && op.brs == 1 && k >= DOT_MIN_K && std::min(a_bytes, b_bytes) <= DOT_REREAD_BYTES) {
+    if (op.acs == 1 && op.brs == 1 && k >= DOT_MIN_K && std::min(m, n) <= DOT_MAX_SHORT_SIDE &&
+        std::min(a_bytes, b_bytes) <= DOT_REREAD_BYTES) {
       return InPlace::dot_products;
     }
     if (!a_fits) return InPlace::no;

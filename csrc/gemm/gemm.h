@@ -40,9 +40,10 @@ constexpr double IN_PLACE_A_L2_BYTES = 512 << 10;
 constexpr int64_t IN_PLACE_FEW_STRIPS = 4;
 // B whose rows are not contiguous is packed whole first, up to this size.
 constexpr double IN_PLACE_PACKED_B_BYTES = 1 << 20;
-// The dot-product loop: for rows of at least this many k-steps, while the smaller operand (re-read
-// from cache) is at most this size.
+// The dot-product loop: for rows of at least this many k-steps, m or n at most this short, and the
+// smaller operand (re-read from cache) at most this size.
 constexpr int64_t DOT_MIN_K = 512;
+constexpr int64_t DOT_MAX_SHORT_SIDE = 64;
 constexpr double DOT_REREAD_BYTES = 1 << 20;
 // The packed path gives each thread at least this many multiply-adds: a fork/join costs a few
 // microseconds, about what one core needs for ~1M multiply-adds.
