@@ -8,12 +8,10 @@ import socket
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import CPU_BACKENDS, assert_same_training, randn
+from conftest import assert_same_training
 from fresh_python import run_python, run_train_command
 
 from gemmlab import cli
-from gemmlab import nn as gnn
 from gemmlab.data import load_digits
 from gemmlab.distributed import Group
 from gemmlab.train import TrainConfig, check, train
@@ -65,15 +63,6 @@ def test_torchrun_resumes_and_trains_a_python_op_backend(tmp_path):
     assert "Grad strides" not in result.stderr
     train(cfg, checkpoint=one)
     assert_same_training(two, one, exact=False)
-
-
-@pytest.mark.parametrize("name", [*CPU_BACKENDS, "auto"])
-def test_gradients_come_in_their_parameters_layout(name):
-    """DDP's gradient buckets are views in the parameters' layout: a gradient in another would be copied."""
-    layer = gnn.Linear(7, 5, backend=name)
-    layer(randn(3, 7, dtype=torch.float32)).sum().backward()
-    for p in layer.parameters():
-        assert p.grad.stride() == p.stride()
 
 
 @pytest.mark.parametrize("failure, says", [
