@@ -100,6 +100,11 @@ def test_a_port_in_use_is_reported():
     assert f"gemmlab train: error: port {port} is already in use by another program" in result.stderr
 
 
+def test_a_bad_port_number_is_refused(capsys):
+    assert cli.main(["train", "--nproc", "2", "--master-port", "70000"]) == 1
+    assert "port 70000 is not a TCP port number" in capsys.readouterr().err
+
+
 def test_a_bad_checkpoint_stops_every_process(tmp_path):
     """Rank 0 reads the checkpoint, says what is wrong with it and fails; the launcher stops the other process."""
     path = tmp_path / "bad.pt"

@@ -7,7 +7,7 @@ launch, and the few collectives training needs.
         fn(group, *args)
 
 A worker that raises or dies ends the whole launch: `launch` stops the others and raises
-WorkerFailed naming it (torchrun's agent does the same for its processes). A collective that waits
+WorkerFailed naming the workers that failed (torchrun's agent does the same for its processes). A collective that waits
 longer than `timeout` seconds for a peer raises instead of hanging (the case of a lost machine).
 """
 
@@ -71,6 +71,8 @@ def free_port() -> int:
 
 def check_port(port: int) -> None:
     """PortInUse if a program listens on `port`: rank 0's rendezvous server binds it on every interface."""
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is not a TCP port number (1 to 65535)")
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no conflict
         try:
