@@ -107,7 +107,7 @@ def _edited(path, good):  # same settings, but a weight of another shape
     (_garbage, "not a readable checkpoint"),
     (_truncated, "not a readable checkpoint"),
     (_foreign, "not a checkpoint written by gemmlab train"),
-    (_edited, r"(?s)does not fit this run's .*size mismatch for 0.weight"),
+    (_edited, r"(?s)contents do not fit this run .*size mismatch for 0.weight"),
 ])
 def test_a_bad_checkpoint_is_a_clear_error(tmp_path, good_checkpoint, make, says):
     path = tmp_path / "bad.pt"

@@ -195,11 +195,11 @@ def train(cfg: TrainConfig, on_step=None, on_epoch=None, checkpoint=None, resume
         state = distributed.from_main(lambda: checkpoints.load(resume, settings), group)
         try:
             model.load_state(state)
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{resume}: its model or optimizer does not fit this run's ({e})") from e
-        shuffle.set_state(state["shuffle"])
-        checkpoints.set_rng_states(state["rng"])
-        history.epochs, done = [Epoch(**e) for e in state["history"]], state["epoch"]
+            shuffle.set_state(state["shuffle"])
+            checkpoints.set_rng_states(state["rng"])
+            history.epochs, done = [Epoch(**e) for e in state["history"]], state["epoch"]
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:  # an edited or damaged checkpoint
+            raise CheckpointError(f"{resume}: its contents do not fit this run ({type(e).__name__}: {e})") from e
     n = ds.x_train.shape[0]
     steps = (n + cfg.batch_size - 1) // cfg.batch_size
     for epoch in range(done + 1, cfg.epochs + 1):
