@@ -207,3 +207,14 @@ def write_idx(path, data: bytes):
         data = gzip.compress(data)
     path.write_bytes(data)
     return path
+
+
+# --- gemmlab train checkpoints --------------------------------------------------------------------
+def assert_same_training(path, expected_path, exact: bool = True) -> None:
+    """The epoch, model and optimizer saved in two `gemmlab train` checkpoints agree: bit for bit, or
+    (exact=False) within float32 rounding, as the same gradients summed in another order are."""
+    got, want = (torch.load(p, weights_only=True) for p in (path, expected_path))
+    assert got["epoch"] == want["epoch"]
+    tolerance = {"rtol": 0, "atol": 0} if exact else {"rtol": 1e-5, "atol": 1e-6}
+    torch.testing.assert_close(got["model"], want["model"], **tolerance)
+    torch.testing.assert_close(got["optimizer"], want["optimizer"], **tolerance)

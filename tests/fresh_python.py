@@ -18,3 +18,8 @@ def run_python(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python *args` (a script path, or "-c", code) with this gemmlab first on the path."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_train_command(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m gemmlab train *args` (each turned into a string) in a fresh interpreter."""
+    return run_python("-m", "gemmlab", "train", *map(str, args), timeout=timeout)

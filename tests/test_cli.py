@@ -129,7 +129,8 @@ def test_train_options(tmp_path, capsys, monkeypatch, kernel_calls, threads):
     assert "epoch   1" in out and "epoch   2" in out and "epoch   3" not in out
     assert torch.get_num_threads() == 1
     data = json.loads(path.read_text())
-    assert set(data) == {"config", "dataset", "epochs"}
+    assert set(data) == {"config", "processes", "threads", "dataset", "epochs"}
+    assert data["processes"] == 1 and data["threads"] == 1
     assert data["config"] == {"backend": "cython", "model": "scratch", "loss": "mse", "epochs": 2, "hidden": 7, "lr": 0.01,
                               "momentum": 0.5, "batch_size": 32, "seed": 3, "data": None}
     assert data["dataset"].startswith("digits")

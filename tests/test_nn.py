@@ -16,6 +16,18 @@ def _pair(backend, dtype=torch.float64):
     return ours, ref
 
 
+def test_gradients_arrive_in_their_parameters_layout(backend):
+    """W's gradient must reach W in W's layout (not W.T's): one in another layout is copied by
+    autograd before it accumulates, and DistributedDataParallel reduces gradients in the
+    parameters' layout. Seen by hooks, which run before that copy."""
+    layer = gnn.Linear(6, 4, backend=backend)
+    arriving = {}
+    for name, p in layer.named_parameters():
+        p.register_hook(lambda g, name=name: arriving.__setitem__(name, g.stride()))
+    layer(randn(5, 6, dtype=torch.float32, seed=3)).sum().backward()
+    assert arriving == {name: p.stride() for name, p in layer.named_parameters()}
+
+
 @pytest.mark.parametrize("batch_shape", [(5,), (2, 3), ()], ids=str)
 def test_linear_matches_torch_outputs_and_gradients(backend, batch_shape):
     ours, ref = _pair(backend)

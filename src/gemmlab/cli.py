@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 
@@ -100,33 +101,83 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from gemmlab import distributed
+    from gemmlab.train import TrainConfig, check
 
-    from gemmlab.train import TrainConfig, train
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
     cfg = TrainConfig(backend=args.backend, model=args.model, loss=args.loss, epochs=args.epochs, hidden=args.hidden,
                       lr=args.lr, momentum=args.momentum, batch_size=args.batch_size, seed=args.seed, data=args.data)
+    run = {"checkpoint": args.checkpoint, "resume": args.resume, "json": args.json}
+    if distributed.under_torchrun():  # torchrun started this process and its peers
+        if args.nproc != 1:
+            return _train_error("under torchrun, torchrun starts the processes (--nproc-per-node): leave --nproc out")
+        # --threads counts the machine's threads, as with --nproc; without it OMP_NUM_THREADS decides (torchrun: 1).
+        if args.threads:
+            run.update(threads=max(1, args.threads // int(os.environ.get("LOCAL_WORLD_SIZE", 1))), machine_threads=args.threads)
+        with distributed.from_environment(args.timeout) as group:
+            return _train_process(group, cfg, run)
+    if args.nproc == 1:
+        return _train_process(distributed.SINGLE, cfg, {**run, "threads": args.threads})
+    # The machine's threads (or --threads) are shared out: N processes x (threads / N) each.
+    machine_threads = args.threads or torch.get_num_threads()
+    run.update(threads=max(1, machine_threads // args.nproc), machine_threads=machine_threads)
+    try:
+        check(cfg, args.nproc)
+        distributed.launch(args.nproc, _train_process, (cfg, run), port=args.master_port, timeout=args.timeout)
+    except (ValueError, distributed.PortInUse, distributed.WorkerFailed) as e:
+        return _train_error(str(e))
+    return 0
+
+
+def _train_error(message: str) -> int:
+    print(f"gemmlab train: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _train_process(group, cfg, run: dict) -> int:
+    """One process of `gemmlab train`, alone or one of a data-parallel group; rank 0 reports.
+    run: checkpoint, resume, json; threads (this process's, None: torch's default) and
+    machine_threads (what was shared out between this machine's processes)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gemmlab.checkpoints import CheckpointError
+    from gemmlab.train import train
+
+    if run.get("threads"):
+        torch.set_num_threads(run["threads"])
+    if not group.is_main:  # the others train silently
+        train(cfg, resume=run["resume"], group=group)
+        return 0
     console = _console()
+    threads = f"{torch.get_num_threads()} thread(s)"
+    if group.world_size > 1:
+        threads = f"{group.world_size} processes x {threads}"
     console.print(f"training a {cfg.model} MLP (hidden {cfg.hidden}, loss {cfg.loss}) with backend {cfg.backend!r}, "
-                  f"{torch.get_num_threads()} thread(s), seed {cfg.seed}")
+                  f"{threads}, seed {cfg.seed}")
+    if group.world_size > 1:
+        shared = f", sharing its {run['machine_threads']} threads" if run.get("machine_threads") else ""
+        console.print(f"data-parallel: {group.local_world_size} processes on this machine{shared}; each takes its "
+                      f"share of every batch of {cfg.batch_size}")
     columns = (TextColumn("steps"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("train", total=None)
-        history = train(
-            cfg,
-            on_step=lambda done, total: progress.update(task, completed=done, total=total),
-            on_epoch=lambda e: progress.console.print(
-                f"epoch {e.epoch:3d}  train loss {e.train_loss:.4f}  valid loss {e.valid_loss:.4f}  "
-                f"valid accuracy {e.valid_accuracy:.2%}  {e.seconds:.2f} s"),
-        )
+    try:
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("train", total=None)
+            history = train(
+                cfg,
+                on_step=lambda done, total: progress.update(task, completed=done, total=total),
+                on_epoch=lambda e: progress.console.print(
+                    f"epoch {e.epoch:3d}  train loss {e.train_loss:.4f}  valid loss {e.valid_loss:.4f}  "
+                    f"valid accuracy {e.valid_accuracy:.2%}  {e.seconds:.2f} s"),
+                checkpoint=run["checkpoint"], resume=run["resume"], group=group,
+            )
+    except CheckpointError as e:
+        return _train_error(str(e))
     final = history.epochs[-1]
     console.print(f"{history.dataset}: final validation accuracy {final.valid_accuracy:.2%} after {len(history.epochs)} "
                   f"epochs, {sum(e.seconds for e in history.epochs):.2f} s in all")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"config": vars(cfg), "dataset": history.dataset, "epochs": [vars(e) for e in history.epochs]}, f, indent=2)
+    if run["json"]:
+        with open(run["json"], "w") as f:
+            json.dump({"config": vars(cfg), "processes": group.world_size, "threads": torch.get_num_threads(),
+                       "dataset": history.dataset, "epochs": [vars(e) for e in history.epochs]}, f, indent=2)
     return 0
 
 
@@ -223,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     ladder.add_argument("--json", metavar="FILE", help="also write the raw timings to FILE")
     ladder.set_defaults(func=run_ladder)
 
+    from gemmlab.distributed import DEFAULT_TIMEOUT
+
     train = sub.add_parser("train", help="train an MLP on digits (default) or MNIST with a chosen backend")
     train.add_argument("--backend", default="auto", choices=["auto", *BACKENDS])
     train.add_argument("--model", default="nn", choices=["nn", "scratch"],
@@ -236,8 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--data", metavar="PATH", help="mnist.pkl.gz or a folder of MNIST IDX files (default: "
                        "scikit-learn's bundled 8x8 digits, no download)")
-    train.add_argument("--threads", type=int)
+    train.add_argument("--threads", type=int, help="torch.set_num_threads; with several processes, the threads of "
+                       "the machine, shared out between its processes (default: all of torch's)")
     train.add_argument("--json", metavar="FILE", help="also write the per-epoch numbers to FILE")
+    train.add_argument("--checkpoint", metavar="FILE", help="save the run at the end of every epoch (atomically)")
+    train.add_argument("--resume", metavar="FILE", help="continue from a checkpoint written with the same settings")
+    train.add_argument("--nproc", type=int, default=1, help="train data-parallel in N local processes (DDP on gloo): "
+                       "each takes its share of every batch (--batch-size is the whole batch)")
+    train.add_argument("--master-port", type=int, help="the port the processes meet on (default: a free one)")
+    train.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds a process waits for the "
+                       "others before giving up (default %(default)g)")
     train.set_defaults(func=run_train)
 
     from gemmlab.bench import PRESETS as bench_presets

@@ -7,7 +7,7 @@ one, `gemmlab::python_product(Tensor a, Tensor b, str backend) -> Tensor`, which
 torch.compile the output's shape without running a kernel, and its backward computes
 grad @ b^H and a^H @ grad (conjugate transposes: the gradients of a complex product; plain
 transposes for real dtypes) with the SAME backend, through the op itself (so higher-order
-gradients work too).
+gradients work too), each in its operand's layout.
 """
 
 from __future__ import annotations
@@ -65,17 +65,31 @@ def _product_fake(a, b, backend):
     return a.new_empty((*a.shape[:-1], b.shape[-1]))
 
 
+def _transposed(t: torch.Tensor) -> bool:
+    """Whether a matrix (or batch of them) is held column-major: the transpose of a row-major one."""
+    return t.shape[-2] > 1 and t.shape[-1] > 1 and t.stride(-2) == 1 and t.stride(-1) != 1
+
+
 def _setup_context(ctx, inputs, output):
     a, b, backend = inputs
     ctx.save_for_backward(a, b)
     ctx.backend = backend
+    ctx.transposed = _transposed(a), _transposed(b)
 
 
 def _backward(ctx, grad):
     a, b = ctx.saved_tensors
     # .mH is .mT for real dtypes; for complex ones d(a @ b) needs the conjugates (PyTorch's convention).
-    grad_a = python_product(grad, b.mH, ctx.backend) if ctx.needs_input_grad[0] else None
-    grad_b = python_product(a.mH, grad, ctx.backend) if ctx.needs_input_grad[1] else None
+    # As in native_product's backward, a gradient comes in its operand's layout: for one held
+    # transposed (a layer's W.T), the transpose of a row-major product, so that autograd need not
+    # copy it into the parameter's layout (nor DDP into its buckets').
+    grad_a = grad_b = None
+    if ctx.needs_input_grad[0]:
+        grad_a = (python_product(b.conj(), grad.mT, ctx.backend).mT if ctx.transposed[0]
+                  else python_product(grad, b.mH, ctx.backend))
+    if ctx.needs_input_grad[1]:
+        grad_b = (python_product(grad.mT, a.conj(), ctx.backend).mT if ctx.transposed[1]
+                  else python_product(a.mH, grad, ctx.backend))
     return grad_a, grad_b, None
 
 
