@@ -203,6 +203,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       py::arg("a"), py::arg("b"),
       "(bucket, kernel name): the bucket of a @ b (AUTO_BUCKET_FIELDS) and the kernel `auto` runs it on now");
   m.def(
+      "auto_bucket_key", [](const BucketTuple& bucket) { return from_python(bucket).key(); }, py::arg("bucket"),
+      "The key auto's table files a bucket under; ValueError or TypeError for a bucket the core cannot use");
+  m.def(
       "set_auto_table",
       [](const std::vector<std::pair<BucketTuple, std::string>>& entries) {
         std::vector<std::pair<gemmlab::Bucket, int>> table;

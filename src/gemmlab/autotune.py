@@ -108,6 +108,8 @@ class Entry:
 
     @classmethod
     def from_json(cls, data: dict) -> Entry:
+        from gemmlab._cpp import auto_bucket_key
+
         fields = bucket_fields()
         if set(data["bucket"]) != set(fields):
             raise ValueError(f"a bucket needs the fields {', '.join(fields)}; got {sorted(data['bucket'])}")
@@ -115,8 +117,10 @@ class Entry:
         dtype = getattr(torch, values[0], None)
         if not isinstance(dtype, torch.dtype) or not isinstance(data["backend"], str):
             raise ValueError(f"not a dtype and a backend name: {values[0]!r}, {data['backend']!r}")
+        bucket = (dtype, *values[1:])
+        auto_bucket_key(bucket)  # the core's checks: a bucket it cannot use makes the file corrupt
         seconds = {str(k): None if v is None else float(v) for k, v in data.get("seconds", {}).items()}
-        return cls((dtype, *values[1:]), data["backend"], str(data.get("product", "")), seconds)
+        return cls(bucket, data["backend"], str(data.get("product", "")), seconds)
 
 
 def _document(entries: Iterable[Entry]) -> dict:
@@ -220,13 +224,7 @@ def install(entries: dict[tuple, Entry] | None = None) -> dict[tuple, Entry]:
     if missing:
         warnings.warn(f"gemmlab: the tuned table names backends that cannot run here ({', '.join(missing)}); "
                       f"their buckets follow auto's built-in rule", TunedTableWarning, stacklevel=2)
-    try:
-        set_auto_table([(key, entry.backend) for key, entry in usable.items()])
-    except (TypeError, ValueError) as exc:  # a bucket the core refuses (a hand-edited file): none is used
-        warnings.warn(f"gemmlab: ignoring the tuned table: it is corrupt ({exc}); `auto` follows its built-in rule",
-                      TunedTableWarning, stacklevel=2)
-        set_auto_table([])
-        usable = {}
+    set_auto_table([(key, entry.backend) for key, entry in usable.items()])
     _in_use = usable
     return usable
 
@@ -318,9 +316,9 @@ def candidates(dtype: torch.dtype = torch.float32) -> list[str]:
     return [name for name in CANDIDATES if BACKENDS[name].available and dtype in BACKENDS[name].dtypes]
 
 
-def tune_product(product: Product, names: Iterable[str], timer: Callable[[Callable], float]) -> Entry | None:
+def tune_product(product: Product, names: Iterable[str], timer: Callable[[str, Callable], float]) -> Entry | None:
     """Check each backend's result on the product against the float64 reference, time the right
-    ones with timer(fn) -> seconds per call, and choose; None if no backend was right."""
+    ones with timer(name, fn) -> seconds per call of fn, and choose; None if no backend was right."""
     from gemmlab.dispatch import matmul
     from gemmlab.reference import error_ratio
 
@@ -328,7 +326,7 @@ def tune_product(product: Product, names: Iterable[str], timer: Callable[[Callab
     seconds = {}
     for name in names:
         run = lambda name=name: matmul(a, b, backend=name)  # noqa: E731
-        seconds[name] = timer(run) if error_ratio(run(), a, b) <= 1.0 else None
+        seconds[name] = timer(name, run) if error_ratio(run(), a, b) <= 1.0 else None
     chosen = choose(seconds)
     key = bucket(a, b)
     layout = key[bucket_fields().index("layout")]
@@ -344,7 +342,7 @@ def tune(found: list[Product], names: list[str], repeats: int = 7, on_product=No
     warm_up()
     results = []
     for product in found:
-        entry = tune_product(product, names, lambda fn: measure(fn, repeats=repeats).per_call)
+        entry = tune_product(product, names, lambda _, fn: measure(fn, repeats=repeats).per_call)
         if entry is not None:
             save([entry])
         results.append(entry)

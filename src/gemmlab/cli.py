@@ -234,11 +234,11 @@ def _show_table(console: Console) -> int:
         return 0
     fields = autotune.bucket_fields()
     table = Table(title=f"gemmlab tune: what auto runs per bucket ({path})")
-    for col in (*fields, "backend", "x torch", "measured on"):
+    for col in ("measured on", *fields, "backend", "x torch"):
         table.add_column(col, justify="right" if col.startswith(("log2", "threads", "x ")) else "left")
     for entry in entries.values():
         cells = [str(v).removeprefix("torch.") for v in entry.bucket]
-        table.add_row(*cells, entry.backend, f"{entry.speedup:.2f}", entry.product)
+        table.add_row(entry.product, *cells, entry.backend, f"{entry.speedup:.2f}")
     console.print(table)
     return 0
 
