@@ -212,12 +212,14 @@ def test_the_core_refuses_a_table_it_cannot_use(tuned_table, kernel_calls):
 def spoiled_files():
     """(what, spoil(document) -> the file's new text, the warning's reason)."""
     yield "not JSON", lambda doc: '{"format": 1, "entr', "corrupt"
+    yield "not UTF-8", lambda doc: b"\xff\xfe{}", "corrupt"
     yield "a list", lambda doc: "[]", "corrupt"
     yield "entries not a list", lambda doc: json.dumps({**doc, "entries": 3}), "corrupt"
     yield "a bucket field missing", lambda doc: json.dumps(
         {**doc, "entries": [{**e, "bucket": {k: v for k, v in e["bucket"].items() if k != "threads"}} for e in doc["entries"]]}), "corrupt"
-    yield "a layout the core refuses", lambda doc: json.dumps(
-        {**doc, "entries": [{**e, "bucket": {**e["bucket"], "layout": "XY"}} for e in doc["entries"]]}), "corrupt"
+    for field, bad in [("layout", "XY"), ("device", "CPU"), ("log2_m", 2.5), ("threads", 0)]:  # what the core refuses
+        yield f"{field} {bad!r}", lambda doc, field=field, bad=bad: json.dumps(
+            {**doc, "entries": [{**e, "bucket": {**e["bucket"], field: bad}} for e in doc["entries"]]}), "corrupt"
     yield "another CPU", lambda doc: json.dumps({**doc, "machine": {**doc["machine"], "cpu": "Another CPU"}}), "another machine"
     yield "another CPU path", lambda doc: json.dumps({**doc, "machine": {**doc["machine"], "isa": "avx9000"}}), "another machine"
     yield "another torch", lambda doc: json.dumps({**doc, "versions": {**doc["versions"], "torch": "2.12.0"}}), "stale"
@@ -230,7 +232,8 @@ def spoiled_files():
 def test_an_unusable_table_is_ignored_with_a_warning(tuned_table, kernel_calls, what, spoil, why):
     a, b = randn(20, 30), randn(30, 10)
     autotune.save([entry(a, b, "cython")])
-    tuned_table.write_text(spoil(json.loads(tuned_table.read_text())))
+    spoiled = spoil(json.loads(tuned_table.read_text()))
+    (tuned_table.write_bytes if isinstance(spoiled, bytes) else tuned_table.write_text)(spoiled)
     with pytest.warns(TunedTableWarning, match=why):
         assert autotune.install() == {}
     calls = kernel_calls(*KERNELS)

@@ -131,13 +131,13 @@ def _document(entries: Iterable[Entry]) -> dict:
 def _read(path: Path) -> tuple[dict[tuple, Entry], str | None]:
     """The file's entries by bucket, and why it cannot be used (None: it can, or there is no file)."""
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         return {}, None
     except OSError as exc:
         return {}, f"it cannot be read ({exc})"
     try:
-        data = json.loads(text)
+        data = json.loads(raw)
         if data.get("format") != FORMAT:
             return {}, f"it is stale: format {data.get('format')!r}, this gemmlab writes {FORMAT}"
         if data["machine"] != machine_key():
@@ -145,7 +145,8 @@ def _read(path: Path) -> tuple[dict[tuple, Entry], str | None]:
         if data["versions"] != versions():
             return {}, f"it is stale: tuned with {data['versions']}, running {versions()}"
         entries = [Entry.from_json(e) for e in data["entries"]]
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # json.JSONDecodeError is a ValueError
+    # (json's decoding errors are ValueErrors; the core raises RuntimeError for a device it cannot parse)
+    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
         return {}, f"it is corrupt ({type(exc).__name__}: {exc})"
     return {e.bucket: e for e in entries}, None
 
