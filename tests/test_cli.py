@@ -189,6 +189,10 @@ def test_tune_reports_a_wrong_backend_and_never_chooses_it(tuned_table, capsys, 
     assert "WRONG: cython on 9x17 @ 17x5 float32 is off by more than the allowed error (never chosen)" in out
     assert table_rows(out)["9x17 @ 17x5 RR"][2:5] == ["torch", "1.00", "WRONG"]
     assert [(e.backend, e.seconds["cython"]) for e in autotune.read().values()] == [("torch", None)]
+    assert cli.main(["tune", "--shape", "3", "8", "2", "--backend", "cython", "--repeats", "3"]) == 1  # nothing right
+    out = capsys.readouterr().out
+    assert "WRONG: cython on 3x8 @ 8x2 float32" in out and table_rows(out)["3x8 @ 8x2 RR"][2:5] == ["-", "-", "WRONG"]
+    assert [e.product for e in autotune.read().values()] == ["9x17 @ 17x5 RR"]  # nothing saved for it
 
 
 def test_tune_defaults_to_the_mlp_preset(tuned_table, monkeypatch):

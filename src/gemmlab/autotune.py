@@ -41,6 +41,7 @@ TORCH = "torch"
 # Who may be chosen: the compiled backends the core runs natively, and torch's BLAS. Never the
 # Python-level rungs (far slower everywhere) nor NumPy's OpenBLAS (not a gemmlab backend).
 CANDIDATES = ("numba", "cython", "cpp", TORCH)
+PRESETS = ("mlp", "square", "batched")  # bench's presets that `gemmlab tune` takes
 # For buckets the table does not have (the core applies it; docs/auto.md says why this one).
 BUILT_IN_RULE = "cpp for float32 and float64 on the CPU, torch for everything else"
 
@@ -91,7 +92,7 @@ def bucket(a: torch.Tensor, b: torch.Tensor) -> tuple:
 @dataclass
 class Entry:
     bucket: tuple  # as gemmlab._cpp.auto_choice gives it
-    backend: str  # what auto runs for that bucket
+    backend: str | None  # what auto runs for that bucket (None: no candidate was right; never saved)
     product: str = ""  # the product that was measured, e.g. "50000x784 @ 784x50 RC (layer forward)"
     seconds: dict[str, float | None] = field(default_factory=dict)  # per candidate; None: failed the reference check
 
@@ -317,9 +318,9 @@ def candidates(dtype: torch.dtype = torch.float32) -> list[str]:
     return [name for name in CANDIDATES if BACKENDS[name].available and dtype in BACKENDS[name].dtypes]
 
 
-def tune_product(product: Product, names: Iterable[str], timer: Callable[[str, Callable], float]) -> Entry | None:
+def tune_product(product: Product, names: Iterable[str], timer: Callable[[str, Callable], float]) -> Entry:
     """Check each backend's result on the product against the float64 reference, time the right
-    ones with timer(name, fn) -> seconds per call of fn, and choose; None if no backend was right."""
+    ones with timer(name, fn) -> seconds per call of fn, and choose (see choose)."""
     from gemmlab.dispatch import matmul
     from gemmlab.reference import error_ratio
 
@@ -331,10 +332,10 @@ def tune_product(product: Product, names: Iterable[str], timer: Callable[[str, C
     chosen = choose(seconds)
     key = bucket(a, b)
     layout = key[bucket_fields().index("layout")]
-    return None if chosen is None else Entry(key, chosen, f"{product.what} {layout}", seconds)
+    return Entry(key, chosen, f"{product.what} {layout}", seconds)
 
 
-def tune(found: list[Product], names: list[str], repeats: int = 7, on_product=None) -> list[Entry | None]:
+def tune(found: list[Product], names: list[str], repeats: int = 7, on_product=None) -> list[Entry]:
     """tune_product on each product (timed with gemmlab.timing.measure), saving the table after
     each one (so an interrupted run keeps what it measured) and installing it in this process."""
     from gemmlab.bench import warm_up
@@ -344,7 +345,7 @@ def tune(found: list[Product], names: list[str], repeats: int = 7, on_product=No
     results = []
     for product in found:
         entry = tune_product(product, names, lambda _, fn: measure(fn, repeats=repeats).per_call)
-        if entry is not None:
+        if entry.backend is not None:
             save([entry])
         results.append(entry)
         if on_product:

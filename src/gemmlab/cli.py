@@ -271,11 +271,9 @@ def run_tune(args: argparse.Namespace) -> int:
 
     def add(product, entry):
         dtype = str(product.a.dtype).removeprefix("torch.")
-        seconds = entry.seconds if entry else {}
-        wrong.extend((name, product.what, dtype) for name in names if seconds.get(name, 0) is None)
-        times = [_format_seconds(seconds[n]) if seconds.get(n) else "WRONG" for n in names]
-        table.add_row(entry.product if entry else product.what, dtype, entry.backend if entry else "-",
-                      f"{entry.speedup:.2f}" if entry else "-", *times)
+        wrong.extend((name, product.what, dtype) for name in names if entry.seconds[name] is None)
+        times = [_format_seconds(entry.seconds[n]) if entry.seconds[n] is not None else "WRONG" for n in names]
+        table.add_row(entry.product, dtype, entry.backend or "-", f"{entry.speedup:.2f}" if entry.backend else "-", *times)
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -324,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", metavar="FILE", help="also write the per-epoch numbers to FILE")
     train.set_defaults(func=run_train)
 
+    from gemmlab import autotune
     from gemmlab.bench import PRESETS as bench_presets
 
     bench = sub.add_parser("bench", help="GFLOP/s of the backends against torch's and NumPy's @, checked against float64")
@@ -351,12 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     train_bench.set_defaults(func=run_bench_train)
 
     tune = sub.add_parser("tune", help="measure which backend auto runs for each kind of product, and keep it")
-    tune.add_argument("--preset", action="append", choices=["mlp", "square", "batched"],
+    tune.add_argument("--preset", action="append", choices=autotune.PRESETS,
                       help="bench's presets; mlp also tunes the products of bench-train's network layers, forward and "
                            "backward (default: mlp, unless --shape is given)")
     tune.add_argument("--shape", type=int, nargs=3, action="append", metavar=("M", "K", "N"), help="(repeatable)")
     tune.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), default=["float32"])
-    tune.add_argument("--backend", nargs="+", choices=["numba", "cython", "cpp", "torch"],
+    tune.add_argument("--backend", nargs="+", choices=autotune.CANDIDATES,
                       help="the candidates (default: those available; torch is the yardstick, keep it in)")
     tune.add_argument("--threads", type=int, help="torch.set_num_threads: tables are kept per thread count")
     tune.add_argument("--repeats", type=int, default=7, help="timed samples per backend (at least 3)")
