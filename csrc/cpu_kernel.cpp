@@ -16,7 +16,9 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <utility>
+#include <vector>
 
 #include "dispatch.h"
 #include "gemm/five_loops.h"
@@ -131,6 +133,26 @@ int gemm_abi(int64_t batch, int64_t m, int64_t n, int64_t k, const T* a, int64_t
 
 const char* gemm_last_error() { return last_error.c_str(); }
 
+// auto's buckets in Python: a tuple (dtype, device type, log2_m, log2_k, log2_n, log2_batch, layout,
+// threads), e.g. (torch.float32, "cpu", 16, 10, 6, 0, "RC", 2); see gemmlab::Bucket.
+using BucketTuple = std::tuple<at::ScalarType, std::string, int, int, int, int, std::string, int>;
+
+BucketTuple to_python(const gemmlab::Bucket& b) {
+  return {b.dtype, c10::DeviceTypeName(b.device, /*lower_case=*/true), b.log_m, b.log_k, b.log_n, b.log_batch,
+          std::string{b.layout_a, b.layout_b}, b.threads};
+}
+
+gemmlab::Bucket from_python(const BucketTuple& t) {
+  const auto& [dtype, device, log_m, log_k, log_n, log_batch, layout, threads] = t;
+  for (const int log : {log_m, log_k, log_n, log_batch})
+    TORCH_CHECK_VALUE(log >= 0 && log < 64, "gemmlab: a bucket's log2 sizes are 0..63; got ", log);
+  auto known = [](char c) { return c == 'R' || c == 'C' || c == 'S'; };
+  TORCH_CHECK_VALUE(layout.size() == 2 && known(layout[0]) && known(layout[1]),
+                    "gemmlab: a bucket's layout is two of R, C, S (a's, then b's); got '", layout, "'");
+  TORCH_CHECK_VALUE(threads >= 1, "gemmlab: a bucket's thread count is at least 1; got ", threads);
+  return {dtype, c10::Device(device).type(), log_m, log_k, log_n, log_batch, layout[0], layout[1], threads};
+}
+
 // A function pointer handed over in a PyCapsule by another extension (see kernel_abi.h); anything
 // else is refused, saying which argument and what it needed (the name guards against a pointer of
 // the wrong dtype or ABI version).
@@ -157,6 +179,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   gemmlab::register_kernel("cpp", &gemm_abi<float>, &gemm_abi<double>, std::numeric_limits<int64_t>::max(),
                            &gemm_last_error);
   gemmlab::register_kernel("torch", nullptr, nullptr, 0);
+  gemmlab::register_auto_kernel();
   m.def("matmul", &gemmlab::matmul, py::arg("a"), py::arg("b"), py::arg("kernel"), py::arg("out") = py::none(),
         "a @ b (torch.matmul's semantics) on a registered kernel, into out if given; None where gemmlab.matmul's "
         "Python path must take the call (anything it would reject, autograd, tensor subclasses and modes)");
@@ -169,6 +192,32 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       },
       py::arg("name"), py::arg("f32"), py::arg("f64"), py::arg("serial_fmas"),
       "Add a kernel given as PyCapsules of its C ABI functions (kernel_abi.h); returns its id");
+  m.attr("AUTO_BUCKET_FIELDS") =
+      py::make_tuple("dtype", "device", "log2_m", "log2_k", "log2_n", "log2_batch", "layout", "threads");
+  m.def(
+      "auto_choice",
+      [](const at::Tensor& a, const at::Tensor& b) {
+        const auto [bucket, kernel] = gemmlab::auto_choice(a, b);
+        return std::make_pair(to_python(bucket), kernel->name);
+      },
+      py::arg("a"), py::arg("b"),
+      "(bucket, kernel name): the bucket of a @ b (AUTO_BUCKET_FIELDS) and the kernel `auto` runs it on now");
+  m.def(
+      "auto_bucket_key", [](const BucketTuple& bucket) { return from_python(bucket).key(); }, py::arg("bucket"),
+      "The key auto's table files a bucket under; ValueError or TypeError for a bucket the core cannot use");
+  m.def(
+      "set_auto_table",
+      [](const std::vector<std::pair<BucketTuple, std::string>>& entries) {
+        std::vector<std::pair<gemmlab::Bucket, int>> table;
+        for (const auto& [bucket, name] : entries) {
+          const int id = gemmlab::kernel_id(name);
+          TORCH_CHECK_VALUE(id >= 0, "gemmlab.set_auto_table: no kernel is registered as '", name, "'");
+          table.emplace_back(from_python(bucket), id);
+        }
+        gemmlab::set_auto_table(table);
+      },
+      py::arg("entries"),
+      "Replace auto's table: a list of (bucket, kernel name); buckets left out follow the built-in rule");
   m.def("kernel_id", &gemmlab::kernel_id, py::arg("name"), "The id of the kernel registered as name, or -1");
   m.def(
       "kernel_name", [](int id) { return gemmlab::kernel(id).name; }, py::arg("kernel"), "The name of kernel `id`");

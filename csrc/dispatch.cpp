@@ -17,10 +17,12 @@
 #include <array>
 #include <cstdlib>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <sstream>
 #include <tuple>
+#include <unordered_map>
 #include <vector>
 
 namespace gemmlab {
@@ -59,12 +61,14 @@ bool dtype_supported(const Kernel& kern, at::ScalarType t) {
     case at::kHalf:
     case at::kBFloat16:
     case at::kComplexFloat:
-    case at::kComplexDouble: return kern.is_torch;
+    case at::kComplexDouble: return kern.is_torch || kern.is_auto;
     default: return false;
   }
 }
 
-bool device_supported(const Kernel& kern, const at::Device& d) { return d.is_cpu() || (kern.is_torch && d.is_cuda()); }
+bool device_supported(const Kernel& kern, const at::Device& d) {
+  return d.is_cpu() || ((kern.is_torch || kern.is_auto) && d.is_cuda());
+}
 
 // One batch dimension (after broadcasting), with each operand's stride along it in elements.
 struct BatchDim {
@@ -180,6 +184,52 @@ void simplify(Problem& pr) {
     pr.count = 1;
     dims.clear();
   }
+}
+
+// The plan's last steps, once the output is known (out == nullptr: the one the core allocates).
+void finish_plan(const at::Tensor* out, const at::Tensor& a, const at::Tensor& b, Problem& pr) {
+  set_output_strides(out, a.dim() == 1, b.dim() == 1, pr);
+  simplify(pr);
+}
+
+// --- auto: the kernel chosen for a product's bucket (dispatch.h) ---------------------------------
+using AutoTable = std::unordered_map<uint64_t, int>;  // Bucket::key() -> kernel id
+// Read on every auto product without a lock; replaced whole by set_auto_table. A replaced table is
+// kept, never freed: a product in another thread may still be reading it (and a process replaces
+// its table only a few times: when it loads the tuned file, and when `gemmlab tune` writes it).
+std::atomic<const AutoTable*> auto_table{nullptr};
+std::vector<std::unique_ptr<const AutoTable>> auto_tables;  // every table installed (under `registering`)
+int auto_rule_cpu = -1, auto_rule_other = -1;  // the built-in rule's kernels: cpp, torch
+
+int ceil_log2(int64_t x) { return x <= 1 ? 0 : 64 - __builtin_clzll(static_cast<uint64_t>(x - 1)); }
+
+// 'R': the elements of a row are adjacent (row-major), 'C': those of a column are (column-major,
+// e.g. a transposed row-major matrix), 'S': neither. A single row or column is adjacent either way.
+char layout_of(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
+  if (cols == 1 || cs == 1) return 'R';
+  if (rows == 1 || rs == 1) return 'C';
+  return 'S';
+}
+
+int layout_code(char layout) { return layout == 'R' ? 0 : layout == 'C' ? 1 : 2; }
+
+Bucket bucket_of(const Problem& pr, const at::Tensor& a) {
+  return {a.scalar_type(), a.device().type(), ceil_log2(pr.m), ceil_log2(pr.k), ceil_log2(pr.n), ceil_log2(pr.count),
+          layout_of(pr.m, pr.k, pr.a_rs, pr.a_cs), layout_of(pr.k, pr.n, pr.b_rs, pr.b_cs), at::get_num_threads()};
+}
+
+// The kernel auto runs a planned product on: its bucket's entry, if the table has one whose kernel
+// takes the operands, else the built-in rule. A handful of integer operations and one hash lookup.
+const Kernel& resolve_auto(const Problem& pr, const at::Tensor& a) {
+  if (const AutoTable* tuned = auto_table.load(std::memory_order_acquire)) {
+    const auto found = tuned->find(bucket_of(pr, a).key());
+    if (found != tuned->end()) {
+      const Kernel& chosen = table[found->second];
+      if (dtype_supported(chosen, a.scalar_type()) && device_supported(chosen, a.device())) return chosen;
+    }
+  }
+  const bool cpu_float = a.is_cpu() && (a.scalar_type() == at::kFloat || a.scalar_type() == at::kDouble);
+  return table[cpu_float && auto_rule_cpu >= 0 ? auto_rule_cpu : auto_rule_other];
 }
 
 void record(const Kernel& kern, const Problem& pr, at::ScalarType dtype) {
@@ -319,25 +369,66 @@ void run(const Kernel& kern, const Problem& pr, const at::Tensor& a, const at::T
 
 }  // namespace
 
+namespace {
+
+// Puts k in the table (the caller holds `registering`) and returns its id.
+int add_kernel(Kernel k) {
+  int id = kernel_id(k.name);  // re-registering a name (a module reloaded) keeps its id
+  if (id < 0) {
+    id = table_size.load();
+    TORCH_CHECK(id < MAX_KERNELS, "gemmlab: no room for kernel '", k.name, "' (", MAX_KERNELS, " registered)");
+  }
+  table[id] = std::move(k);
+  if (id == table_size.load()) table_size.store(id + 1);  // published only once complete
+  return id;
+}
+
+}  // namespace
+
 int register_kernel(const std::string& name, gemmlab_gemm_f32 f32, gemmlab_gemm_f64 f64, int64_t serial_fmas,
                     gemmlab_last_error last_error) {
   TORCH_CHECK_VALUE((f32 == nullptr) == (f64 == nullptr), "gemmlab: kernel '", name,
                     "' needs both a float32 and a float64 function");
   std::lock_guard<std::mutex> lock(registering);
-  int id = kernel_id(name);  // re-registering a name (a module reloaded) keeps its id
-  if (id < 0) {
-    id = table_size.load();
-    TORCH_CHECK(id < MAX_KERNELS, "gemmlab: no room for kernel '", name, "' (", MAX_KERNELS, " registered)");
-  }
-  Kernel& k = table[id];
+  Kernel k;
   k.name = name;
   k.f32 = f32;
   k.f64 = f64;
   k.serial_fmas = serial_fmas;
   k.last_error = last_error;
   k.is_torch = f32 == nullptr;
-  if (id == table_size.load()) table_size.store(id + 1);  // published only once complete
-  return id;
+  return add_kernel(std::move(k));
+}
+
+int register_auto_kernel() {
+  std::lock_guard<std::mutex> lock(registering);
+  auto_rule_cpu = kernel_id("cpp");
+  auto_rule_other = kernel_id("torch");
+  TORCH_CHECK(auto_rule_other >= 0, "gemmlab: the torch kernel must be registered before auto");
+  Kernel k;
+  k.name = "auto";
+  k.is_auto = true;
+  return add_kernel(std::move(k));
+}
+
+uint64_t Bucket::key() const {
+  uint64_t key = static_cast<uint8_t>(dtype);
+  key = key << 8 | static_cast<uint8_t>(device);
+  for (const int log : {log_m, log_k, log_n, log_batch}) key = key << 6 | (log & 63);
+  key = key << 2 | layout_code(layout_a);
+  key = key << 2 | layout_code(layout_b);
+  return key << 16 | (std::min(threads, 0xffff) & 0xffff);
+}
+
+void set_auto_table(const std::vector<std::pair<Bucket, int>>& entries) {
+  auto fresh = std::make_unique<AutoTable>();
+  for (const auto& [bucket, id] : entries) {
+    TORCH_CHECK_VALUE(!kernel(id).is_auto, "gemmlab: auto's table cannot name auto itself");
+    (*fresh)[bucket.key()] = id;
+  }
+  std::lock_guard<std::mutex> lock(registering);
+  auto_table.store(fresh->empty() ? nullptr : fresh.get(), std::memory_order_release);
+  if (!fresh->empty()) auto_tables.push_back(std::move(fresh));
 }
 
 int kernel_id(const std::string& name) {
@@ -374,10 +465,10 @@ namespace {
 // A planned product (plan, then output strides, then simplify) into *out, or into a fresh output
 // when out is null; the result has torch.matmul's shape. With release_gil, a long product lets
 // other Python threads run (the caller holds the GIL then).
-at::Tensor compute(const Kernel& kern, Problem& pr, const at::Tensor& a, const at::Tensor& b, const at::Tensor* out,
+at::Tensor compute(const Kernel& requested, Problem& pr, const at::Tensor& a, const at::Tensor& b, const at::Tensor* out,
                    bool release_gil) {
-  set_output_strides(out, a.dim() == 1, b.dim() == 1, pr);
-  simplify(pr);
+  finish_plan(out, a, b, pr);
+  const Kernel& kern = requested.is_auto ? resolve_auto(pr, a) : requested;
   const bool work = pr.count > 0 && pr.m > 0 && pr.n > 0 && pr.k > 0;
   if (work) record(kern, pr, a.scalar_type());
   std::optional<py::gil_scoped_release> no_gil;
@@ -418,10 +509,9 @@ std::string describe(const at::Tensor& t) {
   return s.str();
 }
 
-}  // namespace
-
-at::Tensor product(const at::Tensor& a_in, const at::Tensor& b_in, int id) {
-  const Kernel& kern = kernel(id);
+// product()'s checks (bad arguments raise, naming them), then the plan; a and b become what the kernel reads.
+void check_and_plan(const Kernel& kern, const at::Tensor& a_in, const at::Tensor& b_in, at::Tensor& a, at::Tensor& b,
+                    Problem& pr) {
   auto pair = [&] { return "a: " + describe(a_in) + "; b: " + describe(b_in); };
   TORCH_CHECK_TYPE(a_in.layout() == at::kStrided && b_in.layout() == at::kStrided,
                    "gemmlab: the product needs dense (strided) tensors; got layouts ", a_in.layout(), " and ",
@@ -432,11 +522,30 @@ at::Tensor product(const at::Tensor& a_in, const at::Tensor& b_in, int id) {
                    "gemmlab: the ", kern.name, " kernel needs two operands of one dtype it supports; ", pair());
   TORCH_CHECK_VALUE(a_in.device() == b_in.device() && device_supported(kern, a_in.device()), "gemmlab: the ",
                     kern.name, " kernel needs both operands on one device it runs on; ", pair());
-  const at::Tensor a = readable(kern, a_in), b = readable(kern, b_in);
-  Problem pr;
+  a = readable(kern, a_in);
+  b = readable(kern, b_in);
   TORCH_CHECK_VALUE(plan(a, b, pr), "gemmlab: the operands' shapes do not fit a product (inner dimensions differ or "
                     "batch dimensions do not broadcast); ", pair());
+}
+
+}  // namespace
+
+at::Tensor product(const at::Tensor& a_in, const at::Tensor& b_in, int id) {
+  const Kernel& kern = kernel(id);
+  at::Tensor a, b;
+  Problem pr;
+  check_and_plan(kern, a_in, b_in, a, b, pr);
   return compute(kern, pr, a, b, nullptr, false);
+}
+
+std::pair<Bucket, const Kernel*> auto_choice(const at::Tensor& a_in, const at::Tensor& b_in) {
+  const int id = kernel_id("auto");
+  TORCH_CHECK(id >= 0, "gemmlab: the auto kernel is not registered");
+  at::Tensor a, b;
+  Problem pr;
+  check_and_plan(kernel(id), a_in, b_in, a, b, pr);
+  finish_plan(nullptr, a, b, pr);
+  return {bucket_of(pr, a), &resolve_auto(pr, a)};
 }
 
 py::object matmul(py::handle a_obj, py::handle b_obj, int id, py::handle out_obj) {

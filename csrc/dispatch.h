@@ -13,6 +13,8 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "kernel_abi.h"
 
@@ -27,6 +29,7 @@ struct Kernel {
   int64_t serial_fmas = 0;
   gemmlab_last_error last_error = nullptr;  // optional: what went wrong when the kernel returned an error
   bool is_torch = false;  // the `torch` backend: at::matmul after the checks (any dtype, CPU or CUDA)
+  bool is_auto = false;   // `auto`: each product runs on the kernel chosen for its bucket (below)
 };
 
 // For tests that check which kernel ran on what: while tracing, every product the core runs is
@@ -55,6 +58,30 @@ at::Tensor product(const at::Tensor& a, const at::Tensor& b, int id);
 // a @ b through the op gemmlab::native_product on the kernel named `kernel`, so that autograd
 // records it (defined in autograd_op.cpp). Needs no GIL.
 at::Tensor differentiable_product(const at::Tensor& a, const at::Tensor& b, const std::string& kernel);
+
+// --- `auto`: a kernel per product, chosen by the product's bucket -----------------------------------
+// The bucket of a product is what the choice depends on, taken after the core has planned it (batch
+// dimensions that fold into rows are folded, so a batch sharing one B is one tall product):
+// dtype, device type, ceil(log2) of m, k, n and of the batch count, each operand's layout ('R': unit
+// stride along its rows' elements, i.e. row-major; 'C': column-major, e.g. a transposed view; 'S':
+// neither) and the thread count. This is the one definition: Python asks auto_bucket() for it.
+struct Bucket {
+  at::ScalarType dtype;
+  c10::DeviceType device;
+  int log_m, log_k, log_n, log_batch;
+  char layout_a, layout_b;
+  int threads;
+  uint64_t key() const;  // all of the above packed into one integer, the table's key
+};
+
+// Adds the `auto` kernel (after `cpp` and `torch`, which its built-in rule names) and returns its id.
+int register_auto_kernel();
+// Replaces auto's table whole: bucket -> kernel id (ids of registered kernels, not auto's own).
+// Buckets without an entry, and entries whose kernel cannot take the product, follow the built-in
+// rule: `cpp` for float32 and float64 on the CPU, `torch` for everything else.
+void set_auto_table(const std::vector<std::pair<Bucket, int>>& entries);
+// The bucket of a @ b and the kernel auto runs it on now (a and b checked as product() checks them).
+std::pair<Bucket, const Kernel*> auto_choice(const at::Tensor& a, const at::Tensor& b);
 
 // Outputs of at least this many bytes that the core allocates are advised to the kernel as huge
 // pages before their first touch (GEMMLAB_HUGE_PAGES=0 turns that off).

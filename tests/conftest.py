@@ -5,6 +5,7 @@ import math
 import os
 import pickle
 import struct
+import tempfile
 import threading
 from typing import NamedTuple
 
@@ -14,6 +15,12 @@ from hypothesis import HealthCheck, settings
 
 from gemmlab.reference import exact_integers
 from gemmlab.registry import LADDER, NATIVE_KERNELS, get_backend
+
+# The suite never reads or writes the user's tuned table for `auto`: its cache folder is an empty
+# one of its own (child processes inherit it), so `auto` follows its built-in rule unless a test
+# tunes it (the tuned_table fixture). Set before any test module is collected.
+_CACHE = tempfile.TemporaryDirectory(prefix="gemmlab-test-cache-")
+os.environ["GEMMLAB_CACHE_DIR"] = _CACHE.name
 
 settings.register_profile(
     "default", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
@@ -175,6 +182,18 @@ def kernel_calls(monkeypatch):
     yield record
     if calls.native:
         core.set_tracing(False)
+
+
+# --- auto's tuned table ----------------------------------------------------------------------------
+@pytest.fixture
+def tuned_table(monkeypatch, tmp_path):
+    """A tuned-table folder of the test's own (GEMMLAB_CACHE_DIR); yields the table's path.
+    Afterwards auto's table in the core is empty again (the suite's: the built-in rule only)."""
+    from gemmlab import autotune
+
+    monkeypatch.setenv("GEMMLAB_CACHE_DIR", str(tmp_path))
+    yield autotune.table_path()
+    autotune.install({})
 
 
 # --- exact cases: small integers ------------------------------------------------------------------

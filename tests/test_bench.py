@@ -89,13 +89,13 @@ def check_bench_json(data, shapes, dtypes, backends, threads, repeats):
 def test_bench_command_writes_table_json_and_plot(tmp_path, capsys, threads):
     out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
     argv = ["bench", "--size", "48", "--preset", "tiny", "--shape", "7", "5", "3", "--dtype", "float32", "float64",
-            "--threads", "1", "--repeats", "3", "--backend", "cpp", "cython", "--json", str(out_json), "--plot", str(out_png)]
+            "--threads", "1", "--repeats", "3", "--backend", "cpp", "cython", "auto", "--json", str(out_json), "--plot", str(out_png)]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "x torch @" in out and "x best peer" in out and "% peak" in out and "1 thread(s)" in out and "WRONG" not in out
     assert "peers: torch @ (mkl), numpy @ (openblas" in out
     data = json.loads(out_json.read_text())
-    check_bench_json(data, [(5, 784, 10), (48, 48, 48), (7, 5, 3)], ["float32", "float64"], ["cpp", "cython"], 1, 3)
+    check_bench_json(data, [(5, 784, 10), (48, 48, 48), (7, 5, 3)], ["float32", "float64"], ["cpp", "cython", "auto"], 1, 3)
     for dtype, peak in data["peak"].items():
         assert f"peak {dtype}: {peak['gflops']:.0f} GFLOP/s" in out
     for r in data["results"]:  # every result is a row of the table, with its numbers

@@ -13,7 +13,7 @@ from conftest import CPU_BACKENDS
 from rich.console import Console
 
 import gemmlab
-from gemmlab import cli
+from gemmlab import autotune, cli
 
 TIMING_FIELDS = {"first_call", "per_call", "repeats", "calls_per_repeat", "error_ratio"}
 
@@ -147,6 +147,63 @@ def test_train_options(tmp_path, capsys, monkeypatch, kernel_calls, threads):
     again = tmp_path / "again.json"
     assert cli.main([*argv, "--json", str(again)]) == 0
     assert json.loads(again.read_text())["epochs"][-1]["valid_loss"] == data["epochs"][-1]["valid_loss"]  # seeded
+
+
+def test_tune_measures_writes_shows_and_clears(tuned_table, capsys, monkeypatch, threads):
+    monkeypatch.setattr(cli, "_console", lambda: Console(width=200))
+    argv = ["tune", "--shape", "9", "17", "5", "--shape", "3", "8", "2", "--dtype", "float64", "--backend", "cpp", "torch",
+            "--threads", "1", "--repeats", "3"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "tuning auto on 2 products (--shape), 1 thread(s), candidates cpp, torch" in out
+    assert f"tuned table written to {tuned_table}" in out
+    entries = {e.product: e for e in autotune.read().values()}
+    assert sorted(entries) == ["3x8 @ 8x2 RR", "9x17 @ 17x5 RR"]
+    rows = table_rows(out)
+    assert rows["product"] == ["product", "dtype", "auto runs", "x torch", "cpp", "torch"]
+    for name, e in entries.items():
+        assert e.bucket[0] == torch.float64 and e.bucket[-1] == 1 and set(e.seconds) == {"cpp", "torch"}
+        assert e.backend == autotune.choose(e.seconds)
+        assert rows[name][1:4] == ["float64", e.backend, f"{e.speedup:.2f}"]
+
+    assert cli.main(["info"]) == 0
+    assert f"auto: tuned table in use: {tuned_table} (2 buckets)" in capsys.readouterr().out
+    assert cli.main(["tune", "--show"]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert rows["measured on"] == ["measured on", *autotune.bucket_fields(), "backend", "x torch"]
+    for name, e in entries.items():
+        assert rows[name] == [name, *(str(v).removeprefix("torch.") for v in e.bucket), e.backend, f"{e.speedup:.2f}"]
+
+    assert cli.main(["tune", "--clear"]) == 0
+    assert f"removed tuned table {tuned_table}" in capsys.readouterr().out and not tuned_table.exists()
+    assert cli.main(["info"]) == 0
+    assert f"auto: no tuned table in use (looked for {tuned_table})" in capsys.readouterr().out
+    assert cli.main(["tune", "--show"]) == 0
+    assert f"no tuned table at {tuned_table}" in capsys.readouterr().out
+
+
+def test_tune_reports_a_wrong_backend_and_never_chooses_it(tuned_table, capsys, monkeypatch, break_backend):
+    monkeypatch.setattr(cli, "_console", lambda: Console(width=200))
+    break_backend("cython")
+    assert cli.main(["tune", "--shape", "9", "17", "5", "--backend", "cython", "torch", "--repeats", "3"]) == 1
+    out = capsys.readouterr().out
+    assert "WRONG: cython on 9x17 @ 17x5 float32 is off by more than the allowed error (never chosen)" in out
+    assert table_rows(out)["9x17 @ 17x5 RR"][2:5] == ["torch", "1.00", "WRONG"]
+    assert [(e.backend, e.seconds["cython"]) for e in autotune.read().values()] == [("torch", None)]
+    assert cli.main(["tune", "--shape", "3", "8", "2", "--backend", "cython", "--repeats", "3"]) == 1  # nothing right
+    out = capsys.readouterr().out
+    assert "WRONG: cython on 3x8 @ 8x2 float32" in out and table_rows(out)["3x8 @ 8x2 RR"][2:5] == ["-", "-", "WRONG"]
+    assert [e.product for e in autotune.read().values()] == ["9x17 @ 17x5 RR"]  # nothing saved for it
+
+
+def test_tune_defaults_to_the_mlp_preset(tuned_table, monkeypatch):
+    asked = []
+    monkeypatch.setattr(autotune, "products", lambda presets, shapes, dtype: asked.append((presets, shapes, dtype)) or [])
+    assert cli.main(["tune"]) == 0
+    assert cli.main(["tune", "--shape", "2", "3", "4", "--dtype", "float32", "float64"]) == 0
+    assert cli.main(["tune", "--preset", "square", "--preset", "batched"]) == 0
+    assert asked == [(["mlp"], [], torch.float32), ([], [[2, 3, 4]], torch.float32), ([], [[2, 3, 4]], torch.float64),
+                     (["square", "batched"], [], torch.float32)]
 
 
 def test_unknown_choices_are_refused(capsys):

@@ -164,13 +164,14 @@ def test_inference_tensor_out_outside_inference_mode(backend):
 # --- the native road is taken, and only where it should be --------------------------------------
 @pytest.fixture
 def native_road(monkeypatch):
-    """Every name in registry.NATIVE_KERNELS (after every CPU backend loaded, so each that has a core
-    kernel is there) routed through a counting wrapper around the core, and the Python road
+    """Every name in registry.NATIVE_KERNELS (after every CPU backend and auto loaded, so each that has
+    a core kernel is there) routed through a counting wrapper around the core, and the Python road
     (dispatch._matmul_python) recorded too. Returns (the names, the log): ("core", name, taken) per
     call into the core, ("python",) per entry into the Python road."""
     for name in CPU_BACKENDS:
         require_backend(name)
-    assert {"cpp", "torch"} <= set(registry.NATIVE_KERNELS), registry.NATIVE_KERNELS
+    assert registry.AUTO_BACKEND.available, registry.AUTO_BACKEND.info()
+    assert {"cpp", "torch", "auto"} <= set(registry.NATIVE_KERNELS), registry.NATIVE_KERNELS
     log = []
     for name, (function, kernel) in list(registry.NATIVE_KERNELS.items()):
         def counting(a, b, kernel, out=None, function=function, name=name):
@@ -269,7 +270,7 @@ def test_what_the_core_declines_still_works_through_python(native_road):
         log.clear()  # NumPy operands: converted by the Python road, which then hands the tensors to the core
         result = gemmlab.matmul(a.numpy(), b.numpy(), backend=name)
         assert log[:2] == [("core", name, False), ("python",)] and [log[2][0], log[2][2]] == ["core", True], f"{name}, NumPy: {log}"
-        assert len(log) == 3, log  # (as the backend it resolved to: auto's entry is torch's)
+        assert len(log) == 3, log
         assert isinstance(result, np.ndarray)
         assert_close_to_reference(torch.from_numpy(result), a, b, what=f"{name} on NumPy operands")
 
@@ -485,8 +486,8 @@ def test_large_outputs_get_huge_page_advice():
 
 # --- the default backend, per thread, on the native road -------------------------------------------
 def test_use_backend_in_a_thread_takes_the_core_with_its_kernel(native_road, kernel_calls):
-    """A thread inside use_backend("cpp") runs the core's cpp kernel; a thread outside any block gets
-    the process default (auto: torch, also through the core); the main thread's block reaches neither."""
+    """A thread inside use_backend("torch") runs the core's torch kernel; a thread outside any block gets
+    the process default (auto, untuned: cpp, also through the core); the main thread's block reaches neither."""
     _, log = native_road
     calls = kernel_calls("cpp", "torch", "numba")
     idents = {}
@@ -498,11 +499,11 @@ def test_use_backend_in_a_thread_takes_the_core_with_its_kernel(native_road, ker
             assert_close_to_reference(gemmlab.matmul(a, b), a, b, what=f"a thread with backend {name}")
 
     with gemmlab.use_backend("numba"):
-        workers = [threading.Thread(target=work, args=(name,)) for name in ("cpp", None)]
+        workers = [threading.Thread(target=work, args=(name,)) for name in ("torch", None)]
         for t in workers:
             t.start()
         for t in workers:
             t.join(timeout=60)
     assert not any(t.is_alive() for t in workers)
-    assert sorted(log) == [("core", "auto", True), ("core", "cpp", True)]
-    assert sorted((c.thread, c.backend) for c in calls) == sorted([(idents["cpp"], "cpp"), (idents[None], "torch")])
+    assert sorted(log) == [("core", "auto", True), ("core", "torch", True)]
+    assert sorted((c.thread, c.backend) for c in calls) == sorted([(idents["torch"], "torch"), (idents[None], "cpp")])

@@ -114,15 +114,15 @@ def test_linear_without_backend_follows_the_default_when_it_runs(kernel_calls):
     torch.testing.assert_close(y, x @ layer.weight.T + layer.bias)
 
     calls.clear()
-    layer(x)  # built inside the block, run outside it: the process default, auto (torch)
+    layer(x)  # built inside the block, run outside it: the process default, auto (untuned: cpp)
     with gemmlab.use_backend("numba"):
         layer(x)
     try:
-        gemmlab.set_backend("cpp")
+        gemmlab.set_backend("torch")
         layer(x)
     finally:
         gemmlab.set_backend("auto")
-    assert ran_on(calls) == ["torch", "numba", "cpp"]
+    assert ran_on(calls) == ["cpp", "numba", "torch"]
 
 
 def test_linear_with_a_backend_keeps_it(kernel_calls):
@@ -130,8 +130,8 @@ def test_linear_with_a_backend_keeps_it(kernel_calls):
     x = randn(5, 6, seed=5)
     with gemmlab.use_backend("cython"):
         gnn.Linear(6, 4, backend="numba", dtype=torch.float64)(x)
-        gnn.Linear(6, 4, backend="auto", dtype=torch.float64)(x)  # "auto" is a choice too: torch on the CPU
-    assert ran_on(calls) == ["numba", "torch"]
+        gnn.Linear(6, 4, backend="auto", dtype=torch.float64)(x)  # "auto" is a choice too (untuned: cpp)
+    assert ran_on(calls) == ["numba", "cpp"]
 
 
 def test_mlp_without_backend_follows_the_default(kernel_calls):

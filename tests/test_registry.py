@@ -30,11 +30,12 @@ def test_backend_info_fields():
         assert "cpu" in info["devices"] or info["name"] in ("cuda", "numba_cuda")  # the GPU-only backends
 
 
-def test_default_is_auto_and_auto_means_torch(kernel_calls):
+def test_default_is_auto_and_untuned_auto_follows_its_built_in_rule(kernel_calls):
     assert gemmlab.current_backend() == "auto"
-    calls = kernel_calls("torch")
-    gemmlab.matmul(randn(2, 3), randn(3, 2))
-    assert [c.backend for c in calls] == ["torch"]
+    calls = kernel_calls("cpp", "torch")
+    gemmlab.matmul(randn(2, 3), randn(3, 2))  # (the suite's tuned table is empty)
+    gemmlab.matmul(randn(2, 3).to(torch.complex128), randn(3, 2).to(torch.complex128))
+    assert [c.backend for c in calls] == ["cpp", "torch"]
 
 
 def test_use_backend_nests_and_restores():
@@ -50,11 +51,11 @@ def test_use_backend_nests_and_restores():
 
 
 def test_use_backend_routes_calls(kernel_calls):
-    calls = kernel_calls("cython", "torch")
+    calls = kernel_calls("cython", "cpp")
     with gemmlab.use_backend("cython"):
         gemmlab.matmul(randn(2, 3), randn(3, 2))
-    gemmlab.matmul(randn(2, 3), randn(3, 2))
-    assert [c.backend for c in calls] == ["cython", "torch"]
+    gemmlab.matmul(randn(2, 3), randn(3, 2))  # auto, untuned: cpp
+    assert [c.backend for c in calls] == ["cython", "cpp"]
 
 
 @pytest.fixture
@@ -82,7 +83,7 @@ def test_use_backend_refuses_unknown_and_unavailable_names(broken):
 
 def test_use_backend_is_per_thread(kernel_calls):
     """Real threads, each inside its own use_backend block at the same time: none sees another's."""
-    calls = kernel_calls("cython", "numba", "torch")
+    calls = kernel_calls("cython", "numba", "cpp")
     barrier = threading.Barrier(3, timeout=60)
     seen = {}
 
@@ -97,17 +98,17 @@ def test_use_backend_is_per_thread(kernel_calls):
                 barrier.wait()  # ...and stays open until every thread has multiplied
         return threading.Thread(target=run)
 
-    with gemmlab.use_backend("cpp"):  # the main thread's block does not reach threads either
+    with gemmlab.use_backend("torch"):  # the main thread's block does not reach threads either
         workers = [worker(name) for name in ("cython", "numba", "none")]
         for t in workers:
             t.start()
         for t in workers:
             t.join(timeout=60)
-        assert gemmlab.current_backend() == "cpp"
+        assert gemmlab.current_backend() == "torch"
     assert not any(t.is_alive() for t in workers)
     assert {name: backend for name, (backend, _) in seen.items()} == {"cython": "cython", "numba": "numba", "none": "auto"}
     ran = {c.thread: c.backend for c in calls}
-    assert {name: ran[thread] for name, (_, thread) in seen.items()} == {"cython": "cython", "numba": "numba", "none": "torch"}
+    assert {name: ran[thread] for name, (_, thread) in seen.items()} == {"cython": "cython", "numba": "numba", "none": "cpp"}
     assert len(calls) == 3
 
 

@@ -214,26 +214,26 @@ def test_model_makes_three_products_per_lin_on_its_backend(recorded):
 
 
 def test_model_without_backend_follows_the_default_and_keeps_it_for_backward(kernel_calls):
-    calls = kernel_calls("cython", "numba", "torch")
+    calls = kernel_calls("cython", "numba", "cpp")
     model = mlp(5, 4, 3, dtype=torch.float64)
     assert [layer.backend for layer in model.layers if isinstance(layer, Lin)] == [None, None]
     x, targ = torch.randn(6, 5, generator=gen(), dtype=torch.float64), torch.tensor([0, 1, 2, 2, 1, 0])
     with gemmlab.use_backend("cython"):
         model(x, targ)
     model.backward()  # outside the block: the backward products stay where the forward ran
-    model(x, targ)  # the process default now: auto (torch)
+    model(x, targ)  # the process default now: auto (untuned: cpp)
     with gemmlab.use_backend("numba"):
         model.backward()  # ...and its backward stays there too
-    assert [c.backend for c in calls] == ["cython"] * 6 + ["torch"] * 6
+    assert [c.backend for c in calls] == ["cython"] * 6 + ["cpp"] * 6
 
 
 def test_lin_with_a_backend_keeps_it(kernel_calls):
-    calls = kernel_calls("cython", "numba", "torch")
+    calls = kernel_calls("cython", "numba", "cpp")
     x = torch.randn(6, 5, generator=gen(), dtype=torch.float64)
     with gemmlab.use_backend("cython"):
         Lin(5, 3, backend="numba", generator=gen(1), dtype=torch.float64)(x)
-        Lin(5, 3, backend="auto", generator=gen(1), dtype=torch.float64)(x)
-    assert [c.backend for c in calls] == ["numba", "torch"]
+        Lin(5, 3, backend="auto", generator=gen(1), dtype=torch.float64)(x)  # untuned: cpp
+    assert [c.backend for c in calls] == ["numba", "cpp"]
 
 
 # --- the losses ----------------------------------------------------------------------------------

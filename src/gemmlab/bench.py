@@ -104,7 +104,8 @@ def _cpu_ghz() -> float:
         return float("nan")
 
 
-def machine() -> dict:
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     model = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
@@ -112,7 +113,11 @@ def machine() -> dict:
             model = found.group(1).strip() if found else model
     except OSError:
         pass
-    return {"cpu": model, "capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
+    return model
+
+
+def machine() -> dict:
+    return {"cpu": cpu_model(), "capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "torch_blas": torch_blas(),
             "numpy_blas": numpy_blas(), "date": time.strftime("%Y-%m-%d")}
 
@@ -138,13 +143,17 @@ def _timed(fn, a, b, repeats: int):
     return err, measure(fn, repeats=repeats)
 
 
+def warm_up() -> None:
+    """Unrecorded warm-up before the first timing: right after the backends' first calls, the first
+    product timed in the process ran up to 60x slow (seen on 256^3), whichever shape came first."""
+    warm = torch.randn(512, 512)
+    measure(lambda: warm @ warm, repeats=3)
+
+
 def run(backends, dtypes, shapes, repeats: int = 7, on_result=None) -> list[Result]:
     from threadpoolctl import threadpool_limits
 
-    # Unrecorded warm-up: right after the backends' first calls, the first product timed in the
-    # process ran up to 60x slow (seen on 256^3), whichever shape came first.
-    warm = torch.randn(512, 512)
-    measure(lambda: warm @ warm, repeats=3)
+    warm_up()
     results = []
     for shape in shapes:
         batch, m, k, n = (1, *shape) if len(shape) == 3 else shape
@@ -237,7 +246,9 @@ def plot(results: list[Result], peaks: dict[str, Peak], path: str) -> None:
 TORCH_LINEAR = "torch.nn.Linear"  # the yardstick layer; in the product item, its product F.linear(x, w)
 TRAIN_RTOL = 1e-4  # allowed max |gemmlab - torch.nn.Linear| as a fraction of max |torch.nn.Linear| (float32 sums)
 MLP_SIZES = [784, 50, 10]  # the notes' MNIST MLP
+TRAIN_STEP_BATCHES = (64, 512)  # its training steps
 NETWORK_SIZES = [784, 50, 1]  # the notes' full-batch network, MSE loss on one output
+NETWORK_ROWS = 50000  # ...on all of MNIST's training images at once
 
 
 @dataclass
@@ -322,12 +333,13 @@ def _network_work(layer: str, rows: int, seed: int = 3):
     return step, lambda: [p.grad for p in model.parameters()]
 
 
-def train_work(rows: int = 50000) -> dict:
+def train_work(rows: int = NETWORK_ROWS) -> dict:
     """The work items, name -> builder(layer) -> (step, state); rows: the full-batch network's rows."""
+    steps = {f"train step, batch {batch}": lambda layer, batch=batch: _train_step_work(layer, batch)
+             for batch in TRAIN_STEP_BATCHES}
     return {
         "product 64x784 @ 784x50, fwd+bwd": _product_work,
-        "train step, batch 64": lambda layer: _train_step_work(layer, 64),
-        "train step, batch 512": lambda layer: _train_step_work(layer, 512),
+        **steps,
         f"{rows}x784->50->1 MSE, fwd+bwd": lambda layer: _network_work(layer, rows),
     }
 
@@ -341,7 +353,7 @@ def _difference_ratio(got: list[torch.Tensor], want: list[torch.Tensor]) -> floa
     return max(float((g - w).abs().max() / (TRAIN_RTOL * w.abs().max())) for g, w in zip(got, want, strict=True))
 
 
-def run_train(backends, repeats: int = 7, rows: int = 50000, on_result=None) -> list[TrainResult]:
+def run_train(backends, repeats: int = 7, rows: int = NETWORK_ROWS, on_result=None) -> list[TrainResult]:
     """Each work item (train_work) on torch.nn.Linear, then gemmlab.nn.Linear on each backend: a first
     step checked against torch.nn.Linear's from the same initial weights and data, then timed."""
     results = []

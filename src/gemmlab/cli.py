@@ -1,6 +1,6 @@
 """The `gemmlab` command: `ladder` (the notes' speed ladder), `bench` (GFLOP/s against torch),
-`bench-train` (training with gemmlab.nn.Linear against torch.nn.Linear), `train` (an MLP on digits)
-and `info` (backends)."""
+`bench-train` (training with gemmlab.nn.Linear against torch.nn.Linear), `train` (an MLP on digits),
+`tune` (measure what `auto` runs) and `info` (backends)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from rich.table import Table
 
 from gemmlab import available_backends, backend_info, matmul
 from gemmlab.reference import error_ratio
-from gemmlab.registry import BACKENDS
+from gemmlab.registry import AUTO, BACKENDS
 from gemmlab.timing import measure
 
 BARE_TORCH = "a @ b (bare torch)"
@@ -96,8 +96,23 @@ def run_info(args: argparse.Namespace) -> int:
     for info in backend_info():
         table.add_row(info["name"], "yes" if info["available"] else "no", ", ".join(info["devices"]),
                       ", ".join(info["dtypes"]), info["reason"] or info["note"] or info["summary"])
-    _console().print(table)
+    console = _console()
+    console.print(table)
+    console.print(_auto_status())
     return 0
+
+
+def _auto_status() -> str:
+    from gemmlab import autotune
+
+    status = autotune.status()
+    if not status["available"]:
+        return f"auto: torch for every product (gemmlab's dispatch core cannot load: {status['reason']})"
+    if status["buckets"]:
+        return (f"auto: tuned table in use: {status['path']} ({status['buckets']} buckets); other products follow "
+                f"the built-in rule: {autotune.BUILT_IN_RULE}")
+    return (f"auto: no tuned table in use (looked for {status['path']}); every product follows the built-in rule: "
+            f"{autotune.BUILT_IN_RULE}. `gemmlab tune` measures one.")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -260,6 +275,73 @@ def run_bench_train(args: argparse.Namespace) -> int:
     return 1 if wrong else 0
 
 
+def _show_table(console: Console) -> int:
+    from gemmlab import autotune
+
+    path = autotune.table_path()
+    entries = autotune.read(path)  # (a file that cannot be used: a warning says why)
+    if not entries:
+        console.print(f"no tuned table at {path}; auto follows its built-in rule: {autotune.BUILT_IN_RULE}")
+        return 0
+    fields = autotune.bucket_fields()
+    table = Table(title=f"gemmlab tune: what auto runs per bucket ({path})")
+    for col in ("measured on", *fields, "backend", "x torch"):
+        table.add_column(col, justify="right" if col.startswith(("log2", "threads", "x ")) else "left")
+    for entry in entries.values():
+        cells = [str(v).removeprefix("torch.") for v in entry.bucket]
+        table.add_row(entry.product, *cells, entry.backend, f"{entry.speedup:.2f}")
+    console.print(table)
+    return 0
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gemmlab import autotune
+
+    console = _console()
+    if args.clear:
+        removed = autotune.clear()
+        autotune.install()
+        console.print(f"{'removed' if removed else 'there was no'} tuned table {autotune.table_path()}")
+        return 0
+    if args.show:
+        return _show_table(console)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    presets = args.preset or ([] if args.shape else ["mlp"])
+    found = [p for name in args.dtype for p in autotune.products(presets, args.shape or [], DTYPES[name])]
+    names = args.backend or autotune.candidates()
+    console.print(f"tuning auto on {len(found)} products ({', '.join(presets + ['--shape'] * bool(args.shape))}), "
+                  f"{torch.get_num_threads()} thread(s), candidates {', '.join(names)}; a backend replaces torch "
+                  f"only when right and at least {autotune.MARGIN:.2f}x as fast")
+    table = Table(title="gemmlab tune: what auto runs now, per product measured (median time per call)")
+    for col in ("product", "dtype", "auto runs", "x torch", *names):
+        table.add_column(col, justify="left" if col in ("product", "dtype", "auto runs") else "right")
+    wrong = []
+
+    def add(product, entry):
+        dtype = str(product.a.dtype).removeprefix("torch.")
+        wrong.extend((name, product.what, dtype) for name in names if entry.seconds[name] is None)
+        times = [_format_seconds(entry.seconds[n]) if entry.seconds[n] is not None else "WRONG" for n in names]
+        table.add_row(entry.product, dtype, entry.backend or "-", f"{entry.speedup:.2f}" if entry.backend else "-", *times)
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("tuning", total=len(found))
+
+        def done(product, entry):
+            add(product, entry)
+            progress.update(task, advance=1, description=f"measured {product.what}")
+
+        autotune.tune(found, names, repeats=args.repeats, on_product=done)
+    console.print(table)
+    console.print(f"tuned table written to {autotune.table_path()}")
+    for name, what, dtype in wrong:
+        console.print(f"[red]WRONG: {name} on {what} {dtype} is off by more than the allowed error (never chosen)")
+    return 1 if wrong else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gemmlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -301,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "others before giving up (default %(default)g)")
     train.set_defaults(func=run_train)
 
+    from gemmlab import autotune
     from gemmlab.bench import PRESETS as bench_presets
 
     bench = sub.add_parser("bench", help="GFLOP/s of the backends against torch's and NumPy's @, checked against float64")
@@ -309,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "overhead: tiny and 64^3; batched: 256 x 32^3, 64 x (128x64 @ 64x128), 8 x 512^3")
     bench.add_argument("--size", type=int, action="append", help="an n x n x n product (repeatable)")
     bench.add_argument("--shape", type=int, nargs=3, action="append", metavar=("M", "K", "N"), help="(repeatable)")
-    bench.add_argument("--backend", nargs="+", choices=list(BACKENDS), default=["numba", "cython", "cpp", "torch"])
+    bench.add_argument("--backend", nargs="+", choices=[AUTO, *BACKENDS], default=["numba", "cython", "cpp", "torch"])
     bench.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), default=["float32"])
     bench.add_argument("--threads", type=int, help="torch.set_num_threads (all parallel backends follow it)")
     bench.add_argument("--repeats", type=int, default=7)
@@ -319,13 +402,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     train_bench = sub.add_parser("bench-train", help="training steps with gemmlab.nn.Linear on each backend against "
                                  "torch.nn.Linear, checked against it")
-    train_bench.add_argument("--backend", nargs="+", choices=list(BACKENDS), default=["numba", "cython", "cpp", "torch"])
+    train_bench.add_argument("--backend", nargs="+", choices=[AUTO, *BACKENDS], default=["numba", "cython", "cpp", "torch"])
     train_bench.add_argument("--threads", type=int, help="torch.set_num_threads (all parallel backends follow it)")
     train_bench.add_argument("--repeats", type=int, default=7)
     train_bench.add_argument("--json", metavar="FILE", help="write the raw numbers")
     train_bench.add_argument("--quick", action="store_true", help="500 rows instead of 50000 in the full-batch network "
                              "(a smoke test, not a measurement)")
     train_bench.set_defaults(func=run_bench_train)
+
+    tune = sub.add_parser("tune", help="measure which backend auto runs for each kind of product, and keep it")
+    tune.add_argument("--preset", action="append", choices=autotune.PRESETS,
+                      help="bench's presets; mlp also tunes the products of bench-train's network layers, forward and "
+                           "backward (default: mlp, unless --shape is given)")
+    tune.add_argument("--shape", type=int, nargs=3, action="append", metavar=("M", "K", "N"), help="(repeatable)")
+    tune.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), default=["float32"])
+    tune.add_argument("--backend", nargs="+", choices=autotune.CANDIDATES,
+                      help="the candidates (default: those available; torch is the yardstick, keep it in)")
+    tune.add_argument("--threads", type=int, help="torch.set_num_threads: tables are kept per thread count")
+    tune.add_argument("--repeats", type=int, default=7, help="timed samples per backend (at least 3)")
+    tune.add_argument("--show", action="store_true", help="print the tuned table and exit")
+    tune.add_argument("--clear", action="store_true", help="delete the tuned table and exit")
+    tune.set_defaults(func=run_tune)
 
     info = sub.add_parser("info", help="list every backend: available or why not, devices, dtypes")
     info.add_argument("--json", action="store_true")

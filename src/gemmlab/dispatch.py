@@ -94,9 +94,9 @@ def _check_operands(a: torch.Tensor, b: torch.Tensor, backend: Backend) -> None:
             raise ValueError(f"gemmlab.matmul: batch dimensions do not broadcast; {pair()}") from None
 
 
-def _resolve(backend: str | None, device: torch.device) -> Backend:
+def _resolve(backend: str | None) -> Backend:
     name = current_backend() if backend is None else backend
-    return pick_auto(device.type) if name == AUTO else get_backend(name)
+    return pick_auto() if name == AUTO else get_backend(name)
 
 
 def _differentiable_product(backend: Backend, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -208,7 +208,7 @@ def _checked_out(out, a: torch.Tensor, b: torch.Tensor, from_numpy: bool) -> tor
 def _matmul_python(a, b, name: str, out):
     """The reference road: every check with its message, then the product (see the module docstring)."""
     a_t, b_t, from_numpy = _to_tensors(a, b)
-    chosen = _resolve(name, a_t.device)
+    chosen = _resolve(name)
     chosen.kernel  # raises now if the backend cannot run here
     _check_operands(a_t, b_t, chosen)
     out_t = None if out is None else _checked_out(out, a_t, b_t, from_numpy)

@@ -109,13 +109,14 @@ LADDER = (
 )
 BACKENDS = {b.name: b for b in LADDER}
 AUTO = "auto"
-# What `auto` picks, per device type: the first available backend in the list.
-AUTO_PREFERENCE = {"cpu": ("torch",), "cuda": ("torch",)}
+# `auto`, the default: per product, the backend measured fastest here for its kind (gemmlab.autotune,
+# `gemmlab tune`), chosen in the C++ dispatch core; without that core (the extension missing), torch.
+AUTO_BACKEND = Backend(AUTO, "gemmlab.backends.auto", "per product, the backend measured fastest here (gemmlab tune); "
+                       "untuned: cpp for float32/float64 on the CPU, else torch", TORCH_DEVICES, TORCH_DTYPES, REBUILD_HINT)
 
 
 # Names whose products gemmlab.matmul hands straight to the C++ dispatch core: name -> (the core's
-# matmul, kernel id). Filled as backends load (so `import gemmlab` loads no extension); `auto` joins
-# while it means the same backend on every device type.
+# matmul, kernel id). Filled as backends load (so `import gemmlab` loads no extension).
 NATIVE_KERNELS: dict[str, tuple[Callable, int]] = {}
 
 
@@ -123,8 +124,6 @@ def _publish_native(name: str, kernel: int) -> None:
     from gemmlab._cpp import matmul  # loaded already: the backend got its kernel id from it
 
     NATIVE_KERNELS[name] = (matmul, kernel)
-    if all(prefs[0] == name for prefs in AUTO_PREFERENCE.values()):
-        NATIVE_KERNELS[AUTO] = (matmul, kernel)
 
 
 def known_backends() -> list[str]:
@@ -148,11 +147,10 @@ def get_backend(name: str) -> Backend:
     return BACKENDS[name]
 
 
-def pick_auto(device_type: str) -> Backend:
-    for name in AUTO_PREFERENCE.get(device_type, ("torch",)):
-        if BACKENDS[name].available:
-            return BACKENDS[name]
-    raise BackendUnavailableError(f"no gemmlab backend is available for device type {device_type!r}")
+def pick_auto() -> Backend:
+    """What `auto` resolves to on the Python road: the auto backend (whose first use loads the tuned
+    table into the core), or torch where gemmlab's C++ extension is missing."""
+    return AUTO_BACKEND if AUTO_BACKEND.available else BACKENDS["torch"]
 
 
 # The default backend: a process-wide setting, overridden inside `use_backend` blocks (per thread
