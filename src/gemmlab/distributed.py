@@ -18,6 +18,8 @@ import os
 import pickle
 import signal
 import socket
+import time
+from multiprocessing import connection as mp_connection
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -113,15 +115,41 @@ def launch(nproc: int, fn: Callable, args: tuple = (), port: int | None = None, 
         check_port(port)
     context = mp.start_processes(_worker, args=(nproc, port, timeout, fn, args), nprocs=nproc, join=False,
                                  start_method="spawn")
-    try:
-        while not context.join():  # returns when all have finished; on a failure, stops the others and raises
-            pass
-    except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
-        # One worker's failure often fails its peers too (a connection reset in their collective), and
-        # the first one seen need not be the cause: name every worker that failed, not only that one.
-        failed = [i for i, p in enumerate(context.processes) if i == e.error_index or p.exitcode not in (0, -signal.SIGTERM)]
+    failed = _watch(context.processes)
+    if failed:
         stopped = "\nthe others were stopped" if len(failed) < nproc else ""
-        raise WorkerFailed("\n".join(_how_it_failed(i, nproc, context) for i in failed) + stopped) from None
+        raise WorkerFailed("\n".join(_how_it_failed(i, nproc, context) for i in failed) + stopped)
+
+
+# After the first failure, how long the others get to end by themselves before they are stopped.
+# One worker's failure usually fails its peers too (a connection reset in their collective), often
+# before its own exit is seen: waiting lets every worker's own account be recorded, the cause's too.
+FAILURE_GRACE_SECONDS = 5.0
+
+
+def _watch(processes: list) -> list[int]:
+    """Wait for the processes; once one fails, give the rest FAILURE_GRACE_SECONDS, then stop them.
+    Returns the indices of those that failed of their own accord (empty if all succeeded)."""
+    pending = {p.sentinel: i for i, p in enumerate(processes)}
+    deadline = None
+    while pending:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready = mp_connection.wait(list(pending), timeout=left)
+        if not ready:
+            break
+        for sentinel in ready:
+            processes[pending.pop(sentinel)].join()
+        if deadline is None and any(p.exitcode not in (None, 0) for p in processes):
+            deadline = time.monotonic() + FAILURE_GRACE_SECONDS
+    stopped = set(pending.values())
+    for i in stopped:
+        processes[i].terminate()
+    for i in stopped:
+        processes[i].join(FAILURE_GRACE_SECONDS)
+        if processes[i].exitcode is None:  # deaf to SIGTERM (stuck in native code)
+            processes[i].kill()
+            processes[i].join()
+    return [i for i, p in enumerate(processes) if i not in stopped and p.exitcode != 0]
 
 
 def _how_it_failed(index: int, nproc: int, context: mp.ProcessContext) -> str:
