@@ -1,4 +1,5 @@
-"""gemmlab.matmul per backend, dtype and shape; achieved GFLOP/s; the dispatch layer's overhead."""
+"""gemmlab.matmul per backend and product, BLAS peers next to them; with GEMMLAB_ASV_EXTRA=1 also
+achieved GFLOP/s and the dispatch layer's overhead (informational `track_` numbers)."""
 
 import timeit
 
@@ -6,31 +7,58 @@ import torch
 
 import gemmlab
 
-from .common import CPU_BACKENDS, CUBE, DTYPES, MLP_SHAPES, PYTHON_LEVELS, SMOKE, TINY, operands, require
-
-SHAPES = [TINY, (CUBE, CUBE, CUBE)] if SMOKE else [TINY, (256, 256, 256), (CUBE, CUBE, CUBE), *MLP_SHAPES]
+from .common import CUBE, EXTRA, FAST_BACKENDS, PEERS, PRODUCT_CASES, PYTHON_LEVELS, TINY, Sampled, case_names, operands, prepared_product, require
 
 
-class MatMul:
-    params = (list(CPU_BACKENDS), list(DTYPES), [f"{m}x{k}x{n}" for m, k, n in SHAPES])
-    param_names = ["backend", "dtype", "shape"]
-    timeout = 120
+class MatMul(Sampled):
+    """gemmlab.matmul(a, b, backend=...) on random operands: one call per sample."""
 
-    def setup(self, backend, dtype, shape):
+    params = (list(FAST_BACKENDS), PRODUCT_CASES)
+    param_names = ["backend", "product"]
+
+    def setup(self, backend, product):
         require(backend)
-        m, k, n = map(int, shape.split("x"))
-        if backend in PYTHON_LEVELS and (m, k, n) != TINY:
-            raise NotImplementedError("the pure-Python levels run only on the notes' tiny shape")
-        self.a, self.b = operands(m, k, n, DTYPES[dtype])
+        self.run = prepared_product(backend, product)
 
-    def time_matmul(self, backend, dtype, shape):
-        gemmlab.matmul(self.a, self.b, backend=backend)
+    def time_matmul(self, backend, product):
+        self.run()
+
+
+class PeerMatMul(Sampled):
+    """The same products through BLAS directly: torch's @ (MKL) and NumPy's @ (its BLAS, limited to
+    the same threads with threadpoolctl). Reference rows: when they move, the machine moved."""
+
+    params = (list(PEERS), PRODUCT_CASES)
+    param_names = ["peer", "product"]
+
+    def setup(self, peer, product):
+        self.run = prepared_product(peer, product)
+
+    def time_matmul(self, peer, product):
+        self.run()
+
+
+class PythonLevels(Sampled):
+    """The notes' pure-Python levels, on the notes' tiny product only (loops take about a second)."""
+
+    params = (list(PYTHON_LEVELS), case_names([("float32", TINY)]))
+    param_names = ["backend", "product"]
+    repeat = (3, 10, 0.5)  # 2 rounds x 3: the fewest samples for which asv's test can say "different"
+    timeout = 180
+
+    def setup(self, backend, product):
+        require(backend)
+        self.run = prepared_product(backend, product)
+
+    def time_matmul(self, backend, product):
+        self.run()
 
 
 class Gflops:
-    """Achieved GFLOP/s on a 1024 cube (CUBE) in float32: median of a few calls after a warm-up."""
+    """Achieved GFLOP/s on a 1024 cube in float32: median of five calls after a warm-up. Informational
+    (higher is better, one number per run): not for `asv continuous`."""
 
-    params = [b for b in CPU_BACKENDS if b not in PYTHON_LEVELS]
+    params = list(FAST_BACKENDS)
     param_names = ["backend"]
     unit = "GFLOP/s"
     timeout = 300
@@ -46,7 +74,8 @@ class Gflops:
 
 
 class DispatchOverhead:
-    """What gemmlab.matmul(backend='torch') costs over bare @ on the notes' tiny product."""
+    """What gemmlab.matmul(backend='torch') costs over bare @ on the notes' tiny product, in
+    microseconds: a difference of two timings, informational."""
 
     unit = "microseconds"
 
@@ -58,11 +87,9 @@ class DispatchOverhead:
             return min(timeit.repeat(fn, number=2000, repeat=7)) / 2000
 
         gemmlab_time = best(lambda: gemmlab.matmul(self.a, self.b, backend="torch"))
-        bare_time = best(lambda: self.a @ self.b)
+        bare_time = best(lambda: torch.matmul(self.a, self.b))
         return (gemmlab_time - bare_time) * 1e6
 
-    def time_gemmlab_torch(self):
-        gemmlab.matmul(self.a, self.b, backend="torch")
 
-    def time_bare_matmul(self):
-        torch.matmul(self.a, self.b)
+if not EXTRA:  # out of the default selection, which `asv continuous` judges (see common.py)
+    del Gflops, DispatchOverhead

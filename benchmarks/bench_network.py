@@ -1,8 +1,10 @@
-"""The notes' MLP (784 -> 50 -> ReLU -> 10) on MNIST-shaped data, per backend: forward and backward
-timed separately, for the hand-written scratch model and for the gemmlab.nn model, plus the peak
-memory of one training step; and one SGD step at batch 64 per layer kind, torch.nn.Linear's
-included, as `gemmlab bench-train` times it. The data are random numbers of MNIST's shape (50000 x 784), not
-MNIST itself: speed does not depend on the values."""
+"""The notes' MLP (784 -> 50 -> ReLU -> 10): one SGD step at batch 64 per layer kind, torch.nn.Linear's
+included, as `gemmlab bench-train` times it; with GEMMLAB_ASV_EXTRA=1 also the full MNIST-shaped
+data set (random numbers of MNIST's shape, 50000 x 784: speed does not depend on the values) with
+forward and backward timed separately, for the hand-written scratch model and the gemmlab.nn model,
+and the peak memory of one training step."""
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,46 @@ import torch.nn.functional as F
 from gemmlab import nn as gnn
 from gemmlab import scratch
 
-from .common import FAST_BACKENDS, N_HIDDEN, N_IN, N_OUT, mnist_shaped, require
+from .common import EXTRA, FAST_BACKENDS, N_HIDDEN, N_IN, N_OUT, Sampled, mnist_shaped, require, slowdowns, slowed, warmed
+
+
+@functools.cache
+def prepared_step(layer: str, batch: int):
+    """zero_grad, forward, cross-entropy, backward and SGD step of the 784-50-10 MLP, as a no-argument
+    callable made once per process, slowed if the slowdown switch names the layer, and run once
+    (gradient buffers, JIT warm-up) before anything is timed."""
+    if layer == "torch.nn.Linear":
+        model = torch.nn.Sequential(torch.nn.Linear(N_IN, N_HIDDEN), torch.nn.ReLU(), torch.nn.Linear(N_HIDDEN, N_OUT))
+    else:
+        model = gnn.mlp([N_IN, N_HIDDEN, N_OUT], backend=layer)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(batch, N_IN, generator=gen), torch.randint(0, N_OUT, (batch,), generator=gen)
+
+    def step():
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    return warmed(slowed(step, slowdowns().get(layer, 1.0)))
+
+
+class TrainingStep(Sampled):
+    """One SGD step of the 784-50-10 MLP on a batch of 64: what each backend does to a real step, next
+    to torch.nn.Linear's. Built here rather than taken from gemmlab.bench (bench-train's work item)
+    so that older commits, without it, still run."""
+
+    params = [["torch.nn.Linear", *FAST_BACKENDS]]
+    param_names = ["layer"]
+    batch = 64
+
+    def setup(self, layer):
+        if layer != "torch.nn.Linear":
+            require(layer)
+        self.run = prepared_step(layer, self.batch)
+
+    def time_step(self, layer):
+        self.run()
 
 
 class ScratchNetwork:
@@ -57,28 +98,5 @@ class TorchNetwork:
         F.cross_entropy(self.model(self.x), self.y).backward()
 
 
-class TrainingStep:
-    """zero_grad, forward, cross-entropy, backward and SGD step of the 784-50-10 MLP on a batch of 64:
-    what each backend does to a real step, next to torch.nn.Linear's. Built here rather than taken
-    from gemmlab.bench (bench-train's work item) so that older commits, without it, still run."""
-
-    params = [["torch.nn.Linear", *FAST_BACKENDS]]
-    param_names = ["layer"]
-    timeout = 120
-    batch = 64
-
-    def setup(self, layer):
-        if layer == "torch.nn.Linear":
-            self.model = torch.nn.Sequential(torch.nn.Linear(N_IN, N_HIDDEN), torch.nn.ReLU(), torch.nn.Linear(N_HIDDEN, N_OUT))
-        else:
-            require(layer)
-            self.model = gnn.mlp([N_IN, N_HIDDEN, N_OUT], backend=layer)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
-        gen = torch.Generator().manual_seed(0)
-        self.x, self.y = torch.randn(self.batch, N_IN, generator=gen), torch.randint(0, N_OUT, (self.batch,), generator=gen)
-        self.time_step(layer)  # the first step (gradient buffers, JIT warm-up) is not what is timed
-
-    def time_step(self, layer):
-        self.optimizer.zero_grad()
-        F.cross_entropy(self.model(self.x), self.y).backward()
-        self.optimizer.step()
+if not EXTRA:  # out of the default selection, which `asv continuous` judges (see common.py)
+    del ScratchNetwork, TorchNetwork
