@@ -60,7 +60,8 @@ cython_kernels = [
 
 cpp_kernel = CppExtension(
     "gemmlab._cpp",
-    ["csrc/cpu_kernel.cpp", "csrc/dispatch.cpp", "csrc/autograd_op.cpp", "csrc/gemm/gemm.cpp", "csrc/gemm/cpu_path.cpp"],
+    ["csrc/cpu_kernel.cpp", "csrc/dispatch.cpp", "csrc/autograd_op.cpp", "csrc/gemm/gemm.cpp", "csrc/gemm/cpu_path.cpp",
+     "csrc/gemm/cpu_caches.cpp", "csrc/gemm/peak.cpp"],
     depends=sorted(str(p) for p in Path("csrc").rglob("*") if p.suffix in {".h", ".inc"}),
     extra_compile_args=OPTIMISE + CPP_FLAGS + OPENMP,
     extra_link_args=OPENMP,

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <tuple>
@@ -21,8 +22,10 @@
 #include <vector>
 
 #include "dispatch.h"
+#include "gemm/cpu_caches.h"
 #include "gemm/five_loops.h"
 #include "gemm/gemm.h"
+#include "gemm/peak.h"
 #include "kernel_abi.h"
 
 namespace {
@@ -170,6 +173,21 @@ Fn from_capsule(py::handle capsule, const char* arg, const char* name) {
   return reinterpret_cast<Fn>(PyCapsule_GetPointer(p, name));
 }
 
+bool is_double_dtype(const std::string& dtype, const char* function) {
+  TORCH_CHECK_VALUE(dtype == "float32" || dtype == "float64", function, "() takes 'float32' or 'float64', got '", dtype,
+                    "'");
+  return dtype == "float64";
+}
+
+py::dict to_python(const gemmlab::CacheSizes& c) {
+  py::dict d;
+  d["L1d"] = c.l1d;
+  d["L2"] = c.l2;
+  d["L3"] = c.l3;
+  d["source"] = c.source;
+  return d;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -236,10 +254,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "blocking",
       [](const std::string& dtype) {
-        TORCH_CHECK_VALUE(dtype == "float32" || dtype == "float64", "blocking() takes 'float32' or 'float64', got '",
-                          dtype, "'");
+        const bool is_double = is_double_dtype(dtype, "blocking");
         const gemmlab::CpuPath path = gemmlab::selected_path();
-        const gemmlab::BlockingInfo b = gemmlab::blocking_info(path, dtype == "float64");
+        const gemmlab::BlockingInfo b = gemmlab::blocking_info(path, is_double);
         py::dict d;
         d["path"] = gemmlab::path_name(path);
         d["MR"] = b.mr;
@@ -247,9 +264,51 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         d["KC"] = b.kc;
         d["MC"] = b.mc;
         d["NC"] = b.nc;
+        d["reference"] = py::make_tuple(b.ref_kc, b.ref_mc, b.ref_nc);
+        d["caches"] = to_python(gemmlab::cache_sizes());
         return d;
       },
-      py::arg("dtype"), "Register and cache blocking (MR, NR, KC, MC, NC) of the path cpu_path() names");
+      py::arg("dtype"),
+      "Register and cache blocking (MR, NR, KC, MC, NC) of the path cpu_path() names, the reference (KC, MC, NC) "
+      "measured on the development machine, and the caches (sizes and source) KC, MC, NC were derived from");
+  m.def(
+      "cache_sizes",
+      [](const std::optional<std::string>& root) {
+        if (!root) return to_python(gemmlab::cache_sizes());
+        gemmlab::CacheSizes found;
+        if (!gemmlab::read_sysfs_caches(*root, &found)) return py::dict();
+        return to_python(found);
+      },
+      py::arg("root") = py::none(),
+      "This CPU's data caches: {'L1d', 'L2' (bytes per core), 'L3' (bytes per logical CPU sharing it, 0: none), "
+      "'source': 'sysfs'|'cpuid'|'default'|'testing override'}; given a sysfs cache directory (like "
+      "/sys/devices/system/cpu/cpu0/cache), what it holds, or {} if it holds no L1d and L2");
+  m.def(
+      "default_cache_sizes", [] { return to_python(gemmlab::default_caches()); },
+      "The cache sizes used when neither sysfs nor cpuid answers");
+  m.def("_set_cache_sizes", &gemmlab::set_cache_sizes_override, py::arg("l1d"), py::arg("l2"), py::arg("l3"),
+        "Testing hook: derive the blocking from these cache sizes (bytes) instead of this CPU's (all 0 lifts it)");
+  m.def(
+      "peak_gflops",
+      [](const std::string& dtype, int threads, const std::optional<std::string>& path) {
+        const bool is_double = is_double_dtype(dtype, "peak_gflops");
+        gemmlab::CpuPath chosen = gemmlab::selected_path();
+        if (path) {
+          bool known = false;
+          for (gemmlab::CpuPath p : {gemmlab::CpuPath::avx512, gemmlab::CpuPath::avx2, gemmlab::CpuPath::generic}) {
+            if (*path == gemmlab::path_name(p)) {
+              chosen = p;
+              known = true;
+            }
+          }
+          TORCH_CHECK_VALUE(known, "peak_gflops(): unknown CPU path '", *path, "'; use avx512, avx2 or generic");
+        }
+        py::gil_scoped_release no_gil;
+        return gemmlab::peak_gflops(chosen, is_double, threads);
+      },
+      py::arg("dtype"), py::arg("threads"), py::arg("path") = py::none(),
+      "Measured peak GFLOP/s of `threads` threads doing register-only multiply-adds on a CPU path (default: the one "
+      "cpu_path() names), for 'float32' or 'float64'; measured once per process (a few ms)");
   m.def(
       "loop_for",
       [](int64_t m, int64_t k, int64_t n, const std::string& dtype, bool b_transposed) {

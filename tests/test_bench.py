@@ -45,10 +45,34 @@ def test_presets_hold_the_issue_shapes():
     assert bench.PRESETS["batched"] == [(256, 32, 32, 32), (64, 128, 64, 128), (8, 512, 512, 512)]
 
 
-def test_peak_is_computed_and_says_how():
-    p32, p64 = bench.cpu_peak(2, torch.float32), bench.cpu_peak(2, torch.float64)
-    assert p32.gflops > 0 and "computed" in p32.how and "FMA" in p32.how
+def test_computed_peak_says_how():
+    p32, p64 = bench.computed_peak(2, torch.float32), bench.computed_peak(2, torch.float64)
+    assert p32.gflops > 0 and "computed" in p32.how and "FMA" in p32.how and "-bit FMA pipes" in p32.how
     assert math.isclose(p32.gflops, 2 * p64.gflops)
+
+
+@pytest.mark.parametrize("capability, vendor, family, model, bits", [
+    ("AVX512", "GenuineIntel", 6, 143, 512),  # Sapphire Rapids: two 512-bit FMA units
+    ("AVX512", "AuthenticAMD", 0x19, 0x11, 256),  # Zen 4 (EPYC Genoa): AVX-512 on 256-bit pipes
+    ("AVX2", "AuthenticAMD", 0x19, 0x01, 256),  # Zen 3
+    ("AVX2", "AuthenticAMD", 0x17, 0x01, 128),  # Zen 1: AVX2 on 128-bit pipes
+    ("AVX2", "AuthenticAMD", 0x17, 0x31, 256),  # Zen 2
+    ("AVX512", "AuthenticAMD", 0x1A, 0x02, 512),  # Zen 5: full-width AVX-512
+    ("DEFAULT", "GenuineIntel", 6, 85, 128),
+])
+def test_computed_peak_uses_the_real_fma_width(capability, vendor, family, model, bits):
+    assert bench.fma_bits(capability, vendor, family, model) == bits
+
+
+def test_measured_peak_is_the_extensions(threads):
+    from gemmlab import _cpp
+
+    for name, dtype in bench.DTYPES.items():
+        peak = bench.measured_peak(1, dtype)
+        assert peak.gflops == _cpp.peak_gflops(name, 1) and peak.gflops > 0
+        assert f"measured: 1 thread(s) of independent {name} multiply-adds" in peak.how and _cpp.cpu_path() in peak.how
+    # never more threads than CPUs: that would measure time-sharing
+    assert f"measured: {os.cpu_count()} thread(s)" in bench.measured_peak(os.cpu_count() + 3, torch.float32).how
 
 
 def check_machine(machine, threads):
@@ -67,8 +91,8 @@ def check_bench_json(data, shapes, dtypes, backends, threads, repeats):
     check_machine(data["machine"], threads)
     assert list(data["peak"]) == dtypes
     for name, peak in data["peak"].items():
-        assert peak == dataclasses.asdict(bench.cpu_peak(threads, bench.DTYPES[name]))
-        assert f"{threads} cores x" in peak["how"]
+        assert peak == dataclasses.asdict(bench.measured_peak(threads, bench.DTYPES[name]))
+        assert f"measured: {threads} thread(s)" in peak["how"]
     assert list(data["first_call_seconds"]) == backends and all(0 < t < 60 for t in data["first_call_seconds"].values())
     results = data["results"]
     assert [(r["m"], r["k"], r["n"], r["dtype"], r["backend"]) for r in results] == [
@@ -92,12 +116,12 @@ def test_bench_command_writes_table_json_and_plot(tmp_path, capsys, threads):
             "--threads", "1", "--repeats", "3", "--backend", "cpp", "cython", "auto", "--json", str(out_json), "--plot", str(out_png)]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "x torch @" in out and "x best peer" in out and "% peak" in out and "1 thread(s)" in out and "WRONG" not in out
+    assert "x torch @" in out and "x best peer" in out and "% of measured peak" in out and "1 thread(s)" in out and "WRONG" not in out
     assert "peers: torch @ (mkl), numpy @ (openblas" in out
     data = json.loads(out_json.read_text())
     check_bench_json(data, [(5, 784, 10), (48, 48, 48), (7, 5, 3)], ["float32", "float64"], ["cpp", "cython", "auto"], 1, 3)
     for dtype, peak in data["peak"].items():
-        assert f"peak {dtype}: {peak['gflops']:.0f} GFLOP/s" in out
+        assert f"measured peak {dtype}: {peak['gflops']:.0f} GFLOP/s" in out
     for r in data["results"]:  # every result is a row of the table, with its numbers
         assert re.search(rf"{r['m']}x{r['k']}x{r['n']} +│ {r['dtype']} +│ {re.escape(r['backend'])} +│ .* {r['gflops']:.1f} +│ "
                          rf"+{r['ratio_to_torch']:.2f} +│ +{r['ratio_to_best_peer']:.2f} +│ .* {r['error_ratio']:.2g} │", out), r

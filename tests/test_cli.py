@@ -4,6 +4,7 @@ of `python -m gemmlab`."""
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -109,6 +110,34 @@ def test_info_text_lists_every_backend(capsys):
         assert available == ("yes" if info["available"] else "no")
         assert devices == ", ".join(info["devices"]) and dtypes == ", ".join(info["dtypes"])
         assert notes == " ".join((info["reason"] or info["note"] or info["summary"]).split())
+
+
+def test_info_shows_caches_blocking_and_peaks(capsys, monkeypatch):
+    """The CPU as the cpp kernel sees it: cache sizes and their source, the blocking derived from
+    them, and the measured peak beside the computed cross-check."""
+    from gemmlab import _cpp, bench
+
+    monkeypatch.setattr(cli, "_console", lambda: Console(width=1000))  # one line each
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    caches = _cpp.cache_sizes()
+    assert f"(from {caches['source']})" in out and f"L1d {caches['L1d'] >> 10} KiB" in out
+    threads = min(torch.get_num_threads(), os.cpu_count())
+    for name, dtype in bench.DTYPES.items():
+        b = _cpp.blocking(name)
+        assert (f"cpp {name} on the {b['path']} path: MR {b['MR']}, NR {b['NR']}, KC {b['KC']}, MC {b['MC']}, NC {b['NC']} "
+                f"(from the caches; reference KC, MC, NC {b['reference']})") in out
+        assert f"peak: measured {_cpp.peak_gflops(name, threads):.0f} GFLOP/s, computed " in out
+
+
+def test_info_without_the_extension_still_shows_the_caches(monkeypatch):
+    from gemmlab import bench, cpu_caches
+
+    monkeypatch.delattr(gemmlab, "_cpp")
+    monkeypatch.setitem(sys.modules, "gemmlab._cpp", None)  # as if it had not been built
+    *_, caches = cli._cpu_status()
+    assert f"(from {cpu_caches.cache_sizes()['source']}); cpp unavailable" in caches
+    assert bench.measured_peak(1, torch.float32) is None
 
 
 def test_info_json_is_backend_info(capsys):

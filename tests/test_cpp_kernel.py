@@ -2,7 +2,7 @@
 
 Every ISA path this CPU supports (forced with GEMMLAB_CPU), the in-place (unpacked) path and the
 packed path, edge tiles around the real block sizes (read from the extension, so retuning cannot make
-these tests miss an edge), both loop orders, every operand layout, 1/2/3 threads, NaN-poisoned and
+these tests miss an edge; and again under the blocking small caches give), both loop orders, every operand layout, 1/2/3 threads, NaN-poisoned and
 strided outputs, exact results on small-integer inputs (where float rounding cannot hide a dropped
 term), and operands placed against a guard page so a read or write past any tensor's end
 crashes the test instead of passing silently.
@@ -33,6 +33,20 @@ def path(request, monkeypatch):
     monkeypatch.setenv("GEMMLAB_CPU", request.param)
     assert cpp.cpu_path() == request.param
     return request.param
+
+
+# Cache sizes the blocking is derived from (gemmlab._cpp._set_cache_sizes): this CPU's, and caches
+# so small that KC, MC and NC are a few micro-panels, so every loop runs many blocks and edges.
+SMALL_CACHES = (4 << 10, 64 << 10, 256 << 10)
+
+
+@pytest.fixture(params=["this CPU's caches", "small caches"])
+def caches(request):
+    if request.param == "small caches":
+        cpp._set_cache_sizes(*SMALL_CACHES)
+        assert cpp.blocking("float32")["KC"] < cpp.blocking("float32")["reference"][0]
+    yield request.param
+    cpp._set_cache_sizes(0, 0, 0)
 
 
 def blocks(dtype):
@@ -102,14 +116,14 @@ def test_edge_shapes_cover_every_loop(path, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_paths_on_edge_shapes_and_layouts(path, dtype):
+def test_paths_on_edge_shapes_and_layouts(path, caches, dtype):
     for what, m, k, n in shapes(dtype):
         for name, a, b in layouts(m, k, n, dtype, seed=m + k + n):
-            assert_close_to_reference(run(a, b), a, b, what=f"{path}: {what} {(m, k, n)}, {name} operands")
+            assert_close_to_reference(run(a, b), a, b, what=f"{path}, {caches}: {what} {(m, k, n)}, {name} operands")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_paths_exact_on_small_integers(path, dtype):
+def test_paths_exact_on_small_integers(path, caches, dtype):
     """Integers whose every partial sum is exact: every edge shape and layout must give the product
     exactly, so a micro-kernel that drops or repeats a single k step fails here, however long k is."""
     for what, m, k, n in shapes(dtype) + [("the 29x4097x3 product", 29, 4097, 3)]:
@@ -119,7 +133,7 @@ def test_paths_exact_on_small_integers(path, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("count", [1, 2])
-def test_paths_threaded(path, dtype, count, threads):
+def test_paths_threaded(path, caches, dtype, count, threads):
     torch.set_num_threads(count)
     bl = blocks(dtype)
     cases = [  # big enough for threads: an M split, an N split, and a narrow B kept whole
@@ -208,7 +222,7 @@ def guarded():
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_no_access_past_the_end(path, dtype, guarded):
+def test_no_access_past_the_end(path, caches, dtype, guarded):
     bl = blocks(dtype)
     for m, k, n in [(5, 784, 10), (3, 5, 7), (bl["MC"] + 13, bl["KC"] + 9, bl["NR"] + 5), (2 * bl["MR"] + 1, 37, 1),
                     (61, 300, 50)]:

@@ -8,8 +8,8 @@ import pkgutil
 import gemmlab
 from fresh_python import run_python
 
-PUBLIC = ["autotune", "backends", "bench", "checkpoints", "data", "distributed", "nn", "reference", "scratch", "timing",
-          "train"]
+PUBLIC = ["autotune", "backends", "bench", "checkpoints", "cpu_caches", "data", "distributed", "nn", "reference", "scratch",
+          "timing", "train"]
 # Imported by `import gemmlab` itself (the call path), or not for library users (the command).
 NOT_LAZY = {"cli", "dispatch", "ops", "registry"}
 

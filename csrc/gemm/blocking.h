@@ -4,8 +4,10 @@
 // Register blocking: as many accumulators as the register file holds, leaving room for the NR/L
 // vectors of B and one broadcast of A; more rows per tile means fewer B loads per FMA.
 //
-// Cache blocking, starting from the BLIS analysis and then measured on the development machine
-// (Sapphire Rapids class: L1d 48 KiB and L2 2 MiB per core, large shared L3), single-threaded:
+// Cache blocking: each path's REF_KC, REF_MC, REF_NC are the values measured best on the reference
+// machine (Sapphire Rapids class: L1d 48 KiB and L2 2 MiB per core, large shared L3), single-
+// threaded, starting from the BLIS analysis; derive_blocks() scales them, at run time, to the caches
+// of the CPU the process runs on (cpu_caches.h), keeping the share of each cache every block had:
 //   KC (depth of a K slice): each slice adds into every C tile once, so a longer slice means fewer
 //       passes of loads and stores over C; BLIS sizes it so one B micro-panel (KC x NR) stays in
 //       L1. With the B panel software-prefetched from L2 (ukernel_simd.inc), fewer passes over C
@@ -22,7 +24,10 @@
 // All are multiples of MR/NR so the balanced blocks (five_loops.h) stay aligned to micro-panels.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+
+#include "cpu_caches.h"
 
 #include "pack.h"
 #include "simd_avx2.h"
@@ -36,9 +41,30 @@ namespace gemmlab {
 template <class T_, int MR_, int NR_, int KC_, int MC_, int NC_>
 struct Blocking {
   using T = T_;
-  static constexpr int MR = MR_, NR = NR_, KC = KC_, MC = MC_, NC = NC_;
-  static_assert(MC % MR == 0 && NC % NR == 0, "cache blocks must hold whole micro-panels");
+  static constexpr int MR = MR_, NR = NR_, REF_KC = KC_, REF_MC = MC_, REF_NC = NC_;
+  static_assert(REF_MC % MR == 0 && REF_NC % NR == 0, "cache blocks must hold whole micro-panels");
 };
+
+// The caches the reference values were measured with.
+constexpr int64_t REFERENCE_L1D = 48 << 10, REFERENCE_L2 = 2 << 20;
+
+// The cache blocking a product uses (CacheBlocks, cpu_caches.h), from this CPU's caches: equal to the
+// reference values on caches like the reference machine's.
+template <class P>
+CacheBlocks derive_blocks(const CacheSizes& caches) {
+  const int64_t size = sizeof(typename P::T);
+  // KC: the B micro-panel (KC x NR) keeps its share of L1d (a multiple of 8 k-steps); up to twice
+  // the reference, beyond which nothing improved there.
+  const int64_t kc = std::clamp<int64_t>(P::REF_KC * caches.l1d / REFERENCE_L1D / 8 * 8, 16, 2 * P::REF_KC);
+  // MC: the packed A block (MC x KC) keeps its share of L2 (about a sixth on the AVX-512 path).
+  const int64_t a_block_bytes = P::REF_MC * P::REF_KC * size * caches.l2 / REFERENCE_L2;
+  const int64_t mc = std::clamp<int64_t>(a_block_bytes / (kc * size) / P::MR * P::MR, P::MR, 4 * P::REF_MC);
+  // NC: the packed B block (KC x NC) within half of this CPU's share of the last-level cache, and
+  // no wider than the reference (its buffer size; NC was insensitive between 512 and 4096).
+  const int64_t last_level = caches.l3 > 0 ? caches.l3 : caches.l2;
+  const int64_t nc = std::clamp<int64_t>(last_level / 2 / (kc * size) / P::NR * P::NR, P::NR, P::REF_NC);
+  return {kc, mc, nc};
+}
 
 // Portable path: 128-bit vectors (SSE2 / NEON), 16 registers: 6 rows x 2 vectors of accumulators.
 template <class T> struct GenericPath;

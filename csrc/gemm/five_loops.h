@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "cpu_caches.h"
 #include "operands.h"
 #include "pack.h"
 
@@ -30,9 +31,8 @@ inline int64_t even_block(int64_t n, int64_t max, int64_t unit) {
 
 // K slice size: depends on k alone, never on the task's rectangle or the thread count, so every
 // element of C is summed in the same order however the work is split (results are bit-identical
-// for any number of threads).
-template <class P>
-inline int64_t kc_block(int64_t k) { return even_block(k, P::KC, 1); }
+// for any number of threads; the blocks follow the caches, which the process reads once).
+inline int64_t kc_block(int64_t k, const CacheBlocks& cb) { return even_block(k, cb.kc, 1); }
 
 // The two innermost loops (BLIS's "macro-kernel"): C[0:mc, 0:nc] (+)= packed A block (mc x kc)
 // times packed B block (kc x nc), one micro-kernel call per MR x NR tile: the instance of exactly
@@ -56,24 +56,24 @@ inline void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const typename P::T
 constexpr int64_t B_RESIDENT_BYTES = 1 << 20;
 
 template <class P>
-inline int64_t nc_block(int64_t n) { return even_block(n, P::NC, P::NR); }
+inline int64_t nc_block(int64_t n, const CacheBlocks& cb) { return even_block(n, cb.nc, P::NR); }
 template <class P>
-inline int64_t mc_block(int64_t m) { return even_block(m, P::MC, P::MR); }
+inline int64_t mc_block(int64_t m, const CacheBlocks& cb) { return even_block(m, cb.mc, P::MR); }
 
 template <class P>
-inline bool b_resident(int64_t n, int64_t k) {
-  return k * nc_block<P>(n) * static_cast<int64_t>(sizeof(typename P::T)) <= B_RESIDENT_BYTES;
+inline bool b_resident(int64_t n, int64_t k, const CacheBlocks& cb) {
+  return k * nc_block<P>(n, cb) * static_cast<int64_t>(sizeof(typename P::T)) <= B_RESIDENT_BYTES;
 }
 
 // Packing buffer sizes (elements) gemm_task needs for a task of width n.
+inline int64_t pack_a_size(const CacheBlocks& cb) { return cb.mc * cb.kc; }
 template <class P>
-inline int64_t pack_a_size() { return P::MC * P::KC; }
-template <class P>
-inline int64_t pack_b_size(int64_t n, int64_t k) {
-  return b_resident<P>(n, k) ? k * nc_block<P>(n) : kc_block<P>(k) * nc_block<P>(n);
+inline int64_t pack_b_size(int64_t n, int64_t k, const CacheBlocks& cb) {
+  return b_resident<P>(n, k, cb) ? k * nc_block<P>(n, cb) : kc_block(k, cb) * nc_block<P>(n, cb);
 }
 
-// C[m0:m1, n0:n1] = A[m0:m1, :] @ B[:, n0:n1], with pa and pb sized by pack_a_size/pack_b_size.
+// C[m0:m1, n0:n1] = A[m0:m1, :] @ B[:, n0:n1] under blocking cb, with pa and pb sized by
+// pack_a_size/pack_b_size.
 //
 // Usual order (jc, pc, ic): a packed B slice serves every MC block of rows before the next slice.
 // When all of K of the B block fits in half of L2 (skinny B, as in x @ W of an MLP layer) it is
@@ -83,13 +83,13 @@ inline int64_t pack_b_size(int64_t n, int64_t k) {
 // Both orders add the K slices into each element in the same order, so results are identical.
 template <class P>
 inline void gemm_task(const Operands<typename P::T>& op, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t k,
-                      typename P::T* pa, typename P::T* pb) {
+                      typename P::T* pa, typename P::T* pb, const CacheBlocks& cb) {
   using T = typename P::T;
   constexpr int MR = P::MR, NR = P::NR;
-  const int64_t kc_blk = kc_block<P>(k);
-  const int64_t mc_blk = mc_block<P>(m1 - m0);
-  const int64_t nc_blk = nc_block<P>(n1 - n0);
-  const bool resident = b_resident<P>(n1 - n0, k);
+  const int64_t kc_blk = kc_block(k, cb);
+  const int64_t mc_blk = mc_block<P>(m1 - m0, cb);
+  const int64_t nc_blk = nc_block<P>(n1 - n0, cb);
+  const bool resident = b_resident<P>(n1 - n0, k, cb);
   for (int64_t jc = n0; jc < n1; jc += nc_blk) {
     const int64_t nc = std::min(nc_blk, n1 - jc);
     const int64_t nc_padded = round_up(nc, NR);

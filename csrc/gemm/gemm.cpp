@@ -49,27 +49,29 @@ struct Task {
 };
 
 template <class P>
-void run_task(const Operands<typename P::T>& op, const Task<typename P::T>& t, int64_t k) {
+void run_task(const Operands<typename P::T>& op, const Task<typename P::T>& t, int64_t k, const CacheBlocks& cb) {
   using T = typename P::T;
-  T* pa = static_cast<T*>(tls_pack_a.get(sizeof(T) * pack_a_size<P>()));
-  T* pb = static_cast<T*>(tls_pack_b.get(sizeof(T) * pack_b_size<P>(t.n1 - t.n0, k)));
-  gemm_task<P>(op, t.m0, t.m1, t.n0, t.n1, k, pa, pb);
+  T* pa = static_cast<T*>(tls_pack_a.get(sizeof(T) * pack_a_size(cb)));
+  T* pb = static_cast<T*>(tls_pack_b.get(sizeof(T) * pack_b_size<P>(t.n1 - t.n0, k, cb)));
+  gemm_task<P>(op, t.m0, t.m1, t.n0, t.n1, k, pa, pb, cb);
 }
 
 // `flatten` inlines the loops and the packing into these entry points, so they are compiled for
 // the entry point's ISA (the micro-kernels themselves are noinline and carry their own target).
 template <class T>
-__attribute__((flatten)) void task_generic(const Operands<T>& op, const Task<T>& t, int64_t k) {
-  run_task<GenericPath<T>>(op, t, k);
+__attribute__((flatten)) void task_generic(const Operands<T>& op, const Task<T>& t, int64_t k, const CacheBlocks& cb) {
+  run_task<GenericPath<T>>(op, t, k, cb);
 }
 #ifdef GEMMLAB_HAVE_X86
 template <class T>
-GEMMLAB_TARGET_AVX2 __attribute__((flatten)) void task_avx2(const Operands<T>& op, const Task<T>& t, int64_t k) {
-  run_task<Avx2Path<T>>(op, t, k);
+GEMMLAB_TARGET_AVX2 __attribute__((flatten)) void task_avx2(const Operands<T>& op, const Task<T>& t, int64_t k,
+                                                             const CacheBlocks& cb) {
+  run_task<Avx2Path<T>>(op, t, k, cb);
 }
 template <class T>
-GEMMLAB_TARGET_AVX512 __attribute__((flatten)) void task_avx512(const Operands<T>& op, const Task<T>& t, int64_t k) {
-  run_task<Avx512Path<T>>(op, t, k);
+GEMMLAB_TARGET_AVX512 __attribute__((flatten)) void task_avx512(const Operands<T>& op, const Task<T>& t, int64_t k,
+                                                                 const CacheBlocks& cb) {
+  run_task<Avx512Path<T>>(op, t, k, cb);
 }
 template <class T>
 GEMMLAB_TARGET_AVX512 __attribute__((flatten)) void pack_b_avx512(int64_t k, int64_t n, const Operands<T>& op, T* dst) {
@@ -269,9 +271,10 @@ Grid choose_grid(int64_t m, int64_t n, int64_t k, const Operands<typename P::T>&
 }
 
 template <class P>
-void packed_product(void (*task)(const Operands<typename P::T>&, const Task<typename P::T>&, int64_t), int64_t m,
-                    int64_t n, int64_t k, const Operands<typename P::T>& op, int threads) {
+void packed_product(void (*task)(const Operands<typename P::T>&, const Task<typename P::T>&, int64_t, const CacheBlocks&),
+                    int64_t m, int64_t n, int64_t k, const Operands<typename P::T>& op, int threads) {
   using T = typename P::T;
+  const CacheBlocks cb = derive_blocks<P>(cache_sizes());  // a few integer operations on sizes read once
   const Grid grid = choose_grid<P>(m, n, k, op, threads);
   const int tasks = grid.tm * grid.tn;
   auto run = [&](int64_t first, int64_t last) {
@@ -279,7 +282,7 @@ void packed_product(void (*task)(const Operands<typename P::T>&, const Task<type
       Task<T> task_rect;
       split(m, P::MR, grid.tm, static_cast<int>(t / grid.tn), &task_rect.m0, &task_rect.m1);
       split(n, P::NR, grid.tn, static_cast<int>(t % grid.tn), &task_rect.n0, &task_rect.n1);
-      if (task_rect.m0 < task_rect.m1 && task_rect.n0 < task_rect.n1) task(op, task_rect, k);
+      if (task_rect.m0 < task_rect.m1 && task_rect.n0 < task_rect.n1) task(op, task_rect, k, cb);
     }
   };
   if (tasks == 1) {
@@ -349,7 +352,8 @@ const char* loop_for(CpuPath path, int64_t m, int64_t n, int64_t k, const Operan
 namespace {
 template <class P>
 BlockingInfo info() {
-  return {P::MR, P::NR, P::KC, P::MC, P::NC};
+  const CacheBlocks cb = derive_blocks<P>(cache_sizes());
+  return {P::MR, P::NR, cb.kc, cb.mc, cb.nc, P::REF_KC, P::REF_MC, P::REF_NC};
 }
 template <class T>
 BlockingInfo info_for(CpuPath path) {

@@ -2,9 +2,10 @@
 //
 // Pieces: cpu_path (run-time ISA choice), pack.h + pack_simd.inc (packing A/B blocks),
 // ukernel_* + ukernel_simd.inc (register-blocked micro-kernels and the small-product kernel:
-// AVX-512, AVX2+FMA, portable), blocking.h (MR/NR/KC/MC/NC per path), five_loops.h (the loops
-// around the micro-kernel), and gemm.cpp (the in-place path, thread partitioning, per-ISA entry
-// points).
+// AVX-512, AVX2+FMA, portable), cpu_caches (this CPU's cache sizes), blocking.h (MR/NR per path,
+// KC/MC/NC derived from the caches), five_loops.h (the loops around the micro-kernel), gemm.cpp
+// (the in-place path, thread partitioning, per-ISA entry points), and peak (the machine's FMA
+// throughput, measured).
 #pragma once
 
 #include <cstdint>
@@ -49,9 +50,10 @@ constexpr double DOT_REREAD_BYTES = 1 << 20;
 // microseconds, about what one core needs for ~1M multiply-adds.
 constexpr int64_t FMAS_PER_THREAD = 1 << 20;
 
-// The register and cache blocking a path uses for one element type (for tests and tools).
+// The register and cache blocking a path uses for one element type now (for tests and tools), and
+// the reference cache blocking it was derived from (blocking.h).
 struct BlockingInfo {
-  int mr, nr, kc, mc, nc;
+  int64_t mr, nr, kc, mc, nc, ref_kc, ref_mc, ref_nc;
 };
 BlockingInfo blocking_info(CpuPath path, bool is_double);
 

@@ -26,8 +26,8 @@ __version__ = "0.1.0"
 # The public submodules, imported on first attribute access (PEP 562), as scipy and torch expose
 # theirs: `gemmlab.nn` works after a plain `import gemmlab`, which stays fast. (dispatch, ops and
 # registry are imported above anyway; cli is the command's implementation.)
-_SUBMODULES = ("autotune", "backends", "bench", "checkpoints", "data", "distributed", "nn", "reference", "scratch", "timing",
-               "train")
+_SUBMODULES = ("autotune", "backends", "bench", "checkpoints", "cpu_caches", "data", "distributed", "nn", "reference",
+               "scratch", "timing", "train")
 
 __all__ = [
     *_SUBMODULES,

@@ -6,7 +6,9 @@ reference before it is timed; timings are medians of calibrated repeats after wa
 (gemmlab.timing). NumPy's @ is timed last for each shape and followed by a pause: OpenBLAS's idle
 threads spin for a while after a call and would slow whatever ran next on the same cores. The
 first call of each backend in the process (import, JIT compilation or cache load) is reported
-separately from the steady state.
+separately from the steady state. Each result is also given as a share of the machine's own limit,
+measured (measured_peak: register-only multiply-adds on the threads in use); the peak computed from
+the FMA pipes' width and the clock is only a cross-check, shown by `gemmlab info`.
 
 `gemmlab bench-train` (run_train): training work on gemmlab.nn.Linear per backend against
 torch.nn.Linear, each layer's results checked against torch.nn.Linear's before it is timed.
@@ -82,38 +84,67 @@ class Peak:
     how: str
 
 
-def cpu_peak(threads: int, dtype: torch.dtype) -> Peak:
-    """The cores' theoretical peak, computed (not measured) from vector width, FMA units and clock."""
-    capability = torch.backends.cpu.get_cpu_capability()  # e.g. "AVX512", "AVX2", "DEFAULT"
+def measured_peak(threads: int, dtype: torch.dtype) -> Peak | None:
+    """The machine's own limit: register-only multiply-adds on `threads` threads, on the CPU path the
+    cpp kernel uses (gemmlab._cpp.peak_gflops: measured once per process); None without the extension."""
+    try:
+        from gemmlab import _cpp
+    except (ImportError, OSError):  # not built, or built against another torch
+        return None
+    threads = max(1, min(threads, os.cpu_count() or 1))  # more threads than CPUs would measure time-sharing
+    name = str(dtype).removeprefix("torch.")
+    path = _cpp.cpu_path()
+    return Peak(_cpp.peak_gflops(name, threads), f"measured: {threads} thread(s) of independent {name} multiply-adds "
+                                                 f"in registers on the cpp kernel's {path} path")
+
+
+# Vector bits one FMA pipe executes, where it differs from the instruction width: Zen 4 (AMD family
+# 0x19 with AVX-512) runs each 512-bit FMA as two halves on 256-bit pipes; Zen and Zen+ split 256-bit
+# AVX2 into 128-bit halves (family 0x17, models below 0x30).
+def fma_bits(capability: str, vendor: str, family: int, model: int) -> int:
     bits = {"AVX512": 512, "AVX2": 256}.get(capability, 128)
+    if vendor == "AuthenticAMD" and family == 0x19:
+        return min(bits, 256)
+    if vendor == "AuthenticAMD" and family == 0x17 and model < 0x30:
+        return min(bits, 128)
+    return bits
+
+
+def computed_peak(threads: int, dtype: torch.dtype) -> Peak:
+    """The cores' theoretical peak, computed (not measured) from the FMA pipes' real width, their
+    count and the nominal clock: a cross-check of measured_peak (`gemmlab info` shows both)."""
+    capability = torch.backends.cpu.get_cpu_capability()  # e.g. "AVX512", "AVX2", "DEFAULT"
+    cpu = _cpuinfo()
+    bits = fma_bits(capability, cpu.get("vendor_id", ""), int(cpu.get("cpu family", 0)), int(cpu.get("model", 0)))
     lanes = bits // torch.finfo(dtype).bits
     fma_units = 2  # an assumption: server cores with AVX-512 or AVX2 issue two FMAs per cycle
     ghz = _cpu_ghz()
     gflops = threads * lanes * fma_units * 2 * ghz
-    how = (f"computed: {threads} cores x {lanes} {str(dtype)[6:]} lanes ({capability}) x {fma_units} FMA units (assumed) "
-           f"x 2 flops x {ghz:.2f} GHz (nominal clock from /proc/cpuinfo)")
+    how = (f"computed: {threads} cores x {lanes} {str(dtype)[6:]} lanes ({capability}, {bits}-bit FMA pipes) x "
+           f"{fma_units} FMA units (assumed) x 2 flops x {ghz:.2f} GHz (nominal clock from /proc/cpuinfo)")
     return Peak(gflops, how)
+
+
+def _cpuinfo() -> dict:
+    """The first CPU's fields in /proc/cpuinfo ({} where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            block = f.read().split("\n\n")[0]
+    except OSError:
+        return {}
+    return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in block.splitlines())}
 
 
 def _cpu_ghz() -> float:
     try:
-        with open("/proc/cpuinfo") as f:
-            mhz = re.search(r"cpu MHz\s*:\s*([\d.]+)", f.read())
-        return float(mhz.group(1)) / 1000 if mhz else float("nan")
-    except OSError:
+        return float(_cpuinfo()["cpu MHz"]) / 1000
+    except (KeyError, ValueError):
         return float("nan")
 
 
 def cpu_model() -> str:
     """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            found = re.search(r"model name\s*:\s*(.+)", f.read())
-            model = found.group(1).strip() if found else model
-    except OSError:
-        pass
-    return model
+    return _cpuinfo().get("model name") or platform.processor()
 
 
 def machine() -> dict:
@@ -218,7 +249,7 @@ def plot(results: list[Result], peaks: dict[str, Peak], path: str) -> None:
                 style = {"linewidth": 2.5} if name in PEERS else {"marker": "o"}
                 square_ax.plot(*zip(*pts), label=name, color=colours[name], **style)
         if dtype in peaks:
-            square_ax.axhline(peaks[dtype].gflops, color="grey", linestyle="--", label="peak (computed)")
+            square_ax.axhline(peaks[dtype].gflops, color="grey", linestyle="--", label="measured peak")
         sizes = sorted({r.m for r in mine if _square(r)})
         square_ax.set(xscale="log", xlabel="n (n x n x n)", ylabel="GFLOP/s", title=f"square products, {dtype}")
         square_ax.set_xticks(sizes, [str(s) for s in sizes])

@@ -99,7 +99,38 @@ def run_info(args: argparse.Namespace) -> int:
     console = _console()
     console.print(table)
     console.print(_auto_status())
+    for line in _cpu_status():
+        console.print(line)
     return 0
+
+
+def _kib(size: int) -> str:
+    return f"{size >> 20} MiB" if size >= 1 << 20 and size % (1 << 20) == 0 else f"{size >> 10} KiB"
+
+
+def _cpu_status() -> list[str]:
+    """The CPU as the cpp kernel sees it: caches and where they were read, the cache blocking derived
+    from them, and the measured peak beside the computed one (a cross-check)."""
+    from gemmlab import bench, cpu_caches
+
+    threads = max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
+    lines = [f"cpu: {bench.cpu_model()} ({torch.backends.cpu.get_cpu_capability()}), {threads} thread(s)"]
+    try:
+        from gemmlab import _cpp
+    except (ImportError, OSError) as exc:
+        _cpp, missing = None, f"; cpp unavailable ({exc}): no blocking or measured peak"
+    caches = _cpp.cache_sizes() if _cpp else cpu_caches.cache_sizes()  # what the kernel uses, else sysfs
+    lines.append(f"caches: L1d {_kib(caches['L1d'])}, L2 {_kib(caches['L2'])}, L3 {_kib(caches['L3'])} per CPU "
+                 f"(from {caches['source']})" + ("" if _cpp else missing))
+    if _cpp is None:
+        return lines
+    for name, dtype in bench.DTYPES.items():
+        b = _cpp.blocking(name)
+        measured, computed = bench.measured_peak(threads, dtype), bench.computed_peak(threads, dtype)
+        lines.append(f"cpp {name} on the {b['path']} path: MR {b['MR']}, NR {b['NR']}, KC {b['KC']}, MC {b['MC']}, "
+                     f"NC {b['NC']} (from the caches; reference KC, MC, NC {b['reference']}); peak: measured "
+                     f"{measured.gflops:.0f} GFLOP/s, computed {computed.gflops:.0f} ({computed.how})")
+    return lines
 
 
 def _auto_status() -> str:
@@ -208,14 +239,15 @@ def run_bench(args: argparse.Namespace) -> int:
     info = bench.machine()
     console.print(f"{info['cpu']} ({info['capability']}), {info['threads']} thread(s), torch {info['torch']}; "
                   f"peers: torch @ ({info['torch_blas']}), numpy @ ({info['numpy_blas']})")
-    peaks = {d: bench.cpu_peak(torch.get_num_threads(), bench.DTYPES[d]) for d in args.dtype}
+    peaks = {d: p for d in args.dtype if (p := bench.measured_peak(torch.get_num_threads(), bench.DTYPES[d]))}
     for d, p in peaks.items():
-        console.print(f"peak {d}: {p.gflops:.0f} GFLOP/s ({p.how})")
+        console.print(f"measured peak {d}: {p.gflops:.0f} GFLOP/s ({p.how})")
     first_calls = {name: bench.first_call_seconds(name) for name in args.backend}
     console.print("first call (import, JIT compile or cache load): "
                   + ", ".join(f"{name} {_format_seconds(t)}" for name, t in first_calls.items()))
     table = Table(title="gemmlab bench: median time per call; speed as a ratio to the peers (torch @, numpy @) in the same run")
-    for col in ("m x k x n", "dtype", "backend", "per call", "GFLOP/s", "x torch @", "x best peer", "% peak", "error/bound"):
+    for col in ("m x k x n", "dtype", "backend", "per call", "GFLOP/s", "x torch @", "x best peer", "% of measured peak",
+                "error/bound"):
         table.add_column(col, justify="left" if col in ("m x k x n", "dtype", "backend") else "right")
     wrong = []
 
@@ -223,7 +255,8 @@ def run_bench(args: argparse.Namespace) -> int:
         if not r.error_ratio <= 1.0:
             wrong.append(r)
         table.add_row(r.label, r.dtype, r.backend, _format_seconds(r.seconds), f"{r.gflops:.1f}",
-                      f"{r.ratio_to_torch:.2f}", f"{r.ratio_to_best_peer:.2f}", f"{100 * r.gflops / peaks[r.dtype].gflops:.0f}",
+                      f"{r.ratio_to_torch:.2f}", f"{r.ratio_to_best_peer:.2f}",
+                      f"{100 * r.gflops / peaks[r.dtype].gflops:.0f}" if r.dtype in peaks else "-",
                       f"{r.error_ratio:.2g}" + ("" if r.error_ratio <= 1.0 else " WRONG"))
 
     with console.status("benchmarking...") as status:
