@@ -13,11 +13,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import import_or_fail, randn, small_integers
+from fresh_python import run_python
 
 import gemmlab
 from gemmlab.backends import cython_ext  # (needed to collect the tests: without any Cython build, a collection error)
@@ -71,6 +73,9 @@ def shapes(name):
         (2, 3, 5),
         (13, 17, 11),
         (7, 300, 33),  # several vectors of columns, the last one partial
+        (3, 50, 40),  # a tile of fewer rows; two vectors of columns, then one
+        (64, 50, 10),  # a layer's h @ W.T (b column-major in the transposed layouts)
+        (4, 60, 1000),  # b copied (transposed layouts) in blocks of columns and chunks of rows
         (63, 64, 65),  # just under the threshold
     ]
     assert all(m * k * n <= blk["SMALL_WORK"] for m, k, n in small)
@@ -210,6 +215,16 @@ def test_bad_tensors_raise_instead_of_computing_wrongly(kernel):
         square = randn(4, 4)
         fn(randn(4, 4), square.T, square)
     assert out.isnan().all()  # every call above raised before writing anything
+
+
+def test_small_paths_read_nothing_past_their_operands():
+    """Each kernel on operands that end where an unreadable page begins, with NaN between their rows
+    (tests/guard_page_cases.py, in a fresh process): a narrow b is read a vector per row and a wide
+    one's last window is shifted, never past the operand's last element, and nothing read beside
+    the operands reaches the results."""
+    result = run_python(str(Path(__file__).with_name("guard_page_cases.py")), timeout=600)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), (
+        f"exit status {result.returncode} (a negative one: killed by that signal): {result.stderr[-3000:]}")
 
 
 # --- choosing the Cython build -----------------------------------------------------------------

@@ -55,7 +55,8 @@ def edge_shapes(name: str) -> list[tuple[int, int, int]]:
     limit = small_work(name)
     side = round(limit ** (1 / 3))
     assert side**3 == limit, limit  # the thresholds are cubes (64^3): the shapes below straddle them
-    shapes = [(1, 1, 1), (2, 3, 5), (13, 17, 11), (5, 784, 10), (7, 300, 33),
+    shapes = [(1, 1, 1), (2, 3, 5), (13, 17, 11), (5, 784, 10), (7, 300, 33), (3, 50, 40),
+              (32, 32, 32), (64, 50, 10),  # batched entries; a layer's h @ W.T (b column-major in views)
               (side - 1, side, side + 1), (side, side, side),  # the last small ones
               (side, side, side + 1), (side + 1, side, side),  # the first packed ones
               (67, 259, 97), (301, 257, 50), (5, 600, 101), (3, 1100, 130)]

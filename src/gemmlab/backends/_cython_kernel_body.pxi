@@ -36,7 +36,6 @@ cdef enum:
     MR = 6  # rows of a micro-tile (unrolled by hand below)
     NR_BYTES = VECTOR_BYTES * NR_VECTORS  # a micro-tile row: NR = NR_BYTES / sizeof(real) elements
     TILE_FLOATS = MR * (NR_BYTES >> 2)  # room for an MR x NR tile of float (double uses half)
-    VECTOR_FLOATS = VECTOR_BYTES >> 2
     # The packed block of B is shared by all threads and read from L2/L3; packing as much of k as
     # fits at once keeps the parallel regions to two per block even for k = 50000.
     NC = 4096
@@ -44,7 +43,13 @@ cdef enum:
     # Below this many multiply-adds (m * n * k) the serial unpacked loop is used: threads and
     # packing cost more than they save (about break-even at 64^3 on 2 AVX-512 cores).
     SMALL_WORK = 64 * 64 * 64
-    CHUNK = 128  # rows of b the small path for narrow b copies at a time (8 KiB of float on AVX-512)
+    # The small path's tiles: MR rows x up to SMALL_VECTORS vectors (two sets of accumulators: on
+    # AVX-512, 24 of the 32 registers), and its copy of b: 32 KiB, in chunks of at least 16 rows.
+    SMALL_VECTORS = NR_VECTORS >> 1
+    SMALL_WIDTH = VECTOR_BYTES * SMALL_VECTORS
+    SMALL_TILE_FLOATS = MR * (SMALL_WIDTH >> 2)
+    SMALL_BUFFER_FLOATS = 8192
+    SMALL_CHUNK_ROWS = 16
 
 # The blocking of this build, for tests and reports (NR in elements is NR_BYTES / itemsize).
 BLOCKING = {"MR": MR, "NR_BYTES": NR_BYTES, "VECTOR_BYTES": VECTOR_BYTES, "KC": KC, "MC": MC, "NC": NC,
@@ -310,148 +315,219 @@ cdef int packed(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py
 
 
 # --- the small, serial path ----------------------------------------------------------------
+#
+# Tiles of MR rows x one or SMALL_VECTORS vectors of columns, straight from a and from b's rows:
+# in place where b's rows are contiguous, else (and for the last rows of a b narrower than a
+# vector) from a copy of b in a stack buffer, a chunk of rows at a time. No packing, no threads.
+#
+# A tile's shape must be known at compile time for gcc to keep it in registers, so it is given as
+# types: Cython compiles small_tile once per combination of the fused types below (a pointer to
+# one, NULL, picks the copy), and the `is` tests on them are decided at compile time.
 
-cdef inline void fma_columns(real* acc, Py_ssize_t width, const real* b, real a0, real a1, real a2, real a3,
-                             real a4, real a5) noexcept nogil:
-    """acc[i * width + j] += a_i * b[j] for j < width (a compile-time constant once inlined)."""
+cdef struct TwoRows:
+    char unused
+cdef struct FourRows:
+    char unused
+cdef struct SixRows:
+    char unused
+cdef struct OneVector:
+    char unused
+cdef struct TwoVectors:
+    char unused
+
+ctypedef fused tile_rows:
+    TwoRows
+    FourRows
+    SixRows
+
+ctypedef fused tile_vectors:
+    OneVector
+    TwoVectors
+
+cdef inline void fma_row(real* acc, const real* b, real a) noexcept nogil:
+    """acc[j] += a * b[j] for one vector's worth of elements (one vector FMA once vectorised)."""
     cdef Py_ssize_t j
-    cdef real bv
-    for j in range(width):
-        bv = b[j]
-        acc[j] += a0 * bv
-        acc[width + j] += a1 * bv
-        acc[2 * width + j] += a2 * bv
-        acc[3 * width + j] += a3 * bv
-        acc[4 * width + j] += a4 * bv
-        acc[5 * width + j] += a5 * bv
+    for j in range(VECTOR_BYTES // sizeof(real)):
+        acc[j] += a * b[j]
 
 
-cdef inline void small_tiles(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py_ssize_t sb0,
-                             real* out, Py_ssize_t so0, Py_ssize_t so1, Py_ssize_t m, Py_ssize_t k,
-                             Py_ssize_t n, Py_ssize_t width) noexcept nogil:
-    """Tiles of MR rows x `width` columns (n >= width), read straight from a and b (b's rows contiguous).
-
-    No masks and no padding: when n is not a multiple of width, the last tile is shifted left to
-    end at column n (it overlaps the one before; only its new columns are stored), so every read
-    is an element of a or b. Rows past the end of a are read as its last row and never stored.
-    Two sets of accumulators (even and odd p) halve the FMA dependency chains."""
-    cdef real acc[2 * MR * VECTOR_FLOATS]
-    cdef const real* rows[MR]
-    cdef const real* r0
-    cdef const real* r1
-    cdef const real* r2
-    cdef const real* r3
-    cdef const real* r4
-    cdef const real* r5
-    cdef Py_ssize_t ib, i0, mr, jb, j0, start, p, i, j
-    for ib in range(cdiv(m, MR)):
-        i0 = ib * MR
-        mr = min(<Py_ssize_t>MR, m - i0)
-        r0 = at(a, i0, 0, sa0, sa1)
-        r1 = at(a, min(i0 + 1, m - 1), 0, sa0, sa1)
-        r2 = at(a, min(i0 + 2, m - 1), 0, sa0, sa1)
-        r3 = at(a, min(i0 + 3, m - 1), 0, sa0, sa1)
-        r4 = at(a, min(i0 + 4, m - 1), 0, sa0, sa1)
-        r5 = at(a, min(i0 + 5, m - 1), 0, sa0, sa1)
-        for jb in range(cdiv(n, width)):
-            j0 = jb * width
-            start = min(j0, n - width)  # the window's first column
-            for j in range(2 * MR * width):
-                acc[j] = 0
-            for p in range(0, k - 1, 2):
-                fma_columns(acc, width, at(b, p, start, sb0, sizeof(real)), at(r0, 0, p, 0, sa1)[0],
-                            at(r1, 0, p, 0, sa1)[0], at(r2, 0, p, 0, sa1)[0], at(r3, 0, p, 0, sa1)[0],
-                            at(r4, 0, p, 0, sa1)[0], at(r5, 0, p, 0, sa1)[0])
-                fma_columns(acc + MR * width, width, at(b, p + 1, start, sb0, sizeof(real)),
-                            at(r0, 0, p + 1, 0, sa1)[0], at(r1, 0, p + 1, 0, sa1)[0], at(r2, 0, p + 1, 0, sa1)[0],
-                            at(r3, 0, p + 1, 0, sa1)[0], at(r4, 0, p + 1, 0, sa1)[0], at(r5, 0, p + 1, 0, sa1)[0])
-            if k % 2:
-                p = k - 1
-                fma_columns(acc, width, at(b, p, start, sb0, sizeof(real)), at(r0, 0, p, 0, sa1)[0],
-                            at(r1, 0, p, 0, sa1)[0], at(r2, 0, p, 0, sa1)[0], at(r3, 0, p, 0, sa1)[0],
-                            at(r4, 0, p, 0, sa1)[0], at(r5, 0, p, 0, sa1)[0])
-            for i in range(mr):
-                for j in range(j0 - start, width):
-                    at_mut(out, i0 + i, start + j, so0, so1)[0] = acc[i * width + j] + acc[MR * width + i * width + j]
-
-
-cdef void small_narrow(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py_ssize_t sb0,
-                       real* out, Py_ssize_t so0, Py_ssize_t so1, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) noexcept nogil:
-    """The small path for n narrower than one vector (the notes' 784 x 10): b's rows are copied,
-    CHUNK at a time, into a zeroed buffer one vector wide, and tiles of MR rows x one vector run
-    on it as in small_tiles (the zero columns are computed and never stored)."""
-    cdef real bbuf[CHUNK * VECTOR_FLOATS]
-    cdef real acc[2 * MR * VECTOR_FLOATS]
+cdef inline void small_step(real* acc, const real* b, Py_ssize_t sb0, Py_ssize_t p, const real* r0,
+                            const real* r1, const real* r2, const real* r3, const real* r4, const real* r5,
+                            Py_ssize_t sa1, int rows, int vectors) noexcept nogil:
+    """One p of a small tile: acc[i * TW + j] += a_i[p] * b[p, j] for i < rows, `vectors` vectors of columns."""
+    cdef Py_ssize_t TW = SMALL_WIDTH // sizeof(real)
     cdef Py_ssize_t W = VECTOR_BYTES // sizeof(real)
-    cdef const real* r0
-    cdef const real* r1
-    cdef const real* r2
-    cdef const real* r3
-    cdef const real* r4
-    cdef const real* r5
-    cdef const real* src
-    cdef Py_ssize_t ib, i0, mr, cb, c0, ch, q, p, i, j
-    for j in range(CHUNK * W):
-        bbuf[j] = 0
+    cdef const real* row = at(b, p, 0, sb0, sizeof(real))
+    cdef real a0 = at(r0, 0, p, 0, sa1)[0], a1 = at(r1, 0, p, 0, sa1)[0]
+    cdef real a2, a3, a4, a5
+    cdef Py_ssize_t v
+    if rows > 2:
+        a2 = at(r2, 0, p, 0, sa1)[0]
+        a3 = at(r3, 0, p, 0, sa1)[0]
+    if rows > 4:
+        a4 = at(r4, 0, p, 0, sa1)[0]
+        a5 = at(r5, 0, p, 0, sa1)[0]
+    for v in range(vectors if SMALL_VECTORS > 1 else 1):
+        fma_row(acc + v * W, row + v * W, a0)
+        fma_row(acc + TW + v * W, row + v * W, a1)
+        if rows > 2:
+            fma_row(acc + 2 * TW + v * W, row + v * W, a2)
+            fma_row(acc + 3 * TW + v * W, row + v * W, a3)
+        if rows > 4:
+            fma_row(acc + 4 * TW + v * W, row + v * W, a4)
+            fma_row(acc + 5 * TW + v * W, row + v * W, a5)
+
+
+cdef inline void store_sum(real* dst, const real* x, const real* y, bint first) noexcept nogil:
+    """dst[j] = (or += unless first) x[j] + y[j] for one vector's worth of elements."""
+    cdef Py_ssize_t j
+    if first:
+        for j in range(VECTOR_BYTES // sizeof(real)):
+            dst[j] = x[j] + y[j]
+    else:
+        for j in range(VECTOR_BYTES // sizeof(real)):
+            dst[j] += x[j] + y[j]
+
+
+cdef void small_tile(Py_ssize_t kc, const real* a, Py_ssize_t sa0, Py_ssize_t sa1, Py_ssize_t mr,
+                     const real* b, Py_ssize_t sb0, const tile_rows* shape_rows, const tile_vectors* shape_vectors,
+                     real* out, Py_ssize_t so0, Py_ssize_t so1, Py_ssize_t lo, Py_ssize_t hi, bint first) noexcept nogil:
+    """out[i, j] = (or += unless first) the sum over p < kc of a[i, p] * b[p, j], for i < mr <= rows
+    and lo <= j < hi, computing `rows` rows (2, 4 or MR) and `vectors` vectors of columns (b's
+    rows contiguous, that many columns readable), as the fused types say.
+
+    Rows mr..rows are read as row mr - 1 (valid memory) and never stored. Two sets of accumulators
+    (even and odd p) halve the FMA dependency chains. The loop is straight-line code on fixed tile
+    offsets, which gcc keeps in registers."""
+    cdef int rows = 2 if tile_rows is TwoRows else 4 if tile_rows is FourRows else MR
+    cdef int vectors = 2 if tile_vectors is TwoVectors and SMALL_VECTORS > 1 else 1
+    cdef real acc[2 * SMALL_TILE_FLOATS]  # two sets of MR rows x TW columns
+    cdef Py_ssize_t TW = SMALL_WIDTH // sizeof(real)
+    cdef Py_ssize_t W = VECTOR_BYTES // sizeof(real)
+    cdef const real* r0 = a
+    cdef const real* r1 = at(a, min(1, mr - 1), 0, sa0, sa1)
+    cdef const real* r2 = at(a, min(2, mr - 1), 0, sa0, sa1)
+    cdef const real* r3 = at(a, min(3, mr - 1), 0, sa0, sa1)
+    cdef const real* r4 = at(a, min(4, mr - 1), 0, sa0, sa1)
+    cdef const real* r5 = at(a, min(5, mr - 1), 0, sa0, sa1)
+    cdef Py_ssize_t p, i, j, v
+    cdef real* dst
+    for j in range(2 * MR * TW):
+        acc[j] = 0
+    for p in range(0, kc - 1, 2):
+        small_step(acc, b, sb0, p, r0, r1, r2, r3, r4, r5, sa1, rows, vectors)
+        small_step(acc + MR * TW, b, sb0, p + 1, r0, r1, r2, r3, r4, r5, sa1, rows, vectors)
+    if kc % 2:
+        small_step(acc, b, sb0, kc - 1, r0, r1, r2, r3, r4, r5, sa1, rows, vectors)
+    if lo == 0 and hi == vectors * W and so1 == sizeof(real):  # whole rows of vectors: vector stores
+        for i in range(rows):
+            if i < mr:
+                dst = at_mut(out, i, 0, so0, so1)
+                for v in range(vectors if SMALL_VECTORS > 1 else 1):
+                    store_sum(dst + v * W, acc + i * TW + v * W, acc + (MR + i) * TW + v * W, first)
+        return
+    for i in range(mr):
+        dst = at_mut(out, i, 0, so0, so1)
+        for j in range(lo, hi):
+            if first:
+                at_mut(dst, 0, j, 0, so1)[0] = acc[i * TW + j] + acc[(MR + i) * TW + j]
+            else:
+                at_mut(dst, 0, j, 0, so1)[0] += acc[i * TW + j] + acc[(MR + i) * TW + j]
+
+
+cdef inline void small_rows(Py_ssize_t kc, const real* a, Py_ssize_t sa0, Py_ssize_t sa1, Py_ssize_t mr,
+                            const real* b, Py_ssize_t sb0, const tile_vectors* vectors, real* out, Py_ssize_t so0,
+                            Py_ssize_t so1, Py_ssize_t lo, Py_ssize_t hi, bint first) noexcept nogil:
+    """small_tile on the fewest rows (2, 4 or MR) that cover mr: the last rows of m = 32 cost a third
+    of a full tile, not all of it."""
+    if mr > 4:
+        small_tile(kc, a, sa0, sa1, mr, b, sb0, <SixRows*>NULL, vectors, out, so0, so1, lo, hi, first)
+    elif mr > 2:
+        small_tile(kc, a, sa0, sa1, mr, b, sb0, <FourRows*>NULL, vectors, out, so0, so1, lo, hi, first)
+    else:
+        small_tile(kc, a, sa0, sa1, mr, b, sb0, <TwoRows*>NULL, vectors, out, so0, so1, lo, hi, first)
+
+
+cdef void small_block(Py_ssize_t m, Py_ssize_t kc, Py_ssize_t ncols, const real* a, Py_ssize_t sa0,
+                      Py_ssize_t sa1, const real* b, Py_ssize_t sb0, Py_ssize_t readable, real* out,
+                      Py_ssize_t so0, Py_ssize_t so1, bint first) noexcept nogil:
+    """out[:m, :ncols] = (or += unless first) a[:m, :kc] @ b[:kc, :ncols], in small tiles.
+
+    b's rows are contiguous, sb0 bytes apart, with `readable` columns that may be read (at least
+    one vector): ncols, or more (a copy's zero padding, or the next elements of a narrow b). A window
+    of columns that the end of the readable ones cuts short is shifted left to end there (it overlaps
+    the one before; only its new columns are stored), so no read goes past them."""
+    cdef Py_ssize_t W = VECTOR_BYTES // sizeof(real)
+    cdef Py_ssize_t ib, i0, j0, start, mr
     for ib in range(cdiv(m, MR)):
         i0 = ib * MR
         mr = min(<Py_ssize_t>MR, m - i0)
-        r0 = at(a, i0, 0, sa0, sa1)
-        r1 = at(a, min(i0 + 1, m - 1), 0, sa0, sa1)
-        r2 = at(a, min(i0 + 2, m - 1), 0, sa0, sa1)
-        r3 = at(a, min(i0 + 3, m - 1), 0, sa0, sa1)
-        r4 = at(a, min(i0 + 4, m - 1), 0, sa0, sa1)
-        r5 = at(a, min(i0 + 5, m - 1), 0, sa0, sa1)
-        for j in range(2 * MR * W):
-            acc[j] = 0
-        for cb in range(cdiv(k, CHUNK)):
-            c0 = cb * CHUNK
-            ch = min(<Py_ssize_t>CHUNK, k - c0)
-            for q in range(ch):
-                src = at(b, c0 + q, 0, sb0, sizeof(real))
-                for j in range(n):
-                    bbuf[q * W + j] = src[j]
-            for q in range(0, ch - 1, 2):
-                p = c0 + q
-                fma_columns(acc, W, bbuf + q * W, at(r0, 0, p, 0, sa1)[0], at(r1, 0, p, 0, sa1)[0],
-                            at(r2, 0, p, 0, sa1)[0], at(r3, 0, p, 0, sa1)[0], at(r4, 0, p, 0, sa1)[0],
-                            at(r5, 0, p, 0, sa1)[0])
-                fma_columns(acc + MR * W, W, bbuf + (q + 1) * W, at(r0, 0, p + 1, 0, sa1)[0],
-                            at(r1, 0, p + 1, 0, sa1)[0], at(r2, 0, p + 1, 0, sa1)[0], at(r3, 0, p + 1, 0, sa1)[0],
-                            at(r4, 0, p + 1, 0, sa1)[0], at(r5, 0, p + 1, 0, sa1)[0])
-            if ch % 2:
-                q = ch - 1
-                p = c0 + q
-                fma_columns(acc, W, bbuf + q * W, at(r0, 0, p, 0, sa1)[0], at(r1, 0, p, 0, sa1)[0],
-                            at(r2, 0, p, 0, sa1)[0], at(r3, 0, p, 0, sa1)[0], at(r4, 0, p, 0, sa1)[0],
-                            at(r5, 0, p, 0, sa1)[0])
-        for i in range(mr):
-            for j in range(n):
-                at_mut(out, i0 + i, j, so0, so1)[0] = acc[i * W + j] + acc[MR * W + i * W + j]
+        j0 = 0
+        while j0 < ncols:
+            if SMALL_VECTORS > 1 and ncols - j0 > W and readable >= 2 * W:
+                start = min(j0, readable - 2 * W)
+                small_rows(kc, at(a, i0, 0, sa0, sa1), sa0, sa1, mr, b + start, sb0, <TwoVectors*>NULL,
+                           at_mut(out, i0, start, so0, so1), so0, so1, j0 - start, min(2 * W, ncols - start), first)
+                j0 = start + 2 * W
+            else:
+                start = min(j0, readable - W)
+                small_rows(kc, at(a, i0, 0, sa0, sa1), sa0, sa1, mr, b + start, sb0, <OneVector*>NULL,
+                           at_mut(out, i0, start, so0, so1), so0, so1, j0 - start, min(W, ncols - start), first)
+                j0 = start + W
 
 
-cdef void small_unit_stride(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py_ssize_t sb0,
-                            real* out, Py_ssize_t so0, Py_ssize_t so1, Py_ssize_t m, Py_ssize_t k,
-                            Py_ssize_t n) noexcept nogil:
-    """The small path when b's rows are contiguous."""
-    if n >= VECTOR_BYTES // sizeof(real):
-        small_tiles(a, sa0, sa1, b, sb0, out, so0, so1, m, k, n, VECTOR_BYTES // sizeof(real))
-    else:
-        small_narrow(a, sa0, sa1, b, sb0, out, so0, so1, m, k, n)
+cdef void small_copied(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const real* a, Py_ssize_t sa0, Py_ssize_t sa1,
+                       const real* b, Py_ssize_t sb0, Py_ssize_t sb1, real* out, Py_ssize_t so0, Py_ssize_t so1,
+                       bint first) noexcept nogil:
+    """small_block on a copy of b (any strides): blocks of its columns, padded with zeros to whole
+    vectors, a chunk of rows at a time, in a buffer on the stack that stays in L1."""
+    cdef real buf[SMALL_BUFFER_FLOATS]  # float: all of it; double: half
+    cdef Py_ssize_t W = VECTOR_BYTES // sizeof(real)
+    cdef Py_ssize_t capacity = SMALL_BUFFER_FLOATS * 4 // sizeof(real)
+    cdef Py_ssize_t block = min(cdiv(n, W), capacity // SMALL_CHUNK_ROWS // W) * W
+    cdef Py_ssize_t bb, jb, nb, width, rows, cb, c0, kc, p, j
+    for bb in range(cdiv(n, block)):
+        jb = bb * block
+        nb = min(block, n - jb)
+        width = cdiv(nb, W) * W
+        rows = capacity // width
+        for cb in range(cdiv(k, rows)):
+            c0 = cb * rows
+            kc = min(rows, k - c0)
+            if sb0 < sb1:  # b's columns closer together than its rows: read down each column
+                for j in range(nb):
+                    for p in range(kc):
+                        buf[p * width + j] = at(b, c0 + p, jb + j, sb0, sb1)[0]
+            else:
+                for p in range(kc):
+                    for j in range(nb):
+                        buf[p * width + j] = at(b, c0 + p, jb + j, sb0, sb1)[0]
+            for p in range(kc):
+                for j in range(nb, width):
+                    buf[p * width + j] = 0
+            small_block(m, kc, nb, at(a, 0, c0, sa0, sa1), sa0, sa1, buf, width * sizeof(real), width,
+                        at_mut(out, 0, jb, so0, so1), so0, so1, first and c0 == 0)
 
 
-cdef void small_any_stride(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py_ssize_t sb0,
-                           Py_ssize_t sb1, real* out, Py_ssize_t so0, Py_ssize_t so1, Py_ssize_t m,
-                           Py_ssize_t k, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i, j, p
-    cdef real aip
-    for i in range(m):
-        for j in range(n):
-            at_mut(out, i, j, so0, so1)[0] = 0
-        for p in range(k):
-            aip = at(a, i, p, sa0, sa1)[0]
-            for j in range(n):
-                at_mut(out, i, j, so0, so1)[0] += aip * at(b, p, j, sb0, sb1)[0]
+cdef void small(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const real* a, Py_ssize_t sa0, Py_ssize_t sa1,
+                const real* b, Py_ssize_t sb0, Py_ssize_t sb1, real* out, Py_ssize_t so0, Py_ssize_t so1) noexcept nogil:
+    """The small path: out = a @ b, reading b in place where its rows are contiguous.
+
+    A b narrower than a vector (the notes' 784 x 10) is read a whole vector per row all the same,
+    the columns past n belonging to the following rows (never stored), except in its last rows,
+    where a vector would reach past b's last element: those are copied."""
+    cdef Py_ssize_t W = VECTOR_BYTES // sizeof(real)
+    cdef Py_ssize_t in_place = 0  # rows of b read in place
+    if sb1 == sizeof(real):
+        if n >= W:
+            in_place = k
+        elif sb0 > 0:  # row p's vector ends within b if p * sb0 + W <= (k - 1) * sb0 + n (elements)
+            in_place = max(0, k - cdiv((W - n) * sizeof(real), sb0))
+    if in_place:
+        small_block(m, in_place, n, a, sa0, sa1, b, sb0, max(n, W), out, so0, so1, True)
+    if in_place < k:
+        small_copied(m, k - in_place, n, at(a, 0, in_place, sa0, sa1), sa0, sa1, at(b, in_place, 0, sb0, sb1),
+                     sb0, sb1, out, so0, so1, in_place == 0)
 
 
 # --- checks and the entry points -------------------------------------------------------------
@@ -494,10 +570,7 @@ cdef int product(const real* a, Py_ssize_t m, Py_ssize_t k, Py_ssize_t sa0, Py_s
         return OUT_OVERLAPS_B
     if m * n * k > SMALL_WORK:
         return packed(a, sa0, sa1, b, sb0, sb1, out, so0, so1, m, k, n, max(1, threads))
-    if sb1 == sizeof(real):
-        small_unit_stride(a, sa0, sa1, b, sb0, out, so0, so1, m, k, n)
-    else:
-        small_any_stride(a, sa0, sa1, b, sb0, sb1, out, so0, so1, m, k, n)
+    small(m, k, n, a, sa0, sa1, b, sb0, sb1, out, so0, so1)
     return OK
 
 

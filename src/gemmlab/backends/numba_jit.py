@@ -77,6 +77,12 @@ PACK_B_ELEMENTS = 1 << 22  # 16 MiB of float32
 # about the same time (~7 us); at 32^3 the small path is 2.5x (1 thread) to 15x (2 threads) faster,
 # at 128^3 the blocked one 1.5x (2 threads).
 SMALL_WORK = 64 * 64 * 64
+# The small path's tiles: MR rows x up to SMALL_VECTORS vectors, in two sets of accumulators (on
+# AVX-512: 24 of the 32 registers; the micro-tile's stack array holds them); its copy of b: 32 KiB,
+# in chunks of at least SMALL_CHUNK_ROWS rows.
+SMALL_VECTORS = 2 if WIDE else 1
+SMALL_BUFFER_BYTES = 32768
+SMALL_CHUNK_ROWS = 16
 
 
 # --- intrinsics: a stack tile for the accumulators, pointers into arrays ---------------------
@@ -94,17 +100,108 @@ def _prefer_512_bit_vectors(function) -> None:
         pass
 
 
+def _stack_pointer(size: int, doc: str):
+    """An intrinsic: a pointer to `size` bytes of stack, of the given dtype (in a function that
+    may use 512-bit vectors)."""
+
+    @intrinsic
+    def pointer(typingctx, dtype):
+        elements = size // (dtype.dtype.bitwidth // 8)
+
+        def codegen(context, builder, signature, args):
+            if WIDE:
+                _prefer_512_bit_vectors(builder.function)
+            return cgutils.alloca_once(builder, context.get_value_type(dtype.dtype), size=elements)
+
+        return types.CPointer(dtype.dtype)(dtype), codegen
+
+    pointer.__doc__ = doc
+    return pointer
+
+
+_tile_pointer = _stack_pointer(MR * NR_BYTES, "A tile of accumulators: LLVM keeps it in registers.")
+_buffer_pointer = _stack_pointer(SMALL_BUFFER_BYTES, "The small path's copy of b (it stays in L1).")
+
+
 @intrinsic
-def _tile_pointer(typingctx, dtype):
-    """A pointer to MR * NR_BYTES bytes of stack: LLVM keeps such a tile in registers."""
-    elements = MR * NR_BYTES // (dtype.dtype.bitwidth // 8)
+def _resized(typingctx, array, rows, cols):
+    """A 2-D array of any layout ("A") on array's data and strides, with shape (rows, cols) (the
+    caller vouches for the memory): the small path reads b and its copy through one type."""
+    result = types.Array(array.dtype, 2, "A")
 
     def codegen(context, builder, signature, args):
-        if WIDE:
-            _prefer_512_bit_vectors(builder.function)
-        return cgutils.alloca_once(builder, context.get_value_type(dtype.dtype), size=elements)
+        src = context.make_array(signature.args[0])(context, builder, args[0])
+        dst = context.make_array(result)(context, builder)
+        populate_array(dst, data=src.data, shape=[args[1], args[2]], strides=cgutils.unpack_tuple(builder, src.strides),
+                       itemsize=src.itemsize, meminfo=src.meminfo, parent=src.parent)
+        if context.enable_nrt:  # the result shares array's memory: one more reference to it
+            context.nrt.incref(builder, signature.args[0], args[0])
+        return dst._getvalue()
 
-    return types.CPointer(dtype.dtype)(dtype), codegen
+    return result(array, types.intp, types.intp), codegen
+
+
+# The small path works on raw pointers (byte strides), not arrays: Numba counts references to every
+# array a function receives or makes (a call to NRT_incref / NRT_decref each, several per tile),
+# which cost more than the arithmetic of a small tile. Its vector operations are written out here:
+# LLVM's loop vectoriser handles a loop over one vector of elements only when its unroller leaves
+# the loop alone, which it does not for short ones (8 float64, or 16 float32 in few rows: unrolled
+# first, then left scalar or 128-bit).
+
+@intrinsic
+def _shift(typingctx, pointer, nbytes):
+    """pointer moved by nbytes bytes (either way)."""
+
+    def codegen(context, builder, signature, args):
+        raw = builder.bitcast(args[0], ir.IntType(8).as_pointer())
+        return builder.bitcast(builder.gep(raw, [args[1]]), args[0].type)
+
+    return pointer(pointer, types.intp), codegen
+
+
+def _vector_at(context, builder, pointer_type, pointer, offset):
+    """(pointer, type) of the vector register's worth of elements from pointer[offset]."""
+    vector = ir.VectorType(context.get_value_type(pointer_type.dtype), VECTOR_BYTES * 8 // pointer_type.dtype.bitwidth)
+    return builder.bitcast(builder.gep(pointer, [offset]), vector.as_pointer()), vector
+
+
+@intrinsic
+def _fma_vector(typingctx, acc, at, b, a):
+    """acc[at:at + W] += a * b[:W] as one vector FMA (W: one vector register of elements)."""
+
+    def codegen(context, builder, signature, args):
+        acc_at, vector = _vector_at(context, builder, signature.args[0], args[0], args[1])
+        b_at, _ = _vector_at(context, builder, signature.args[2], args[2], context.get_constant(types.intp, 0))
+        lanes = ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count)
+        single = builder.insert_element(ir.Constant(vector, ir.Undefined), args[3], ir.Constant(ir.IntType(32), 0))
+        splat = builder.shuffle_vector(single, single, lanes)
+        # fmuladd: one FMA instruction where the CPU has them, a multiply and an add elsewhere
+        fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                                 f"llvm.fmuladd.v{vector.count}f{signature.args[0].dtype.bitwidth}")
+        result = builder.call(fmuladd, [splat, builder.load(b_at, align=1), builder.load(acc_at, align=1)])
+        builder.store(result, acc_at, align=1)
+        return context.get_dummy_value()
+
+    return types.none(acc, types.intp, b, acc.dtype), codegen
+
+
+@intrinsic
+def _store_vector_sum(typingctx, dst, acc, at, other, first):
+    """dst[:W] = (or += unless first) acc[at:at + W] + acc[other:other + W], in vector operations."""
+
+    def codegen(context, builder, signature, args):
+        dst_at, _ = _vector_at(context, builder, signature.args[0], args[0], context.get_constant(types.intp, 0))
+        x, _ = _vector_at(context, builder, signature.args[1], args[1], args[2])
+        y, _ = _vector_at(context, builder, signature.args[1], args[1], args[3])
+        total = builder.fadd(builder.load(x, align=1), builder.load(y, align=1))
+        with builder.if_else(args[4]) as (then, otherwise):
+            with then:
+                builder.store(total, dst_at, align=1)
+            with otherwise:
+                builder.store(builder.fadd(builder.load(dst_at, align=1), total), dst_at, align=1)
+        return context.get_dummy_value()
+
+    return types.none(dst, acc, types.intp, types.intp, types.boolean), codegen
 
 
 @intrinsic
@@ -404,75 +501,184 @@ def _packed(a, b, out, threads):
 
 
 # --- the small, serial path -----------------------------------------------------------------
+#
+# Tiles of MR rows x one or SMALL_VECTORS vectors of columns, straight from a and from b's rows:
+# in place where b's rows are contiguous, else (and for the last rows of a b narrower than a
+# vector) from a copy of b in a stack buffer, a chunk of rows at a time. No packing, no threads.
+# A tile's numbers of rows and vectors are compile-time constants (numba.literally: one compiled
+# copy per value), so that LLVM sees straight-line code on fixed tile offsets and keeps the tile
+# in registers.
 
 @_njit(inline="always")
-def _small_step(acc, base, a, rows, p, b, j0, nr):
-    """acc[base + i * W + j] += a[rows[i], p] * b[p, j0 + j] for j < nr (W: one vector)."""
-    W = _vector_width(a)
-    z = a.dtype.type(0)
-    p = np.uintp(p)  # unsigned indices: no negative-index handling in the loop
-    a0 = a[rows[0], p]
-    a1 = a[rows[1], p]
-    a2 = a[rows[2], p]
-    a3 = a[rows[3], p]
-    a4 = a[rows[4], p]
-    a5 = a[rows[5], p]
-    src = _row(b, p, j0, W)
-    for j in range(W):
-        bv = src[j] if j < nr else z  # a masked load: nothing past the row's end is read
-        acc[base + j] += a0 * bv
-        acc[base + W + j] += a1 * bv
-        acc[base + 2 * W + j] += a2 * bv
-        acc[base + 3 * W + j] += a3 * bv
-        acc[base + 4 * W + j] += a4 * bv
-        acc[base + 5 * W + j] += a5 * bv
+def _small_step(acc, base, rows, offset, b, nrows, vectors):
+    """acc[base + i * TW + j] += (element `offset` bytes into rows[i]) * b[j] for i < nrows (2, 4 or
+    MR) and j < vectors * W (TW: the widest tile's columns)."""
+    W = _vector_width(b)
+    TW = SMALL_VECTORS * W
+    r0, r1, r2, r3, r4, r5 = rows
+    a0 = _shift(r0, offset)[0]
+    a1 = _shift(r1, offset)[0]
+    a2 = _shift(r2, offset)[0] if nrows > 2 else a1
+    a3 = _shift(r3, offset)[0] if nrows > 2 else a1
+    a4 = _shift(r4, offset)[0] if nrows > 4 else a1
+    a5 = _shift(r5, offset)[0] if nrows > 4 else a1
+    for v in range(vectors):
+        bv = _shift(b, v * VECTOR_BYTES)
+        at = base + v * W
+        _fma_vector(acc, at, bv, a0)
+        _fma_vector(acc, at + TW, bv, a1)
+        if nrows > 2:
+            _fma_vector(acc, at + 2 * TW, bv, a2)
+            _fma_vector(acc, at + 3 * TW, bv, a3)
+        if nrows > 4:
+            _fma_vector(acc, at + 4 * TW, bv, a4)
+            _fma_vector(acc, at + 5 * TW, bv, a5)
 
 
 @_njit()
-def _small_unit_stride(a, b, out):
-    """Tiles of MR rows x one vector of columns, read straight from a and b (b's rows contiguous).
+def _small_tile(kc, a, sa0, sa1, mr, b, sb0, nrows, vectors, out, so0, so1, lo, hi, first):
+    """out[i, j] = (or += unless first) the sum over p < kc of a[i, p] * b[p, j], for i < mr <= nrows
+    and lo <= j < hi, computing nrows rows (2, 4 or MR) and `vectors` vectors of columns (b's rows
+    contiguous, that many columns readable). a, b and out point at their first elements, strides
+    in bytes.
 
-    Two sets of accumulators (even and odd p) halve the length of the FMA dependency chains. Rows
-    past the end of a are read as its last row (always valid memory) and never written back."""
-    m, k = a.shape
-    n = b.shape[1]
+    Rows past mr are read as row mr - 1 (valid memory) and never stored. Two sets of accumulators
+    (even and odd p) halve the FMA dependency chains."""
+    numba.literally(nrows)
+    numba.literally(vectors)
     W = _vector_width(a)
-    acc = _tile(a)  # MR * NR >= 2 * MR * W elements
+    TW = SMALL_VECTORS * W
+    acc = _tile_pointer(a)  # MR * NR >= 2 * MR * TW elements
+    for x in range(2 * MR * TW):
+        acc[x] = 0
+    last = mr - 1
+    rows = (a, _shift(a, min(1, last) * sa0), _shift(a, min(2, last) * sa0), _shift(a, min(3, last) * sa0),
+            _shift(a, min(4, last) * sa0), _shift(a, min(5, last) * sa0))
+    for q in range(kc // 2):
+        p = 2 * q
+        _small_step(acc, 0, rows, p * sa1, _shift(b, p * sb0), nrows, vectors)
+        _small_step(acc, MR * TW, rows, (p + 1) * sa1, _shift(b, (p + 1) * sb0), nrows, vectors)
+    if kc % 2:
+        _small_step(acc, 0, rows, (kc - 1) * sa1, _shift(b, (kc - 1) * sb0), nrows, vectors)
+    if lo == 0 and hi == vectors * W and so1 == VECTOR_BYTES // W:  # whole vectors into unit-stride rows
+        for i in range(nrows):
+            if i < mr:
+                for v in range(vectors):
+                    at = i * TW + v * W
+                    _store_vector_sum(_shift(out, i * so0 + v * VECTOR_BYTES), acc, at, MR * TW + at, first)
+    else:
+        for i in range(mr):
+            for j in range(lo, hi):
+                total = acc[i * TW + j] + acc[MR * TW + i * TW + j]
+                dst = _shift(out, i * so0 + j * so1)
+                if first:
+                    dst[0] = total
+                else:
+                    dst[0] += total
+
+
+@_njit(inline="always")
+def _small_rows(kc, a, sa0, sa1, mr, b, sb0, vectors, out, so0, so1, lo, hi, first):
+    """_small_tile on the fewest rows (2, 4 or MR) that cover mr: the last rows of m = 32 cost a
+    third of a full tile, not all of it."""
+    if mr > 4:
+        _small_tile(kc, a, sa0, sa1, mr, b, sb0, MR, vectors, out, so0, so1, lo, hi, first)
+    elif mr > 2:
+        _small_tile(kc, a, sa0, sa1, mr, b, sb0, 4, vectors, out, so0, so1, lo, hi, first)
+    else:
+        _small_tile(kc, a, sa0, sa1, mr, b, sb0, 2, vectors, out, so0, so1, lo, hi, first)
+
+
+@_njit()
+def _small_block(a, src, ncols, out, first):
+    """out[:, :ncols] = (or += unless first) a @ src[:, :ncols], in small tiles.
+
+    src's rows are contiguous; all its columns may be read: ncols of them, or more where it is
+    padded (at least one vector). A window of columns that the end of src cuts short is shifted left
+    to end there (it overlaps the one before; only its new columns are stored), so no read goes
+    past src's last column."""
+    m, kc = a.shape
+    readable = src.shape[1]
+    W = _vector_width(a)
+    sa0, sa1 = a.strides
+    sb0 = src.strides[0]
+    so0, so1 = out.strides
     for i0 in range(0, m, MR):
         mr = min(MR, m - i0)
-        rows = _clamped_rows(i0, m)
-        for j0 in range(0, n, W):
-            nr = min(W, n - j0)
-            for x in range(2 * MR * W):
-                acc[x] = 0
-            for q in range(k // 2):
-                _small_step(acc, 0, a, rows, 2 * q, b, j0, nr)
-                _small_step(acc, MR * W, a, rows, 2 * q + 1, b, j0, nr)
-            if k % 2:
-                _small_step(acc, 0, a, rows, k - 1, b, j0, nr)
-            for i in range(mr):
-                for j in range(nr):
-                    out[i0 + i, j0 + j] = acc[i * W + j] + acc[MR * W + i * W + j]
+        a_i0 = _element_pointer(a, i0, 0)
+        j0 = 0
+        while j0 < ncols:
+            if SMALL_VECTORS > 1 and ncols - j0 > W and readable >= 2 * W:
+                start = min(j0, readable - 2 * W)
+                _small_rows(kc, a_i0, sa0, sa1, mr, _element_pointer(src, 0, start), sb0, SMALL_VECTORS,
+                            _element_pointer(out, i0, start), so0, so1, j0 - start, min(2 * W, ncols - start), first)
+                j0 = start + 2 * W
+            else:
+                start = min(j0, readable - W)
+                _small_rows(kc, a_i0, sa0, sa1, mr, _element_pointer(src, 0, start), sb0, 1,
+                            _element_pointer(out, i0, start), so0, so1, j0 - start, min(W, ncols - start), first)
+                j0 = start + W
 
 
 @_njit()
-def _small_any_stride(a, b, out):
-    m, k = a.shape
+def _small_copied(a, b, out):
+    """out = _small_block on a copy of b (any strides): blocks of its columns, padded with zeros to
+    whole vectors, a chunk of rows at a time, in a buffer on the stack that stays in L1."""
+    k = a.shape[1]
     n = b.shape[1]
-    for i in range(m):
-        for j in range(n):
-            out[i, j] = 0
-        for p in range(k):
-            aip = a[i, p]
-            for j in range(n):
-                out[i, j] += aip * b[p, j]
+    W = _vector_width(a)
+    capacity = SMALL_BUFFER_BYTES // a.itemsize
+    block = min(-(-n // W), capacity // SMALL_CHUNK_ROWS // W) * W
+    buffer = _buffer_pointer(a.dtype)
+    z = a.dtype.type(0)
+    for jb in range(0, n, block):
+        nb = min(block, n - jb)
+        width = -(-nb // W) * W
+        rows = capacity // width
+        for c0 in range(0, k, rows):
+            kc = min(rows, k - c0)
+            buf = _resized(numba.carray(buffer, (kc, width)), kc, width)
+            if b.strides[0] < b.strides[1]:  # columns closer together than rows: read down each column
+                for j in range(nb):
+                    for p in range(kc):
+                        buf[p, j] = b[c0 + p, jb + j]
+            else:
+                for p in range(kc):
+                    for j in range(nb):
+                        buf[p, j] = b[c0 + p, jb + j]
+            for p in range(kc):
+                for j in range(nb, width):
+                    buf[p, j] = z
+            _small_block(a[:, c0:c0 + kc], buf, nb, out[:, jb:jb + nb], c0 == 0)
+
+
+@_njit(inline="always")
+def _small(a, b, out):
+    """The small path: out = a @ b, reading b in place where its rows are contiguous.
+
+    A b narrower than a vector (the notes' 784 x 10) is read a whole vector per row all the same,
+    the columns past n belonging to the following rows (never stored), except in its last rows,
+    where a vector would reach past b's last element: those are copied."""
+    k = a.shape[1]
+    n = b.shape[1]
+    W = _vector_width(a)
+    in_place = 0  # rows of b read in place
+    if b.strides[1] == b.itemsize:
+        if n >= W:
+            in_place = k
+        elif b.strides[0] > 0:  # row p's vector ends within b if p * stride + W <= (k - 1) * stride + n
+            in_place = max(0, k - -(-(W - n) * b.itemsize // b.strides[0]))
+    if in_place < k:
+        _small_copied(a[:, in_place:], b[in_place:], out)
+    if in_place > 0:  # (first: nothing copied before; never a constant: one compiled copy takes both values)
+        _small_block(a[:, :in_place], _resized(b, in_place, max(n, W)), n, out, in_place == k)
 
 
 # Status codes of _checked_small.
 _OK, _RUN_PACKED, _BAD_SHAPES, _OUT_SELF_OVERLAP, _OUT_OVERLAPS_A, _OUT_OVERLAPS_B = range(6)
 
 
-@_njit()
+@_njit(inline="always")
 def _extent(x):
     """[lowest, highest] byte address that x's elements occupy (x not empty)."""
     lo = hi = np.intp(x.ctypes.data)  # (an unsigned address plus a signed span would be a float)
@@ -485,7 +691,7 @@ def _extent(x):
     return lo, hi + x.itemsize - 1
 
 
-@_njit()
+@_njit(inline="always")
 def _disjoint(x, y):
     x_lo, x_hi = _extent(x)
     y_lo, y_hi = _extent(y)
@@ -512,10 +718,7 @@ def _checked_small(a, b, out):
         return _OK
     if m * n * k > SMALL_WORK:
         return _RUN_PACKED
-    if b.strides[1] == b.itemsize:
-        _small_unit_stride(a, b, out)
-    else:
-        _small_any_stride(a, b, out)
+    _small(a, b, out)
     return _OK
 
 
