@@ -58,7 +58,8 @@ def kernel_for(name):
 def blocking(name):
     if name == "numba":
         return {"MR": numba_jit.MR, "NR_BYTES": numba_jit.NR_BYTES, "KC": numba_jit.KC, "MC": numba_jit.MC,
-                "NC": numba_jit.NC, "SMALL_WORK": numba_jit.SMALL_WORK, "PACK_B_ELEMENTS": numba_jit.PACK_B_ELEMENTS}
+                "NC": numba_jit.NC, "SMALL_WORK": numba_jit.SMALL_WORK, "PACK_B_ELEMENTS": numba_jit.PACK_B_ELEMENTS,
+                "PACK_A_PANELS": numba_jit.PACK_A_PANELS}
     return cython_build(name.removeprefix("cython-")).BLOCKING
 
 
@@ -85,6 +86,7 @@ def shapes(name):
         (67, 2 * kc + 3, 97),  # k > 2 KC, edge row panel and edge column panel
         (301, 257, 50),  # a single B panel: A is read in place
         (5, 600, max(3 * nr32 + 1, 101)),  # fewer row blocks than threads: B panels split between tasks
+        (13, 300, (blk["PACK_A_PANELS"] + 1) * nr32 + 5),  # more B panels than that: A packed (whole and edge panels)
         (3, 1100, nc + 4),  # n > NC (two column blocks), k beyond one packed block of B
     ]
     assert all(m * k * n > blk["SMALL_WORK"] for m, k, n in packed)

@@ -127,7 +127,7 @@ def batched_cases(m, k, n, dtype, make=randn):
 @pytest.mark.parametrize("nthreads", [1, 2])
 def test_batched(kernel, dtype, nthreads, threads):
     """Small entries are shared out between the threads; large ones too where the kernel says they
-    are serial-safe (cpp, cython), so packed paths then run side by side on torch's threads."""
+    are serial-safe (all three), so packed paths then run side by side on torch's threads."""
     torch.set_num_threads(nthreads)
     for shape in [(13, 17, 11), (70, 80, 90)]:
         for name, a, b in batched_cases(*shape, dtype):
@@ -153,10 +153,10 @@ def test_exact_on_small_integers(kernel, dtype, nthreads, threads):
 
 
 def test_packed_entries_side_by_side_many_times(threads):
-    """The Cython kernel declares every product serial-safe: batches of packed entries run one
-    entry per thread, concurrently, again and again, always with the right result."""
+    """The numba and Cython kernels declare every product serial-safe: batches of packed entries run
+    one entry per thread, concurrently, again and again, always with the right result."""
     torch.set_num_threads(2)
-    for name in CYTHON_BUILDS:
+    for name in ["numba", *CYTHON_BUILDS]:
         for dtype in DTYPES:
             a, b = randn(8, 70, 80, dtype=dtype), randn(8, 80, 90, dtype=dtype, seed=1)
             for _ in range(25):

@@ -15,7 +15,7 @@
 #             pack A[rows, pc..pc+KC] into MR-tall row panels           (task-private buffer)
 #             for each NR panel, each MR panel: micro-kernel -> MR x NR tile -> out
 #
-# (A task that uses its A block for a single B panel, n <= NR, reads A in place instead.)
+# (A task that uses its A block for at most PACK_A_PANELS B panels reads A in place instead.)
 # Packing reads through the strides (views cost no copy) and pads the last panels with zeros, so
 # the micro-kernel always runs a full MR x NR tile; only the valid part of an edge tile is stored.
 # The micro-kernel keeps the MR x NR accumulators in a local array, and each of its column loops
@@ -43,6 +43,11 @@ cdef enum:
     # Below this many multiply-adds (m * n * k) the serial unpacked loop is used: threads and
     # packing cost more than they save (about break-even at 64^3 on 2 AVX-512 cores).
     SMALL_WORK = 64 * 64 * 64
+    # A task packs its block of A only when it covers more B panels than this; for fewer, reading
+    # A's MR rows in place (each a sequential stream, from L1/L2) costs no more than reading a
+    # packed panel, and packing is one more pass of scattered writes: at 1 thread, 128x64 @ 64x128
+    # 20 -> 17 us, 256x256 @ 256x512 444 -> 415 us; row- or column-major A alike.
+    PACK_A_PANELS = 8
     # The small path's tiles: MR rows x up to SMALL_VECTORS vectors (two sets of accumulators: on
     # AVX-512, 24 of the 32 registers), and its copy of b: 32 KiB, in chunks of at least 16 rows.
     SMALL_VECTORS = NR_VECTORS >> 1
@@ -53,7 +58,7 @@ cdef enum:
 
 # The blocking of this build, for tests and reports (NR in elements is NR_BYTES / itemsize).
 BLOCKING = {"MR": MR, "NR_BYTES": NR_BYTES, "VECTOR_BYTES": VECTOR_BYTES, "KC": KC, "MC": MC, "NC": NC,
-            "PACK_B_ELEMENTS": PACK_B_ELEMENTS, "SMALL_WORK": SMALL_WORK}
+            "PACK_B_ELEMENTS": PACK_B_ELEMENTS, "SMALL_WORK": SMALL_WORK, "PACK_A_PANELS": PACK_A_PANELS}
 
 # Status codes of the core (the Python-level callers turn them into exceptions).
 cdef enum:
@@ -104,11 +109,31 @@ cdef void pack_a_block(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, Py_ssize_t
     """MR-tall panels of a[i0:i0+mc, p0:p0+kc]: dst[(r // MR) * MR * kc + p * MR + r % MR], zero-padded."""
     cdef Py_ssize_t r, r0, mr, i, p
     cdef real* panel
+    cdef const real* x0
+    cdef const real* x1
+    cdef const real* x2
+    cdef const real* x3
+    cdef const real* x4
+    cdef const real* x5
     for r in range(cdiv(mc, MR)):
         r0 = r * MR
         mr = min(<Py_ssize_t>MR, mc - r0)
         panel = dst + r0 * kc
-        if sa0 <= sa1:  # column-major-like: walk down each column
+        if mr == MR and sa1 == sizeof(real):  # whole panel of contiguous rows: vector loads, one pass of writes
+            x0 = at(a, i0 + r0, p0, sa0, sa1)
+            x1 = at(a, i0 + r0 + 1, p0, sa0, sa1)
+            x2 = at(a, i0 + r0 + 2, p0, sa0, sa1)
+            x3 = at(a, i0 + r0 + 3, p0, sa0, sa1)
+            x4 = at(a, i0 + r0 + 4, p0, sa0, sa1)
+            x5 = at(a, i0 + r0 + 5, p0, sa0, sa1)
+            for p in range(kc):
+                panel[p * MR] = x0[p]
+                panel[p * MR + 1] = x1[p]
+                panel[p * MR + 2] = x2[p]
+                panel[p * MR + 3] = x3[p]
+                panel[p * MR + 4] = x4[p]
+                panel[p * MR + 5] = x5[p]
+        elif sa0 <= sa1:  # column-major-like: walk down each column
             for p in range(kc):
                 for i in range(mr):
                     panel[p * MR + i] = at(a, i0 + r0 + i, p0 + p, sa0, sa1)[0]
@@ -234,12 +259,30 @@ cdef void update_tile_unpacked(Py_ssize_t kc, const real* a, Py_ssize_t sa0, Py_
 
 # --- the blocked, parallel product ------------------------------------------------------------
 
-cdef int run_task(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, Py_ssize_t m, const real* bpack,
-                  real* out, Py_ssize_t so0, Py_ssize_t so1, Py_ssize_t n, Py_ssize_t i0, Py_ssize_t mcb,
-                  Py_ssize_t jc, Py_ssize_t t_lo, Py_ssize_t t_hi, Py_ssize_t ks, Py_ssize_t ksz) noexcept nogil:
-    """One task: rows i0..i0+mcb of out against B panels t_lo..t_hi of the packed super-block."""
+cdef inline void pack_b_job(const real* b, Py_ssize_t sb0, Py_ssize_t sb1, Py_ssize_t job, Py_ssize_t k_blocks,
+                            Py_ssize_t jc, Py_ssize_t nc, Py_ssize_t ks, Py_ssize_t ksz, real* bpack) noexcept nogil:
+    """Job `job` of packing rows ks..ks+ksz, columns jc..jc+nc of b: one (panel, KC rows) piece, so
+    that even a single panel is packed in parallel."""
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
-    cdef bint pack_a = t_hi - t_lo > 1  # an A block used by one B panel only is read in place
+    cdef Py_ssize_t t = job // k_blocks
+    cdef Py_ssize_t pb = (job - t * k_blocks) * KC
+    pack_b_panel(b, sb0, sb1, ks + pb, min(<Py_ssize_t>KC, ksz - pb), jc + t * NR, min(NR, nc - t * NR),
+                 bpack + t * ksz * NR + pb * NR)
+
+
+cdef int run_task(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, Py_ssize_t m, const real* bpack,
+                  real* out, Py_ssize_t so0, Py_ssize_t so1, Py_ssize_t n, Py_ssize_t task, Py_ssize_t mc,
+                  Py_ssize_t splits, Py_ssize_t n_panels, Py_ssize_t jc, Py_ssize_t ks, Py_ssize_t ksz) noexcept nogil:
+    """Task `task`: rows rb * mc.. of out (rb = task // splits) against its share (task % splits) of
+    the n_panels panels of the packed super-block (rows ks..ks+ksz of B)."""
+    cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
+    cdef Py_ssize_t rb = task // splits
+    cdef Py_ssize_t sp = task - rb * splits
+    cdef Py_ssize_t i0 = rb * mc
+    cdef Py_ssize_t mcb = min(mc, m - i0)
+    cdef Py_ssize_t t_lo = sp * n_panels // splits
+    cdef Py_ssize_t t_hi = (sp + 1) * n_panels // splits
+    cdef bint pack_a = t_hi - t_lo > PACK_A_PANELS  # else A is read in place
     cdef real* apack = NULL
     cdef Py_ssize_t ib, pb, kc, t, j0, nr, r, r0
     cdef const real* bpanel
@@ -274,7 +317,7 @@ cdef int packed(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
     cdef Py_ssize_t nc_max = min(<Py_ssize_t>NC, cdiv(n, NR) * NR)
     cdef Py_ssize_t ks_max = max(<Py_ssize_t>KC, (PACK_B_ELEMENTS // nc_max) // KC * KC)
-    cdef Py_ssize_t jb, jc, nc, n_panels, kb, ks, ksz, k_blocks, job, pb, t, task, rb, sp, i0
+    cdef Py_ssize_t jb, jc, nc, n_panels, kb, ks, ksz, k_blocks, job, task
     cdef Py_ssize_t row_blocks, mc, splits
     cdef int failed = 0
     cdef real* bpack = <real*>malloc(min(k, ks_max) * nc_max * sizeof(real))
@@ -298,18 +341,16 @@ cdef int packed(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py
             ks = kb * ks_max
             ksz = min(ks_max, k - ks)
             k_blocks = cdiv(ksz, KC)
+            if threads == 1:  # plain loops: even a team of one thread costs an OpenMP region
+                for job in range(n_panels * k_blocks):
+                    pack_b_job(b, sb0, sb1, job, k_blocks, jc, nc, ks, ksz, bpack)
+                for task in range(row_blocks * splits):
+                    failed += run_task(a, sa0, sa1, m, bpack, out, so0, so1, n, task, mc, splits, n_panels, jc, ks, ksz)
+                continue
             for job in prange(n_panels * k_blocks, schedule="static", num_threads=threads):
-                # one job per (panel, KC rows), so that even a single panel is packed in parallel
-                t = job // k_blocks
-                pb = (job - t * k_blocks) * KC
-                pack_b_panel(b, sb0, sb1, ks + pb, min(<Py_ssize_t>KC, ksz - pb), jc + t * NR, min(NR, nc - t * NR),
-                             bpack + t * ksz * NR + pb * NR)
+                pack_b_job(b, sb0, sb1, job, k_blocks, jc, nc, ks, ksz, bpack)
             for task in prange(row_blocks * splits, schedule="static", num_threads=threads):
-                rb = task // splits
-                sp = task - rb * splits
-                i0 = rb * mc
-                failed += run_task(a, sa0, sa1, m, bpack, out, so0, so1, n, i0, min(mc, m - i0), jc,
-                                   sp * n_panels // splits, (sp + 1) * n_panels // splits, ks, ksz)
+                failed += run_task(a, sa0, sa1, m, bpack, out, so0, so1, n, task, mc, splits, n_panels, jc, ks, ksz)
     free(bpack)
     return NO_MEMORY if failed else OK
 
@@ -695,7 +736,7 @@ cdef int gemm_abi(int64_t batch, int64_t m, int64_t n, int64_t k, const real* a,
                   int64_t c_rs, int64_t c_cs, int32_t threads) noexcept nogil:
     """C[i] = A[i] @ B[i] for i < batch (strides in elements, see kernel_abi.h), each entry through
     the checked product(), which takes byte strides. Thread-safe: it touches only its arguments and
-    buffers of its own; with threads == 1 the packed path's pranges run teams of one thread."""
+    buffers of its own; with threads == 1 the packed path runs plain loops, no OpenMP region."""
     cdef int64_t i
     cdef int status
     cdef int64_t size = sizeof(real)

@@ -108,9 +108,8 @@ VARIANT: str = _kernel.VARIANT
 matmul_2d_numpy = _kernel.matmul_2d  # the validated entry point on NumPy arrays (num_threads=...)
 
 # Any product may run side by side with others on threads == 1 (the dispatch core then runs the
-# entries of a batch on several threads at once): the small path is serial, and the packed path's
-# pranges are given num_threads=1, so each makes an OpenMP team of one thread of its own, which any
-# thread (torch's workers included) may do at the same time as others.
+# entries of a batch on several threads at once): the small path is serial, and so is the packed
+# path then (plain loops, no OpenMP region), touching only its arguments and buffers of its own.
 SERIAL_FMAS = 2**63 - 1
 
 

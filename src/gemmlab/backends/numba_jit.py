@@ -10,7 +10,7 @@ Large products (see SMALL_WORK) run the blocked algorithm:
             pack A[rows, pc..pc+KC] into MR-tall row panels     (task-private buffer)
             for each NR panel, for each MR panel: micro-kernel -> MR x NR tile -> out
 
-(A task that uses its A block for a single B panel, n <= NR, reads A in place instead.)
+(A task that uses its A block for at most PACK_A_PANELS B panels reads A in place instead.)
 
 Packing reads the operands through their strides (transposed, sliced and stride-0 views cost no
 extra copy) and pads the last panels with zeros, so the micro-kernel always runs a full MR x NR
@@ -71,6 +71,10 @@ MC = max(MR, 196608 // (KC * 8) // MR * MR)
 # to two per block even for k = 50000.
 NC = 4096
 PACK_B_ELEMENTS = 1 << 22  # 16 MiB of float32
+# A task packs its block of A only when it covers more B panels than this; for fewer, reading A's
+# MR rows in place (each a sequential stream, from L1/L2) costs no more than reading a packed panel,
+# and packing is one more pass of scattered writes (1 thread, 128x64 @ 64x128: 25 -> ~20 us).
+PACK_A_PANELS = 8
 
 # Below this many multiply-adds (m * n * k) the serial unpacked loop is used: threads and
 # packing cost more than they save. Measured on 2 cores (AVX-512): at 64^3 the two paths take
@@ -121,6 +125,7 @@ def _stack_pointer(size: int, doc: str):
 
 _tile_pointer = _stack_pointer(MR * NR_BYTES, "A tile of accumulators: LLVM keeps it in registers.")
 _buffer_pointer = _stack_pointer(SMALL_BUFFER_BYTES, "The small path's copy of b (it stays in L1).")
+_result_pointer = _stack_pointer(MR * SMALL_VECTORS * VECTOR_BYTES, "A small tile's sums.")
 
 
 @intrinsic
@@ -183,6 +188,22 @@ def _fma_vector(typingctx, acc, at, b, a):
         return context.get_dummy_value()
 
     return types.none(acc, types.intp, b, acc.dtype), codegen
+
+
+@intrinsic
+def _zero_tile(typingctx, acc):
+    """Zero a small tile's accumulators, 2 * MR * SMALL_VECTORS vectors from acc, as straight-line
+    vector stores (a loop of stores, even of whole vectors, becomes a call to memset, after which
+    the tile no longer lives in registers)."""
+
+    def codegen(context, builder, signature, args):
+        lanes = VECTOR_BYTES * 8 // signature.args[0].dtype.bitwidth
+        for v in range(2 * MR * SMALL_VECTORS):
+            at, vector = _vector_at(context, builder, signature.args[0], args[0], context.get_constant(types.intp, v * lanes))
+            builder.store(ir.Constant(vector, None), at, align=1)
+        return context.get_dummy_value()
+
+    return types.none(acc), codegen
 
 
 @intrinsic
@@ -452,6 +473,50 @@ def _plan(m, n_panels, threads):
     return mc, row_blocks, splits
 
 
+@_njit()
+def _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz):
+    """Job `job` of packing rows ks..ks+ksz, columns jc..jc+nc of b: one (panel, KC rows) piece,
+    so that even a single panel is packed in parallel."""
+    NR = _tile_width(bpack)
+    t = job // k_blocks
+    pb = (job - t * k_blocks) * KC
+    _pack_b_panel(b, ks + pb, min(KC, ksz - pb), jc + t * NR, min(NR, nc - t * NR), bpack, t * ksz * NR + pb * NR)
+
+
+@_njit()
+def _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz):
+    """Task `task`: rows rb * mc.. of out (rb = task // splits) against its range of the packed B
+    panels (the task's share, task % splits, of the n_panels), over rows ks..ks+ksz of B."""
+    m = a.shape[0]
+    n = out.shape[1]
+    NR = _tile_width(a)
+    rb = task // splits
+    sp = task - rb * splits
+    i0 = rb * mc
+    mcb = min(mc, m - i0)
+    t_lo = sp * n_panels // splits
+    t_hi = (sp + 1) * n_panels // splits
+    pack_a = t_hi - t_lo > PACK_A_PANELS  # else A is read in place
+    apack = np.empty(-(-mcb // MR) * MR * KC if pack_a else 0, dtype=a.dtype)
+    for pb in range(0, ksz, KC):
+        kc = min(KC, ksz - pb)
+        if pack_a:
+            _pack_a_block(a, i0, mcb, ks + pb, kc, apack)
+        first = ks + pb == 0
+        for t in range(t_lo, t_hi):
+            j0 = jc + t * NR
+            nr = min(NR, n - j0)
+            bpanel = _part(bpack, t * ksz * NR + pb * NR, kc * NR)
+            for r0 in range(0, mcb, MR):
+                mr = min(MR, mcb - r0)
+                if pack_a:
+                    apanel = _part(apack, r0 * kc, kc * MR)
+                    _update_tile(kc, apanel, bpanel, out, i0 + r0, j0, mr, nr, first)
+                else:
+                    rows = _clamped_rows(i0 + r0, m)
+                    _update_tile_unpacked(kc, a, rows, ks + pb, bpanel, out, i0 + r0, j0, mr, nr, first)
+
+
 @_njit(parallel=True)
 def _packed(a, b, out, threads):
     m, k = a.shape
@@ -467,37 +532,16 @@ def _packed(a, b, out, threads):
         for ks in range(0, k, ks_max):
             ksz = min(ks_max, k - ks)
             k_blocks = -(-ksz // KC)
-            for job in prange(n_panels * k_blocks):  # (panel, KC rows): parallel even for one panel
-                t = job // k_blocks
-                pb = (job - t * k_blocks) * KC
-                _pack_b_panel(b, ks + pb, min(KC, ksz - pb), jc + t * NR, min(NR, nc - t * NR), bpack,
-                              t * ksz * NR + pb * NR)
-            for task in prange(row_blocks * splits):
-                rb = task // splits
-                sp = task - rb * splits
-                i0 = rb * mc
-                mcb = min(mc, m - i0)
-                t_lo = sp * n_panels // splits
-                t_hi = (sp + 1) * n_panels // splits
-                pack_a = t_hi - t_lo > 1  # an A block used by one B panel only is read in place
-                apack = np.empty(-(-mcb // MR) * MR * KC if pack_a else 0, dtype=a.dtype)
-                for pb in range(0, ksz, KC):
-                    kc = min(KC, ksz - pb)
-                    if pack_a:
-                        _pack_a_block(a, i0, mcb, ks + pb, kc, apack)
-                    first = ks + pb == 0
-                    for t in range(t_lo, t_hi):
-                        j0 = jc + t * NR
-                        nr = min(NR, n - j0)
-                        bpanel = _part(bpack, t * ksz * NR + pb * NR, kc * NR)
-                        for r0 in range(0, mcb, MR):
-                            mr = min(MR, mcb - r0)
-                            if pack_a:
-                                apanel = _part(apack, r0 * kc, kc * MR)
-                                _update_tile(kc, apanel, bpanel, out, i0 + r0, j0, mr, nr, first)
-                            else:
-                                rows = _clamped_rows(i0 + r0, m)
-                                _update_tile_unpacked(kc, a, rows, ks + pb, bpanel, out, i0 + r0, j0, mr, nr, first)
+            if threads == 1:  # plain loops: a parallel region costs ~0.7 us even with one thread
+                for job in range(n_panels * k_blocks):
+                    _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz)
+                for task in range(row_blocks * splits):
+                    _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz)
+            else:
+                for job in prange(n_panels * k_blocks):
+                    _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz)
+                for task in prange(row_blocks * splits):
+                    _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz)
 
 
 # --- the small, serial path -----------------------------------------------------------------
@@ -549,8 +593,7 @@ def _small_tile(kc, a, sa0, sa1, mr, b, sb0, nrows, vectors, out, so0, so1, lo, 
     W = _vector_width(a)
     TW = SMALL_VECTORS * W
     acc = _tile_pointer(a)  # MR * NR >= 2 * MR * TW elements
-    for x in range(2 * MR * TW):
-        acc[x] = 0
+    _zero_tile(acc)
     last = mr - 1
     rows = (a, _shift(a, min(1, last) * sa0), _shift(a, min(2, last) * sa0), _shift(a, min(3, last) * sa0),
             _shift(a, min(4, last) * sa0), _shift(a, min(5, last) * sa0))
@@ -560,21 +603,23 @@ def _small_tile(kc, a, sa0, sa1, mr, b, sb0, nrows, vectors, out, so0, so1, lo, 
         _small_step(acc, MR * TW, rows, (p + 1) * sa1, _shift(b, (p + 1) * sb0), nrows, vectors)
     if kc % 2:
         _small_step(acc, 0, rows, (kc - 1) * sa1, _shift(b, (kc - 1) * sb0), nrows, vectors)
-    if lo == 0 and hi == vectors * W and so1 == VECTOR_BYTES // W:  # whole vectors into unit-stride rows
-        for i in range(nrows):
-            if i < mr:
-                for v in range(vectors):
-                    at = i * TW + v * W
-                    _store_vector_sum(_shift(out, i * so0 + v * VECTOR_BYTES), acc, at, MR * TW + at, first)
-    else:
+    whole = lo == 0 and hi == vectors * W and so1 == VECTOR_BYTES // W  # whole vectors into unit-stride rows
+    result = _result_pointer(a)  # else the tile's sums, for element-wise stores
+    for i in range(nrows):
+        for v in range(vectors):
+            at = i * TW + v * W
+            if whole and i < mr:
+                _store_vector_sum(_shift(out, i * so0 + v * VECTOR_BYTES), acc, at, MR * TW + at, first)
+            elif not whole:
+                _store_vector_sum(_shift(result, (at // W) * VECTOR_BYTES), acc, at, MR * TW + at, True)
+    if not whole:  # (acc itself is only ever read at fixed offsets: so it can live in registers)
         for i in range(mr):
             for j in range(lo, hi):
-                total = acc[i * TW + j] + acc[MR * TW + i * TW + j]
                 dst = _shift(out, i * so0 + j * so1)
                 if first:
-                    dst[0] = total
+                    dst[0] = result[i * TW + j]
                 else:
-                    dst[0] += total
+                    dst[0] += result[i * TW + j]
 
 
 @_njit(inline="always")
@@ -891,6 +936,9 @@ _new_capsule = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_cha
     ("PyCapsule_New", ctypes.pythonapi))
 
 
+SERIAL_FMAS = 2**63 - 1  # the largest products that may run side by side on threads == 1: all
+
+
 def _native_kernel() -> tuple[int | None, str | None]:
     """Register the ABI functions with gemmlab's dispatch core: (kernel id, None), or (None, why not).
 
@@ -910,9 +958,11 @@ def _native_kernel() -> tuple[int | None, str | None]:
     names = [_cpp.CAPSULE_F32.encode(), _cpp.CAPSULE_F64.encode()]
     _ABI_KEEP_ALIVE.extend(functions + names)  # the core keeps the code's address; a capsule, its name's
     f32, f64 = (_new_capsule(fn.address, name, None) for fn, name in zip(functions, names))
-    # Numba's parallel functions must not be entered from several threads at once under every
-    # threading layer, so only the small path's products (serial code) run concurrently.
-    return _cpp.register_kernel("numba", f32, f64, SMALL_WORK), None
+    # Any product may run side by side with others on threads == 1 (the core then shares a batch's
+    # entries out between its threads): the small path is serial, and the packed path then runs
+    # plain loops, entering no parallel region (which some threading layers cannot have entered
+    # from several threads at once); Numba's thread count is a per-thread setting.
+    return _cpp.register_kernel("numba", f32, f64, SERIAL_FMAS), None
 
 
 _ABI_KEEP_ALIVE: list = []
