@@ -62,7 +62,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatc
         raise OSError("No space left on device")
 
     monkeypatch.setattr(checkpoints.torch, "save", save_half_then_fail)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(checkpoints.CheckpointError, match="No space left"):
         checkpoints.save(path, {"epoch": 2, "weights": torch.zeros(5)})
     assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]  # the temporary file is gone too
     state = torch.load(path, weights_only=True)

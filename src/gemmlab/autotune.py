@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
+
+from gemmlab._files import write_atomically
 
 FORMAT = 1  # the file's layout; a file of another format is stale
 MARGIN = 1.05  # a backend replaces torch only when at least this many times as fast
@@ -169,20 +170,6 @@ def _lock(path: Path):
     return FileLock(f"{path}.lock", timeout=60)
 
 
-def _replace(path: Path, document: dict) -> None:
-    """Write path atomically: a reader sees the old file or the new one, never a part."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(document, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(entries: Iterable[Entry], path: Path | None = None) -> Path:
     """Merge entries into the tuned table (theirs win for a bucket both have) and return its path.
     Under a file lock, the file is re-read and replaced whole: concurrent writers lose nothing. A
@@ -192,7 +179,7 @@ def save(entries: Iterable[Entry], path: Path | None = None) -> Path:
     with _lock(path):
         merged, _ = _read(path)
         merged.update((e.bucket, e) for e in entries)
-        _replace(path, _document(merged.values()))
+        write_atomically(path, lambda f: json.dump(_document(merged.values()), f, indent=1))
     return path
 
 

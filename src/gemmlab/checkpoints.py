@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from gemmlab._files import write_atomically
 
 FORMAT = "gemmlab train checkpoint"
 VERSION = 1
@@ -38,24 +39,9 @@ def save(path: str | os.PathLike, state: dict) -> None:
     fsynced, then renamed over `path` (a kill at any moment leaves the previous checkpoint whole)."""
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.absolute().parent, prefix=f".{path.name}.", suffix=".tmp")
+        write_atomically(path, lambda f: torch.save({"format": FORMAT, "version": VERSION, **state}, f), binary=True)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot write a checkpoint there ({e})") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    # The rename is a change to the directory: sync it too, so that it survives a power cut.
-    directory = os.open(path.absolute().parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def load(path: str | os.PathLike, settings: dict) -> dict:
