@@ -62,13 +62,16 @@ PRODUCT_CASES = case_names(JUDGED_CASES[:2] if SMOKE else JUDGED_CASES + (EXTRA_
 
 
 class Sampled:
-    """asv's sampling for the judged `time_` benchmarks: each sample is one call (asv re-runs setup
-    before every sample, which here costs a dictionary look-up), at least 10 and at most 50 samples
-    per process or half a second of them, in two processes (rounds) per commit, which `asv
-    continuous` interleaves between the two commits: 20-100 samples per commit for its
-    Mann-Whitney test, from two processes, so one slow process cannot decide a verdict alone."""
+    """asv's sampling for the judged `time_` benchmarks: each sample is as many warm calls as fill
+    sample_time (asv calibrates `number` after the warm-up), at least 10 and at most 50 samples per
+    process or half a second of them, in two processes (rounds) per commit, which `asv continuous`
+    interleaves between the two commits: 20-100 samples per commit for its Mann-Whitney test, from
+    two processes, so one slow process cannot decide a verdict alone. One call per sample (number = 1)
+    timed a cold call: on the microsecond products its cost moved 10-20% from one process to the next
+    with no code change, and `asv continuous` flagged it (docs/asv.md)."""
 
-    number = 1
+    number = 0
+    sample_time = 0.01
     repeat = (10, 50, 0.5)
     rounds = 2
     warmup_time = 0.1
