@@ -18,6 +18,7 @@ clone on first use, and benchmarks each pair. --no-asv only makes the clone and 
 
 import argparse
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -61,8 +62,12 @@ def flagged_rows(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith(("| +", "| -", "| !"))]
 
 
-def continuous(clone: Path, base: str, head: str, factor: float, bench: str | None) -> str:
-    cmd = [sys.executable, "-m", "asv", "continuous", "-f", str(factor), base, head]
+def continuous(clone: Path, base: str, head: str, factor: float, bench: str | None, aslr: bool) -> str:
+    # setarch -R: asv's benchmark processes inherit "no address-space randomisation", so every
+    # process lays out its code, stack and data alike (docs/asv.md, "Recorded runs": with it on, a
+    # 3.2 us product took 5.7 us in about one process in six).
+    cmd = [] if aslr or not shutil.which("setarch") else ["setarch", platform.machine(), "-R"]
+    cmd += [sys.executable, "-m", "asv", "continuous", "-f", str(factor), base, head]
     if bench:
         cmd += ["--bench", bench]
     print("$", " ".join(cmd), flush=True)
@@ -79,6 +84,8 @@ def main(argv=None) -> int:
     parser.add_argument("--factor", type=float, default=1.1, help="asv continuous -f (default 1.1)")
     parser.add_argument("--runs", type=int, default=1, help="asv continuous runs per pair (the target: 3)")
     parser.add_argument("--bench", help="asv --bench regex (default: the whole default selection)")
+    parser.add_argument("--aslr", action="store_true", help="leave address-space randomisation on (default: "
+                        "asv runs under `setarch -R`, where setarch exists)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary clone (its .asv has the results)")
     parser.add_argument("--no-asv", action="store_true", help="only make the clone and the two commits")
     args = parser.parse_args(argv)
@@ -94,7 +101,7 @@ def main(argv=None) -> int:
         summary, ok = [], True
         for run in range(1, args.runs + 1):
             for label, a, b, expect_slower in (("no change", base, readme_only, False), ("slowdown", readme_only, slowed, True)):
-                out = continuous(clone, a, b, args.factor, args.bench)
+                out = continuous(clone, a, b, args.factor, args.bench, args.aslr)
                 rows = flagged_rows(out)
                 # Expected: nothing flagged for "no change"; for "slowdown", rows flagged, every one of
                 # them the slowed backend's and slower.
