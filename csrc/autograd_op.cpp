@@ -10,6 +10,12 @@
 //              grad @ b^H and a^H @ grad on the same kernel (so higher derivatives work too);
 //              other shapes are brought to those with autograd-aware views first, as
 //              gemmlab.dispatch._matmul_tensors does (1-D promotion, batch broadcasting).
+//
+// gemmlab::native_linear(Tensor x, Tensor weight, Tensor? bias, str kernel) -> Tensor: torch.nn.Linear's
+// x @ weight.T + bias with the product on the named kernel, as one op and one autograd node
+// (gemmlab.nn.Linear's forward). The bias is added into the product's output inside the op, and its
+// gradient (grad summed over rows) comes from the same node: no separate add, transpose view or
+// AddBackward node per layer, which at batch 64 cost about as much as the layer's small products.
 
 #include <torch/extension.h>
 
@@ -109,6 +115,98 @@ struct ProductFunction : public torch::autograd::Function<ProductFunction> {
   }
 };
 
+// --- native_linear --------------------------------------------------------------------------------
+
+using LinearSignature = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                   c10::string_view);
+
+const c10::TypedOperatorHandle<LinearSignature>& native_linear_op() {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("gemmlab::native_linear", "").typed<LinearSignature>();
+  return op;
+}
+
+// torch.nn.Linear's argument rules; raises naming the shapes and dtypes.
+void check_linear(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias) {
+  TORCH_CHECK_VALUE(weight.dim() == 2, "gemmlab::native_linear: weight must be 2-D (out_features, in_features); "
+                    "got shape ", weight.sym_sizes());
+  TORCH_CHECK_VALUE(x.dim() >= 1 && x.sym_size(-1) == weight.sym_size(1), "gemmlab::native_linear: input of shape ",
+                    x.sym_sizes(), " does not fit weight of shape ", weight.sym_sizes(), " (its last dimension must be ",
+                    "in_features)");
+  TORCH_CHECK_TYPE(x.scalar_type() == weight.scalar_type(), "gemmlab::native_linear: input and weight have different "
+                   "dtypes (", x.scalar_type(), " and ", weight.scalar_type(), ")");
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->sym_size(0) == weight.sym_size(0), "gemmlab::native_linear: bias "
+                      "of shape ", bias->sym_sizes(), " does not fit weight of shape ", weight.sym_sizes(),
+                      " (it must be (out_features,))");
+    TORCH_CHECK_TYPE(bias->scalar_type() == weight.scalar_type(), "gemmlab::native_linear: bias and weight have "
+                     "different dtypes (", bias->scalar_type(), " and ", weight.scalar_type(), ")");
+  }
+}
+
+at::Tensor linear_on_device(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                            c10::string_view kernel) {
+  check_linear(x, weight, bias);
+  at::Tensor y = product(x, weight.t(), kernel_for(kernel));
+  if (bias.has_value() && bias->defined()) y.add_(*bias);
+  return y;
+}
+
+at::Tensor linear_meta(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                       c10::string_view kernel) {
+  kernel_for(kernel);
+  check_linear(x, weight, bias);
+  c10::SymDimVector shape(x.sym_sizes().begin(), x.sym_sizes().end() - 1);
+  shape.push_back(weight.sym_size(0));
+  return at::empty_symint(shape, x.options());
+}
+
+// A 2-D layer as an autograd node: grad_x = grad @ conj(W), grad_W = grad^T @ conj(x) (in W's own
+// row-major layout), grad_bias = grad summed over rows; each product on the same kernel, through
+// native_product so that it is differentiable again.
+struct LinearFunction : public torch::autograd::Function<LinearFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& bias, c10::string_view kernel) {
+    ctx->save_for_backward({weight.requires_grad() ? x : at::Tensor(), x.requires_grad() ? weight : at::Tensor()});
+    ctx->saved_data["kernel"] = std::string(kernel);
+    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return native_linear_op().call(x, weight, bias, kernel);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const torch::autograd::variable_list saved = ctx->get_saved_variables();
+    const std::string& kernel = ctx->saved_data["kernel"].toStringRef();
+    const at::Tensor& grad = grads[0];
+    at::Tensor grad_x, grad_weight, grad_bias;
+    if (ctx->needs_input_grad(0)) grad_x = native_product_op().call(grad, saved[1].conj(), kernel);
+    if (ctx->needs_input_grad(1)) grad_weight = native_product_op().call(grad.mT(), saved[0].conj(), kernel);
+    // (needs_input_grad counts the tensor inputs only: without a bias there is no third.)
+    if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) grad_bias = grad.sum(0);
+    return {grad_x, grad_weight, grad_bias, at::Tensor()};
+  }
+};
+
+at::Tensor linear_autograd(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                           c10::string_view kernel) {
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (!at::GradMode::is_enabled() ||
+      !(x.requires_grad() || weight.requires_grad() || (has_bias && bias->requires_grad()))) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return native_linear_op().call(x, weight, bias, kernel);
+  }
+  check_linear(x, weight, bias);  // before any view could fail with a less helpful message
+  if (x.dim() == 2) return LinearFunction::apply(x, weight, bias, kernel);
+  // (*, in) -> (rows, in): a 1-D input is one row, leading dimensions fold into rows.
+  const at::Tensor rows = x.dim() == 1 ? x.unsqueeze(0) : x.reshape_symint({-1, x.sym_size(-1)});
+  const at::Tensor y = LinearFunction::apply(rows, weight, bias, kernel);
+  if (x.dim() == 1) return y.squeeze(0);
+  c10::SymDimVector shape(x.sym_sizes().begin(), x.sym_sizes().end() - 1);
+  shape.push_back(weight.sym_size(0));
+  return y.reshape_symint(shape);
+}
+
 at::Tensor product_autograd(const at::Tensor& a, const at::Tensor& b, c10::string_view kernel) {
   if (!at::GradMode::is_enabled() || !(a.requires_grad() || b.requires_grad())) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;  // nothing to record: straight to the core
@@ -158,10 +256,23 @@ at::Tensor differentiable_product(const at::Tensor& a, const at::Tensor& b, cons
 
 TORCH_LIBRARY(gemmlab, m) {
   m.def("native_product(Tensor a, Tensor b, str kernel) -> Tensor", {at::Tag::pt2_compliant_tag});
+  m.def("native_linear(Tensor x, Tensor weight, Tensor? bias, str kernel) -> Tensor", {at::Tag::pt2_compliant_tag});
 }
 
-TORCH_LIBRARY_IMPL(gemmlab, CPU, m) { m.impl("native_product", &gemmlab::product_on_device); }
 // Only the `torch` kernel runs on CUDA (the core refuses the others there, naming the device).
-TORCH_LIBRARY_IMPL(gemmlab, CUDA, m) { m.impl("native_product", &gemmlab::product_on_device); }
-TORCH_LIBRARY_IMPL(gemmlab, Meta, m) { m.impl("native_product", &gemmlab::product_meta); }
-TORCH_LIBRARY_IMPL(gemmlab, Autograd, m) { m.impl("native_product", &gemmlab::product_autograd); }
+TORCH_LIBRARY_IMPL(gemmlab, CPU, m) {
+  m.impl("native_product", &gemmlab::product_on_device);
+  m.impl("native_linear", &gemmlab::linear_on_device);
+}
+TORCH_LIBRARY_IMPL(gemmlab, CUDA, m) {
+  m.impl("native_product", &gemmlab::product_on_device);
+  m.impl("native_linear", &gemmlab::linear_on_device);
+}
+TORCH_LIBRARY_IMPL(gemmlab, Meta, m) {
+  m.impl("native_product", &gemmlab::product_meta);
+  m.impl("native_linear", &gemmlab::linear_meta);
+}
+TORCH_LIBRARY_IMPL(gemmlab, Autograd, m) {
+  m.impl("native_product", &gemmlab::product_autograd);
+  m.impl("native_linear", &gemmlab::linear_autograd);
+}

@@ -1,8 +1,9 @@
 """PyTorch modules whose products run on a chosen gemmlab backend, forward and backward.
 
 `Linear` is a drop-in for torch.nn.Linear (same parameters, same initialisation, interchangeable
-state_dicts) that computes x @ weight.T with gemmlab.matmul, so its gradients also come from that
-backend's kernel. `mlp` builds an ordinary nn.Sequential of them, one backend per layer if wanted.
+state_dicts) that computes x @ weight.T + bias on a gemmlab backend, so its gradients also come
+from that backend's kernel: on backends with a kernel in the C++ core as one op and one autograd
+node (gemmlab::native_linear), on the others with gemmlab.matmul and a bias add. `mlp` builds an ordinary nn.Sequential of them, one backend per layer if wanted.
 
 A layer given a backend name (or "auto") keeps it. A layer given none (backend=None, the default)
 follows gemmlab's default backend at the time it runs, as gemmlab.matmul(backend=None) does: the
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from gemmlab.dispatch import matmul
+from gemmlab.registry import NATIVE_KERNELS, current_backend
 
 
 class Linear(nn.Module):
@@ -44,9 +46,13 @@ class Linear(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = matmul(x, self.weight.T, backend=self.backend)
-        # torch's add: adding the bias into the product's output in place measured no faster (the
-        # add is a few microseconds of a batch-64 layer's forward and backward).
+        name = current_backend() if self.backend is None else self.backend
+        if name in NATIVE_KERNELS:
+            # One op and one autograd node (csrc/autograd_op.cpp): the product on the kernel, the bias
+            # added into its output, its gradient from the same node.
+            return torch.ops.gemmlab.native_linear(x, self.weight, self.bias, name)
+        # Backends without a kernel in the C++ core (the Python rungs; any backend until it loads).
+        y = matmul(x, self.weight.T, backend=name)
         return y + self.bias if self.bias is not None else y
 
     def extra_repr(self) -> str:
