@@ -7,7 +7,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export MAX_JOBS ?= 2
-BUILD_INPUTS := setup.py pyproject.toml requirements.txt $(wildcard csrc/* csrc/gemm/* csrc/cuda/*) $(wildcard src/gemmlab/backends/*.pyx src/gemmlab/backends/*.pxi)
+BUILD_INPUTS := setup.py cuda_build.py pyproject.toml requirements.txt $(wildcard csrc/* csrc/gemm/* csrc/cuda/*) $(wildcard src/gemmlab/backends/*.pyx src/gemmlab/backends/*.pxi)
 INSTALLED := $(VENV)/.gemmlab-installed
 
 BUILD_INPUTS += $(wildcard csrc/cuda/*)

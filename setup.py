@@ -9,11 +9,17 @@ CPU supports.
 """
 
 import platform
+import sys
 from pathlib import Path
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from torch.utils.cpp_extension import BuildExtension, CppExtension
+
+# The CUDA detection lives beside this file (cuda_build.py, tested on its own); a PEP 517 build does
+# not put the project's folder on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cuda_build import cuda_extensions  # noqa: E402
 
 # OpenMP: the Cython kernel's prange and ATen's parallel_for (inlined into our C++) both need it.
 OPENMP = ["-fopenmp"]
@@ -68,61 +74,7 @@ cpp_kernel = CppExtension(
 )
 
 
-def cuda_extensions():
-    """gemmlab._cuda (the `cuda` backend) when it can be built; GEMMLAB_CUDA=auto|0|1 decides.
-
-    auto (the default) builds it when torch is a CUDA build and a CUDA toolkit with the same major
-    version as torch's CUDA is found, and otherwise says why not; 1 makes that an error; 0 skips it.
-    """
-    import os
-    import re
-    import subprocess
-
-    import torch
-    from torch.utils import cpp_extension
-
-    mode = os.environ.get("GEMMLAB_CUDA", "auto").strip().lower() or "auto"
-    if mode not in ("auto", "0", "1"):
-        raise SystemExit(f"gemmlab: GEMMLAB_CUDA must be auto, 0 or 1; got {mode!r}")
-    if mode == "0":
-        print("gemmlab: CUDA backend not built (GEMMLAB_CUDA=0)")
-        return []
-
-    def why_not():
-        if torch.version.cuda is None:
-            return f"torch {torch.__version__} has no CUDA"
-        home = cpp_extension.CUDA_HOME
-        nvcc = os.path.join(home, "bin", "nvcc") if home else None
-        if not nvcc or not os.path.exists(nvcc):
-            return f"no CUDA toolkit found for torch's CUDA {torch.version.cuda} (set CUDA_HOME or put nvcc on PATH)"
-        try:
-            out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60).stdout
-            found = re.search(r"release (\d+)\.(\d+)", out).group(0).split()[1]
-        except (OSError, subprocess.SubprocessError, AttributeError) as exc:
-            return f"could not run {nvcc} --version ({exc})"
-        if found.split(".")[0] != torch.version.cuda.split(".")[0]:
-            return f"{nvcc} is CUDA {found} but torch {torch.__version__} is built with CUDA {torch.version.cuda}"
-        return None
-
-    reason = why_not()
-    if reason:
-        if mode == "1":
-            raise SystemExit(f"gemmlab: GEMMLAB_CUDA=1 but the CUDA extension cannot be built: {reason}")
-        print(f"gemmlab: building without CUDA: {reason} (GEMMLAB_CUDA=1 makes this an error)")
-        return []
-    print(f"gemmlab: building the CUDA extension gemmlab._cuda with {cpp_extension.CUDA_HOME} for torch's CUDA {torch.version.cuda}")
-    cuda = "csrc/cuda/"
-    return [
-        cpp_extension.CUDAExtension(
-            "gemmlab._cuda",
-            [cuda + "cuda_ext.cpp", cuda + "gemm.cu"],  # torch glue (C++), kernels (nvcc)
-            depends=[cuda + "gemm.h", cuda + "gemm_kernels.cuh"],
-            extra_compile_args={"cxx": OPTIMISE, "nvcc": OPTIMISE + ["-lineinfo"]},
-        )
-    ]
-
-
 setup(
-    ext_modules=[*cythonize(cython_kernels, language_level=3), cpp_kernel, *cuda_extensions()],
+    ext_modules=[*cythonize(cython_kernels, language_level=3), cpp_kernel, *cuda_extensions(OPTIMISE)],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

@@ -7,9 +7,7 @@ import torch
 
 import gemmlab
 
-from .common import Sampled, operands
-
-GPU_BACKENDS = ["cuda", "numba_cuda", "torch"]
+from .common import CUBE, GPU_BACKENDS, LARGE_CUBE, Sampled, operands
 
 
 @functools.cache  # asv re-runs setup before every sample: make the operands once per process
@@ -18,7 +16,7 @@ def gpu_operands(n: int):
 
 
 class CudaMatMul(Sampled):
-    params = (GPU_BACKENDS, [1024, 4096])
+    params = (list(GPU_BACKENDS), [CUBE, LARGE_CUBE])
     param_names = ["backend", "n"]
 
     def setup(self, backend, n):

@@ -20,7 +20,16 @@ import time
 
 import torch
 
-from gemmlab.registry import get_backend
+from gemmlab.bench import PRESETS
+from gemmlab.registry import LADDER, get_backend
+
+try:
+    from gemmlab.registry import backend_names
+except ImportError:  # asv runs this code on older commits too: those from before backend_names had these kinds
+
+    def backend_names(device="cpu", *kinds):
+        kind = {"loops": "python", "elementwise": "python", "broadcast": "python", "einsum": "library", "torch": "library"}
+        return [b.name for b in LADDER if device in b.devices and (not kinds or kind.get(b.name, "compiled") in kinds)]
 
 # CI's smoke run (GEMMLAB_ASV_SMOKE=1 with `asv run --quick`) runs every benchmark, the extras
 # included so none of them rots, once on data 50x smaller.
@@ -35,23 +44,27 @@ def scaled(n: int) -> int:
 THREADS = 2
 torch.set_num_threads(THREADS)  # with OMP/MKL/NUMBA_NUM_THREADS from asv.conf.json: comparable runs
 
-PYTHON_LEVELS = ("loops", "elementwise", "broadcast")  # microseconds per element: only the tiny shape
-CPU_BACKENDS = ("loops", "elementwise", "broadcast", "einsum", "numba", "cython", "cpp", "torch")
-FAST_BACKENDS = ("einsum", "numba", "cython", "cpp", "torch")
+# Backends by kind, from the registry: the Python levels take microseconds per element (only the tiny shape).
+PYTHON_LEVELS = tuple(backend_names("cpu", "python"))
+FAST_BACKENDS = tuple(backend_names("cpu", "library", "compiled"))
+CPU_BACKENDS = tuple(backend_names("cpu"))
+GPU_BACKENDS = (*backend_names("cuda", "compiled"), "torch")
 # The reference rows: BLAS called directly, so a change of machine (or of BLAS) shows as such.
 PEERS = ("torch.matmul", "numpy.matmul")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
-TINY = (5, 784, 10)  # the notes' (5, 784) @ (784, 10)
-CUBE = scaled(1024)
+# The products, from `gemmlab bench`'s presets.
+(TINY,) = PRESETS["tiny"]  # the notes' (5, 784) @ (784, 10)
+SMALL_CUBE, _, CUBE, _, LARGE_CUBE = (scaled(n) for n, _, _ in PRESETS["square"])  # 256, 512, 1024, 2048, 4096
 # MNIST-sized network products: forward x @ w1, backward grad @ w1.T and x.T @ grad.
-MLP_FORWARD, MLP_GRAD_INPUT, MLP_GRAD_WEIGHT = (scaled(50000), 784, 50), (scaled(50000), 50, 784), (784, scaled(50000), 50)
-N_TRAIN, N_IN, N_HIDDEN, N_OUT = scaled(50000), 784, 50, 10  # MNIST's training set through the notes' MLP
+MLP_FORWARD, MLP_GRAD_INPUT, MLP_GRAD_WEIGHT = (tuple(map(scaled, shape)) for shape in PRESETS["mlp"])
+# MNIST's training set through the notes' MLP: x (N_TRAIN, N_IN) @ w1 (N_IN, N_HIDDEN) is the forward product.
+(N_TRAIN, N_IN, N_HIDDEN), N_OUT = MLP_FORWARD, 10
 
-# Products as "dtype mxkxn". The judged ones: dispatch overhead (tiny), kernel throughput (the cube,
-# both dtypes) and the MLP's big product; the extra ones only with GEMMLAB_ASV_EXTRA=1.
+# Products as "dtype mxkxn". The judged ones: dispatch overhead (tiny), kernel throughput (the 1024
+# cube, both dtypes) and the MLP's big product; the extra ones only with GEMMLAB_ASV_EXTRA=1.
 JUDGED_CASES = [("float32", TINY), ("float32", (CUBE,) * 3), ("float64", (CUBE,) * 3), ("float32", MLP_FORWARD)]
-EXTRA_CASES = [("float32", (256, 256, 256)), ("float32", MLP_GRAD_INPUT), ("float32", MLP_GRAD_WEIGHT), ("float64", MLP_FORWARD)]
+EXTRA_CASES = [("float32", (SMALL_CUBE,) * 3), ("float32", MLP_GRAD_INPUT), ("float32", MLP_GRAD_WEIGHT), ("float64", MLP_FORWARD)]
 
 
 def case_names(cases) -> list[str]:

@@ -8,12 +8,15 @@
 #      loudly), while the torch-free harness (scripts/cuda_check.sh) is compiled alongside and then
 #      run on the GPU: every kernel, float and double, many shapes and storage layouts;
 #   2. runs the GPU tests (pytest -m gpu tests/test_gpu.py), the GPU backends required;
-#   3. benchmarks every kernel of the cuda ladder, numba_cuda and cuBLAS at 1024-8192 in float32
-#      (scripts/gpu_bench.py) and prints the table of TFLOP/s and ratios to cuBLAS.
+#   3. benchmarks every kernel of the cuda ladder, numba_cuda and cuBLAS on square float32 products
+#      (`gemmlab bench --device cuda --direct`: each kernel called directly, checked against the
+#      float64 reference, timed with CUDA events): 1024-8192 (bench's `gpu` preset), the naive
+#      kernel in a run of its own up to 4096 (it takes seconds per call at 8192).
 #
-# Writes OUTDIR/gpu_check.log (everything printed), OUTDIR/harness.log, OUTDIR/gpu_bench.json and
-# OUTDIR/summary.txt. Every step has a time limit, the sum of them about 5.8 minutes, so the whole
-# run fits in 6 minutes (an H200 takes less). The exit status is 0 only if every step passed.
+# Writes OUTDIR/gpu_check.log (everything printed), OUTDIR/harness.log, OUTDIR/gpu_bench.json,
+# OUTDIR/gpu_bench_naive.json and OUTDIR/summary.txt. Every step has a time limit, the sum of them
+# about 5.8 minutes, so the whole run fits in 6 minutes (an H200 takes less). The exit status is 0
+# only if every step passed.
 set -uo pipefail
 
 OUT=${1:?usage: scripts/gpu_check.sh OUTDIR}
@@ -70,15 +73,19 @@ STATUS[harness]=$(tail -1 "$OUT/harness.log" | awk '{print $2}')
 if [[ ${STATUS[build]} == 0 ]]; then
   "$PY" -m gemmlab info || true
   step tests 90 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
-  step bench 100 "$PY" scripts/gpu_bench.py --sizes 1024 2048 4096 8192 --json "$OUT/gpu_bench.json" --deadline-s 90
+  bench=("$PY" -m gemmlab bench --device cuda --direct --dtype float32)
+  step bench 85 "${bench[@]}" --preset gpu --backend cuda:coalesced cuda:smem cuda:regblock cuda:warptile numba_cuda \
+    --json "$OUT/gpu_bench.json"
+  step bench-naive 25 "${bench[@]}" --size 1024 --size 2048 --size 4096 --backend cuda:naive --json "$OUT/gpu_bench_naive.json"
 else
   echo "=== the build failed: no tests, no benchmark"
-  STATUS[tests]=skipped STATUS[bench]=skipped
+  STATUS[tests]=skipped STATUS[bench]=skipped STATUS[bench-naive]=skipped
 fi
 
+STEPS=(build harness tests bench bench-naive)
 {
   echo "gpu_check finished in $((SECONDS - T0)) s"
-  for name in build harness tests bench; do echo "  $name: ${STATUS[$name]:-not run}"; done
+  for name in "${STEPS[@]}"; do echo "  $name: ${STATUS[$name]:-not run}"; done
 } | tee "$OUT/summary.txt"
-for name in build harness tests bench; do [[ "${STATUS[$name]:-1}" == 0 ]] || exit 1; done
+for name in "${STEPS[@]}"; do [[ "${STATUS[$name]:-1}" == 0 ]] || exit 1; done
 exit 0

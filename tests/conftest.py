@@ -13,8 +13,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+from gemmlab.autotune import CANDIDATES
 from gemmlab.reference import exact_integers
-from gemmlab.registry import LADDER, NATIVE_KERNELS, get_backend
+from gemmlab.registry import NATIVE_KERNELS, backend_names, get_backend
 
 # The suite never reads or writes the user's tuned table for `auto`: its cache folder is an empty
 # one of its own (child processes inherit it), so `auto` follows its built-in rule unless a test
@@ -31,11 +32,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 # Every backend the registry lists for CPU tensors (GPU backends have tests of their own). All of
 # them must run wherever the suite runs: a missing build or dependency fails the tests that need it,
 # saying why, instead of quietly leaving them out.
-CPU_BACKENDS = [b.name for b in LADDER if "cpu" in b.devices]
-COMPILED = ["numba", "cython", "cpp"]
-assert set(COMPILED) <= set(CPU_BACKENDS), COMPILED
+CPU_BACKENDS = backend_names("cpu")
+COMPILED = backend_names("cpu", "compiled")  # gemmlab's own compiled CPU kernels
+CONTENDERS = list(CANDIDATES)  # the compiled ones and torch's BLAS: what `auto` chooses between
+GPU_BACKENDS = backend_names("cuda", "compiled")
 # The Python-loop levels cost microseconds per element: keep their shapes small.
 MAX_DIM = {"loops": 7, "elementwise": 16, "broadcast": 24}
+assert list(MAX_DIM) == backend_names("cpu", "python"), MAX_DIM
 
 
 def max_dim(backend: str) -> int:
@@ -106,15 +109,39 @@ def randn(*shape, dtype=torch.float64, seed=0):
     return torch.randn(*shape, dtype=dtype, generator=torch.Generator().manual_seed(seed))
 
 
-def views(m, k, n, dtype, make=randn):
-    """(name, a, b) pairs whose operands are not plain contiguous tensors; make(*shape, dtype=, seed=) fills them."""
-    a, b = make(m, k, dtype=dtype, seed=1), make(k, n, dtype=dtype, seed=2)
-    yield "transposed", make(k, m, dtype=dtype, seed=3).T, make(n, k, dtype=dtype, seed=4).T
-    yield "sliced", make(2 * m + 1, 3 * k, dtype=dtype, seed=5)[1::2, 2::3], make(k + 2, 2 * n, dtype=dtype, seed=6)[2:, ::2]
-    yield "expanded rows", make(1, k, dtype=dtype, seed=7).expand(m, k), make(k, 1, dtype=dtype, seed=8).expand(k, n)
-    yield "expanded columns", make(m, 1, dtype=dtype, seed=9).expand(m, k), make(1, n, dtype=dtype, seed=10).expand(k, n)
-    yield "offset", make(m * k + 3, dtype=dtype, seed=11)[3:].view(m, k), b
-    yield "mixed", a, make(n, k + 1, dtype=dtype, seed=12)[:, 1:].T
+def layouts(m, k, n, dtype, make=randn):
+    """(name, a, b): the product (m, k) @ (k, n) through every operand layout a kernel must read,
+    contiguous first; make(*shape, dtype=, seed=) fills them (randn, small_integers, or a GPU maker)."""
+    yield "contiguous", make(m, k, dtype=dtype, seed=1), make(k, n, dtype=dtype, seed=2)
+    yield "a transposed", make(k, m, dtype=dtype, seed=3).T, make(k, n, dtype=dtype, seed=4)
+    yield "b transposed", make(m, k, dtype=dtype, seed=5), make(n, k, dtype=dtype, seed=6).T
+    yield "transposed", make(k, m, dtype=dtype, seed=7).T, make(n, k, dtype=dtype, seed=8).T
+    yield "sliced", make(2 * m + 1, 3 * k, dtype=dtype, seed=9)[1::2, 2::3], make(k + 2, 2 * n, dtype=dtype, seed=10)[2:, ::2]
+    yield "expanded rows", make(1, k, dtype=dtype, seed=11).expand(m, k), make(k, 1, dtype=dtype, seed=12).expand(k, n)
+    yield "expanded columns", make(m, 1, dtype=dtype, seed=13).expand(m, k), make(1, n, dtype=dtype, seed=14).expand(k, n)
+    # storage offsets that leave the data misaligned for vector loads, in both operands
+    yield "offset", make(m * k + 3, dtype=dtype, seed=15)[3:].view(m, k), make(k * n + 1, dtype=dtype, seed=16)[1:].view(k, n)
+    yield "padded rows", make(m, k + 5, dtype=dtype, seed=17)[:, 5:], make(k, n + 3, dtype=dtype, seed=18)[:, :n]
+    yield "mixed", make(m, k, dtype=dtype, seed=19), make(n, k + 1, dtype=dtype, seed=20)[:, 1:].T
+
+
+def poisoned(*shape, dtype=torch.float64, device="cpu"):
+    """An output full of NaN: an element a kernel fails to write stays NaN and fails the check."""
+    return torch.full(shape, float("nan"), dtype=dtype, device=device)
+
+
+def out_views(m, n, dtype, device="cpu"):
+    """(name, out): (m, n) outputs with other strides, views of poisoned() buffers (see assert_untouched_outside)."""
+    yield "column-major", poisoned(n, m, dtype=dtype, device=device).T
+    yield "sliced", poisoned(2 * m + 1, 3 * n + 2, dtype=dtype, device=device)[1::2, 2::3]
+    yield "rows padded", poisoned(m + 1, n + 9, dtype=dtype, device=device)[:m, 4:4 + n]  # contiguous rows, wider stride
+
+
+def assert_untouched_outside(out, what):
+    """Every element of out's buffer (out._base) outside the view out is still NaN: nothing was written there."""
+    inside = torch.zeros(out._base.shape, dtype=torch.bool, device=out.device)
+    inside.as_strided(out.shape, out.stride(), out.storage_offset())[:] = True
+    assert out._base[~inside].isnan().all(), f"{what}: wrote outside its out"
 
 
 # --- which kernel ran: recording the 2-D kernel calls -------------------------------------------

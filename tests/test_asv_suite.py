@@ -75,6 +75,35 @@ def test_default_selection_is_only_sampled_time_benchmarks():
         assert b["rounds"] >= 2 and b["number"] == 0 and b["sample_time"] >= 0.01 and b["repeat"][0] >= 3, b
 
 
+def test_products_and_backends_come_from_gemmlab_unchanged():
+    """The suite's shapes are `gemmlab bench`'s presets and its backends the registry's, and asv's
+    parameter names stay what they were (results keep their history)."""
+    from gemmlab.bench import PRESETS
+    from gemmlab.registry import backend_names
+
+    if common.SMOKE or common.EXTRA:
+        pytest.skip("the default selection's names (GEMMLAB_ASV_SMOKE or GEMMLAB_ASV_EXTRA is set)")
+    assert common.PRODUCT_CASES == ["float32 5x784x10", "float32 1024x1024x1024", "float64 1024x1024x1024",
+                                    "float32 50000x784x50"]
+    assert (common.TINY, common.MLP_FORWARD, common.MLP_GRAD_INPUT, common.MLP_GRAD_WEIGHT) == (*PRESETS["tiny"], *PRESETS["mlp"])
+    assert (common.SMALL_CUBE, common.CUBE, common.LARGE_CUBE) == (256, 1024, 4096)
+    assert common.FAST_BACKENDS == ("einsum", "numba", "cython", "cpp", "torch") == tuple(backend_names("cpu", "library", "compiled"))
+    assert common.PYTHON_LEVELS == ("loops", "elementwise", "broadcast")
+    assert common.GPU_BACKENDS == ("cuda", "numba_cuda", "torch")
+    assert (common.N_TRAIN, common.N_IN, common.N_HIDDEN, common.N_OUT) == (50000, 784, 50, 10)
+
+
+def test_older_commits_without_backend_names_get_the_same_lists():
+    """asv runs this suite on older commits too: a registry without backend_names gives the same lists."""
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import gemmlab.registry as r; del r.backend_names\n"
+            "import benchmarks.common as c\n"
+            "print(json.dumps([c.PYTHON_LEVELS, c.FAST_BACKENDS, c.CPU_BACKENDS, c.GPU_BACKENDS]))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEMMLAB_ASV_")}
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT)], env=env, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [list(x) for x in (common.PYTHON_LEVELS, common.FAST_BACKENDS, common.CPU_BACKENDS,
+                                                         common.GPU_BACKENDS)]
+
+
 @pytest.mark.parametrize("variable", ["GEMMLAB_ASV_EXTRA", "GEMMLAB_ASV_SMOKE"])
 def test_extras_exist_for_asv_run_and_the_smoke_run(variable):
     """GEMMLAB_ASV_EXTRA=1 adds the informational benchmarks; the smoke run in `make test` has them

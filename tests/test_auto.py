@@ -16,7 +16,7 @@ import numpy as np
 
 import pytest
 import torch
-from conftest import COMPILED, import_or_fail, randn
+from conftest import CONTENDERS, import_or_fail, randn
 
 import gemmlab
 import gemmlab.nn as gnn
@@ -27,7 +27,7 @@ from gemmlab.scratch import Lin
 
 core = import_or_fail("gemmlab._cpp")  # auto's choice lives there: not built, every test fails, saying why
 
-KERNELS = [*COMPILED, "torch"]  # what auto may run
+KERNELS = CONTENDERS  # what auto may run
 
 
 def entry(a, b, backend, **seconds) -> Entry:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from gemmlab import bench, cli
+from gemmlab.registry import get_backend
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +44,77 @@ def test_presets_hold_the_issue_shapes():
     assert bench.PRESETS["tiny"] == [(5, 784, 10)]
     assert bench.PRESETS["overhead"] == [(5, 784, 10), (64, 64, 64)]
     assert bench.PRESETS["batched"] == [(256, 32, 32, 32), (64, 128, 64, 128), (8, 512, 512, 512)]
+    assert bench.PRESETS["gpu"] == [(n, n, n) for n in (1024, 2048, 4096, 8192)]
+
+
+def test_direct_calls_each_kernel_into_one_output():
+    results = bench.run(["cpp", "numba", "torch"], ["float32", "float64"], [(33, 17, 9), (5, 784, 10)], repeats=3, direct=True)
+    assert [(r.m, r.dtype, r.backend) for r in results] == [
+        (m, dtype, name) for m in (33, 5) for dtype in ("float32", "float64")
+        for name in (bench.TORCH_AT, "cpp", "numba", "torch", bench.NUMPY_AT)]
+    assert all(0 <= r.error_ratio <= 1 and r.seconds > 0 for r in results)
+
+
+def test_direct_poisons_the_output_before_each_check(monkeypatch):
+    """A kernel that writes nothing must not pass on the result torch's @ left in the shared output."""
+    spec = get_backend("cython")
+    spec.kernel  # loaded, so that the stand-in below stays
+    monkeypatch.setattr(spec, "_kernel", lambda a, b, out: None)
+    results = {r.backend: r for r in bench.run(["cpp", "cython"], ["float32"], [(13, 17, 11)], repeats=3, direct=True)}
+    assert math.isnan(results["cython"].error_ratio)
+    assert results["cpp"].error_ratio <= 1 and results[bench.TORCH_AT].error_ratio <= 1
+
+
+def test_cuda_kernel_names_pick_one_kernel_of_the_ladder(monkeypatch):
+    calls = []
+
+    class FakeCuda:
+        @staticmethod
+        def kernel(a, b, out, kernel=None):
+            calls.append(kernel)
+
+    monkeypatch.setattr(bench, "get_backend", lambda name: FakeCuda if name == "cuda" else get_backend(name))
+    bench.kernel("cuda:smem")(1, 2, 3)
+    bench.kernel("cuda")(1, 2, 3)
+    assert calls == ["smem", None]
+    assert bench.kernel("cpp") is get_backend("cpp").kernel
+
+
+@pytest.mark.parametrize("backends, shapes, direct, rounds, message", [
+    (["cuda:smem"], [(4, 4, 4)], False, 1, "called directly"),
+    (["cpp:fast"], [(4, 4, 4)], True, 1, "only the cuda backend"),
+    (["cuda:"], [(4, 4, 4)], True, 1, "only the cuda backend"),
+    (["auto"], [(4, 4, 4)], True, 1, "auto has no kernel of its own"),
+    (["cpp"], [(2, 4, 4, 4)], True, 1, "batched shapes need gemmlab.matmul"),
+    (["cpp"], [(4, 4, 4)], False, 0, "rounds must be at least 1"),
+])
+def test_options_bench_cannot_run_are_refused(backends, shapes, direct, rounds, message):
+    with pytest.raises(ValueError, match=message):
+        bench.check_options(backends, shapes, direct, rounds)
+    with pytest.raises(ValueError, match=message):
+        bench.run(backends, ["float32"], shapes, direct=direct, rounds=rounds)
+
+
+def test_bench_command_refuses_what_it_cannot_run(capsys):
+    assert cli.main(["bench", "--shape", "4", "4", "4", "--backend", "cuda:smem"]) == 2
+    assert "gemmlab bench: error: 'cuda:smem': one kernel of the cuda ladder is called directly" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert cli.main(["bench", "--shape", "4", "4", "4", "--device", "cuda", "--backend", "cuda"]) == 2
+        assert "--device cuda: torch sees no CUDA device" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--backend", "nosuch"])
+    assert "invalid choice: 'nosuch'" in capsys.readouterr().err
+
+
+def test_bench_command_rounds_interleaved_and_direct(tmp_path, capsys, threads):
+    out_json = tmp_path / "bench.json"
+    assert cli.main(["bench", "--shape", "7", "5", "3", "--backend", "cpp", "numba", "--rounds", "2", "--interleave",
+                     "--direct", "--repeats", "3", "--threads", "1", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "2 rounds, interleaved" in out and "called directly into a preallocated output" in out and "WRONG" not in out
+    results = json.loads(out_json.read_text())["results"]
+    assert [r["backend"] for r in results] == [bench.TORCH_AT, "cpp", "numba", bench.NUMPY_AT]
+    assert all(r["repeats"] == 2 * 3 and r["error_ratio"] <= 1 for r in results)  # two rounds of three repeats
 
 
 def test_computed_peak_says_how():

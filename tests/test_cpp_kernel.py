@@ -15,7 +15,7 @@ from functools import partial
 
 import pytest
 import torch
-from conftest import import_or_fail, randn, small_integers
+from conftest import assert_untouched_outside, import_or_fail, layouts, out_views, poisoned, randn, small_integers
 
 from gemmlab.reference import assert_close_to_reference, assert_exact
 
@@ -53,24 +53,10 @@ def blocks(dtype):
     return cpp.blocking(str(dtype).removeprefix("torch."))
 
 
-def nan_out(m, n, dtype):
-    return torch.full((m, n), float("nan"), dtype=dtype)
-
-
 def run(a, b, out=None):
-    out = nan_out(a.shape[0], b.shape[1], a.dtype) if out is None else out
+    out = poisoned(a.shape[0], b.shape[1], dtype=a.dtype) if out is None else out
     cpp.matmul_2d(a, b, out)
     return out
-
-
-def layouts(m, k, n, dtype, seed=0, make=randn):
-    """(name, a, b): the same product through differently laid-out operands, filled by make(*shape, dtype=, seed=)."""
-    yield "contiguous", make(m, k, dtype=dtype, seed=seed), make(k, n, dtype=dtype, seed=seed + 1)
-    yield "a transposed", make(k, m, dtype=dtype, seed=seed + 2).T, make(k, n, dtype=dtype, seed=seed + 3)
-    yield "b transposed", make(m, k, dtype=dtype, seed=seed + 4), make(n, k, dtype=dtype, seed=seed + 5).T
-    yield "both transposed", make(k, m, dtype=dtype, seed=seed + 6).T, make(n, k, dtype=dtype, seed=seed + 7).T
-    yield "sliced", make(2 * m, 3 * k + 1, dtype=dtype, seed=seed + 8)[::2, 1::3], make(k + 3, 2 * n, dtype=dtype, seed=seed + 9)[3:, ::2]
-    yield "expanded", make(m, 1, dtype=dtype, seed=seed + 10).expand(m, k), make(1, n, dtype=dtype, seed=seed + 11).expand(k, n)
 
 
 def shapes(dtype):
@@ -118,7 +104,7 @@ def test_edge_shapes_cover_every_loop(path, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_paths_on_edge_shapes_and_layouts(path, caches, dtype):
     for what, m, k, n in shapes(dtype):
-        for name, a, b in layouts(m, k, n, dtype, seed=m + k + n):
+        for name, a, b in layouts(m, k, n, dtype):
             assert_close_to_reference(run(a, b), a, b, what=f"{path}, {caches}: {what} {(m, k, n)}, {name} operands")
 
 
@@ -127,7 +113,7 @@ def test_paths_exact_on_small_integers(path, caches, dtype):
     """Integers whose every partial sum is exact: every edge shape and layout must give the product
     exactly, so a micro-kernel that drops or repeats a single k step fails here, however long k is."""
     for what, m, k, n in shapes(dtype) + [("the 29x4097x3 product", 29, 4097, 3)]:
-        for name, a, b in layouts(m, k, n, dtype, seed=m + k + n, make=partial(small_integers, k=k)):
+        for name, a, b in layouts(m, k, n, dtype, make=partial(small_integers, k=k)):
             assert_exact(run(a, b), a, b, what=f"{path}: {what} {(m, k, n)}, {name} operands")
 
 
@@ -145,7 +131,7 @@ def test_paths_threaded(path, caches, dtype, count, threads):
         (9, 1001, 300),  # dot products for B transposed, too few rows to split: the columns split
     ]
     for m, k, n in cases:
-        for name, a, b in layouts(m, k, n, dtype, seed=m):
+        for name, a, b in layouts(m, k, n, dtype):
             if name in ("contiguous", "b transposed", "sliced"):
                 assert_close_to_reference(run(a, b), a, b, what=f"{path}, {count} threads: {(m, k, n)} {name}")
 
@@ -169,19 +155,10 @@ def test_strided_out_is_written_exactly(path, dtype):
     bl = blocks(dtype)
     for m, k, n in [(5, 9, 7), (bl["MC"] + 13, bl["KC"] + 9, bl["NR"] + 5)]:
         a, b = randn(m, k, dtype=dtype, seed=3), randn(k, n, dtype=dtype, seed=4)
-        transposed = nan_out(n, m, dtype)
-        assert_close_to_reference(run(a, b, transposed.T), a, b, what=f"{path}: column-major out {(m, k, n)}")
-        for name, rows, cols, pick in [
-            ("sliced", 2 * m + 1, 3 * n + 2, (slice(1, None, 2), slice(2, None, 3))),
-            ("row-padded", m + 1, n + 17, (slice(0, m), slice(0, n))),  # contiguous rows, wider stride
-        ]:
-            base = nan_out(rows, cols, dtype)
-            view = base[pick]
-            run(a, b, view)
-            assert_close_to_reference(view, a, b, what=f"{path}: {name} out {(m, k, n)}")
-            untouched = torch.ones_like(base, dtype=torch.bool)
-            untouched[pick] = False
-            assert base[untouched].isnan().all(), f"the kernel wrote outside its {name} output view"
+        for name, out in out_views(m, n, dtype):
+            run(a, b, out)
+            assert_close_to_reference(out, a, b, what=f"{path}: {name} out {(m, k, n)}")
+            assert_untouched_outside(out, f"{path}: {name} out {(m, k, n)}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -270,7 +247,7 @@ def test_unsupported_path_is_rejected(monkeypatch, ceiling, forced, top):
     monkeypatch.setenv("GEMMLAB_CPU", forced)
     with pytest.raises(RuntimeError, match=f"GEMMLAB_CPU={forced} asks for the {forced} path, which this CPU does not support; supported here: "):
         cpp.cpu_path()
-    out = nan_out(2, 4, torch.float64)
+    out = poisoned(2, 4)
     with pytest.raises(RuntimeError, match="does not support"):
         cpp.matmul_2d(randn(2, 3), randn(3, 4), out)
     assert out.isnan().all()  # raised before touching anything

@@ -1,10 +1,10 @@
 """Builds without CUDA: the GPU backends say why they are off, and gemmlab works without them.
 
-Also the build's decision (setup.py's cuda_extensions, GEMMLAB_CUDA=auto|0|1), run against fake
-toolkits so that every branch is exercised on any machine.
+Also the build's decision (cuda_build.cuda_extensions, which setup.py calls; GEMMLAB_CUDA=auto|0|1),
+run against fake toolkits so that every branch is exercised on any machine.
 """
 
-import ast
+import importlib
 import json
 import subprocess
 import sys
@@ -72,14 +72,17 @@ def test_import_and_cpu_work_without_the_gpu_backends():
 # --- the build's decision -------------------------------------------------------------------------
 
 
+sys.path.insert(0, str(ROOT))  # cuda_build.py sits beside setup.py, which imports it
+cuda_build = importlib.import_module("cuda_build")
+OPTIMISE = ["-O3"]
+
+
 def _cuda_extensions():
-    """setup.py's cuda_extensions function, without running setup()."""
-    tree = ast.parse((ROOT / "setup.py").read_text())
-    wanted = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "cuda_extensions"]
-    wanted += [n for n in tree.body if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "OPTIMISE" for t in n.targets)]
-    namespace = {}
-    exec(compile(ast.Module(body=wanted, type_ignores=[]), "setup.py", "exec"), namespace)
-    return namespace["cuda_extensions"]
+    return cuda_build.cuda_extensions(OPTIMISE)
+
+
+def test_setup_takes_its_cuda_extension_from_cuda_build():
+    assert "from cuda_build import cuda_extensions" in (ROOT / "setup.py").read_text()
 
 
 @pytest.fixture
@@ -102,7 +105,7 @@ def fake_toolkit(tmp_path, monkeypatch):
 def test_build_without_cuda_torch_skips_and_says_why(mode, monkeypatch, capsys):
     monkeypatch.setenv("GEMMLAB_CUDA", mode)
     monkeypatch.setattr(torch.version, "cuda", None)
-    assert _cuda_extensions()() == []
+    assert _cuda_extensions() == []
     printed = capsys.readouterr().out
     if mode == "0":
         assert "not built (GEMMLAB_CUDA=0)" in printed
@@ -114,29 +117,29 @@ def test_build_required_but_impossible_fails_loudly(monkeypatch):
     monkeypatch.setenv("GEMMLAB_CUDA", "1")
     monkeypatch.setattr(torch.version, "cuda", None)
     with pytest.raises(SystemExit, match="GEMMLAB_CUDA=1 but the CUDA extension cannot be built: torch .* has no CUDA"):
-        _cuda_extensions()()
+        _cuda_extensions()
 
 
 def test_build_rejects_bad_setting(monkeypatch):
     monkeypatch.setenv("GEMMLAB_CUDA", "yes")
     with pytest.raises(SystemExit, match="GEMMLAB_CUDA must be auto, 0 or 1"):
-        _cuda_extensions()()
+        _cuda_extensions()
 
 
 def test_build_skips_toolkit_of_another_major_version(fake_toolkit, monkeypatch, capsys):
     fake_toolkit("13.0", "12.8")
     monkeypatch.setenv("GEMMLAB_CUDA", "auto")
-    assert _cuda_extensions()() == []
+    assert _cuda_extensions() == []
     assert "is CUDA 13.0 but torch" in capsys.readouterr().out
     monkeypatch.setenv("GEMMLAB_CUDA", "1")
     with pytest.raises(SystemExit, match="is CUDA 13.0 but torch .* is built with CUDA 12.8"):
-        _cuda_extensions()()
+        _cuda_extensions()
 
 
 def test_build_with_a_matching_toolkit_adds_the_extension(fake_toolkit, monkeypatch):
     fake_toolkit("13.0", "13.2")  # same major version: compatible
     monkeypatch.setenv("GEMMLAB_CUDA", "1")
-    (ext,) = _cuda_extensions()()
+    (ext,) = _cuda_extensions()
     assert ext.name == "gemmlab._cuda"
     assert ext.sources == ["csrc/cuda/cuda_ext.cpp", "csrc/cuda/gemm.cu"]
     assert all((ROOT / path).exists() for path in [*ext.sources, *ext.depends])

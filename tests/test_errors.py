@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import COMPILED, randn
+from conftest import COMPILED, poisoned, randn
 
 import gemmlab
 from gemmlab import BackendUnavailableError
@@ -197,7 +197,7 @@ def test_cython_address_entry_point_rejects():
 
     fn = cython_ext._kernel._matmul_2d_addresses
     a, b = randn(4, 3), randn(3, 5)
-    out = torch.full((4, 5), float("nan"), dtype=torch.float64)
+    out = poisoned(4, 5)
     args = by_address(a, b, out)
     with pytest.raises(TypeError, match=r"gemmlab cython matmul_2d: itemsize must be 4 \(float32\) or 8 \(float64\), got 2"):
         fn(2, *args, 1)
@@ -218,7 +218,7 @@ def test_cpp_entry_point_names_devices_and_negated_views():
     meta = torch.empty(2, 2, device="meta", dtype=torch.float64)
     with pytest.raises(ValueError, match=r"gemmlab._cpp.matmul_2d runs on the CPU; got a: \[2, 2\] float64 on meta"):
         matmul_2d(meta, meta, meta)
-    a, b, out = randn(4, 3), randn(3, 5), torch.full((4, 5), float("nan"), dtype=torch.float64)
+    a, b, out = randn(4, 3), randn(3, 5), poisoned(4, 5)
     with pytest.raises(ValueError, match=r"gemmlab._cpp.matmul_2d cannot read lazily negated tensors \(call .resolve_neg\(\) "
                                          r"first\); got a: \[4, 3\] float64"):
         matmul_2d(torch._neg_view(a), b, out)  # its memory holds a, its value is -a: never read it as a
@@ -232,7 +232,7 @@ def test_compiled_entry_points_on_good_input_still_work():
     for backend in COMPILED:
         fn, convert = _entry_point(backend)
         a, b = randn(4, 3), randn(3, 5)
-        out = torch.full((4, 5), float("nan"), dtype=torch.float64)
+        out = poisoned(4, 5)
         fn(convert(a), convert(b), convert(out))
         torch.testing.assert_close(out, a @ b)
 

@@ -16,7 +16,7 @@ from functools import partial
 
 import pytest
 import torch
-from conftest import randn, require_backend, small_integers, views
+from conftest import COMPILED, assert_untouched_outside, layouts, out_views, poisoned, randn, require_backend, small_integers
 
 import gemmlab
 from gemmlab import _cpp
@@ -26,7 +26,9 @@ from gemmlab.registry import NATIVE_KERNELS, get_backend
 
 DTYPES = [torch.float32, torch.float64]
 CYTHON_BUILDS = [f"cython-{name}" for name in cython_ext.supported_variants()]
-KERNELS = ["cpp", "numba", *CYTHON_BUILDS]
+# Every compiled kernel, the Cython one in each build this CPU supports.
+KERNELS = [*(name for name in COMPILED if name != "cython"), *CYTHON_BUILDS]
+FROM_PYTHON = [name for name in COMPILED if name != "cpp"]  # kernels registered by a Python module (cpp's is the core's own)
 
 
 def kernel_id(name: str) -> int:
@@ -76,10 +78,6 @@ def product(name, a, b, out=None):
     return result
 
 
-def poisoned(*shape, dtype):
-    return torch.full(shape, float("nan"), dtype=dtype)
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("nthreads", [1, 2])
 def test_edge_sizes(kernel, dtype, nthreads, threads):
@@ -98,17 +96,13 @@ def test_edge_sizes(kernel, dtype, nthreads, threads):
 def test_layouts(kernel, dtype, shape, threads):
     torch.set_num_threads(2)
     m, k, n = shape
-    for name, a, b in views(m, k, n, dtype):
+    for name, a, b in layouts(m, k, n, dtype):
         assert_close_to_reference(product(kernel, a, b), a, b, what=f"{kernel} on {name} views {shape}")
     a, b = randn(m, k, dtype=dtype, seed=20), randn(k, n, dtype=dtype, seed=21)
-    for name, out in [("column-major", poisoned(n, m, dtype=dtype).T),
-                      ("sliced", poisoned(2 * m + 1, 3 * n, dtype=dtype)[1::2, ::3]),
-                      ("rows padded", poisoned(m, n + 9, dtype=dtype)[:, 4:4 + n])]:
+    for name, out in out_views(m, n, dtype):
         product(kernel, a, b, out)
         assert_close_to_reference(out, a, b, what=f"{kernel} into a {name} out {shape}")
-        inside = torch.zeros(out._base.shape, dtype=torch.bool)  # the view's elements in its (contiguous) base
-        inside.as_strided(out.shape, out.stride(), out.storage_offset())[:] = True
-        assert out._base[~inside].isnan().all(), f"{kernel} wrote outside a {name} out"
+        assert_untouched_outside(out, f"{kernel} into a {name} out {shape}")
 
 
 def batched_cases(m, k, n, dtype, make=randn):
@@ -145,7 +139,7 @@ def test_exact_on_small_integers(kernel, dtype, nthreads, threads):
     torch.set_num_threads(nthreads)
     for m, k, n in edge_shapes(kernel) + [(29, 4097, 3), (29, 4097, 67)]:
         make = partial(small_integers, k=k)
-        cases = [("contiguous", make(m, k, dtype=dtype, seed=m), make(k, n, dtype=dtype, seed=n)), *views(m, k, n, dtype, make)]
+        cases = list(layouts(m, k, n, dtype, make))
         if m * k * n < 1 << 20:  # the threshold's neighbours included
             cases += batched_cases(m, k, n, dtype, make)
         for name, a, b in cases:
@@ -156,7 +150,7 @@ def test_packed_entries_side_by_side_many_times(threads):
     """The numba and Cython kernels declare every product serial-safe: batches of packed entries run
     one entry per thread, concurrently, again and again, always with the right result."""
     torch.set_num_threads(2)
-    for name in ["numba", *CYTHON_BUILDS]:
+    for name in [name for name in KERNELS if name != "cpp"]:
         for dtype in DTYPES:
             a, b = randn(8, 70, 80, dtype=dtype), randn(8, 80, 90, dtype=dtype, seed=1)
             for _ in range(25):
@@ -198,7 +192,7 @@ def test_register_kernel_refuses_garbage():
     assert _cpp.kernel_id("garbage") == -1  # nothing was registered
 
 
-@pytest.mark.parametrize("name", ["numba", "cython", "cpp"])
+@pytest.mark.parametrize("name", COMPILED)
 def test_each_backend_registers_its_kernel_under_its_own_name(name):
     require_backend(name)
     spec = get_backend(name)
@@ -215,7 +209,7 @@ def test_reregistering_keeps_the_id():
                                                                       cython_ext.SERIAL_FMAS)
 
 
-@pytest.mark.parametrize("name", ["numba", "cython"])
+@pytest.mark.parametrize("name", FROM_PYTHON)
 def test_matmul_goes_through_the_core(name, kernel_calls, monkeypatch):
     """gemmlab.matmul reaches the backend's ABI function in one native call: the core records the
     products, and the backend's Python-level kernel, made to fail, is never called."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CPU_BACKENDS, import_or_fail, randn, require_backend, small_integers
+from conftest import CPU_BACKENDS, import_or_fail, poisoned, randn, require_backend, small_integers
 from fresh_python import run_python
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -35,7 +35,7 @@ NAN = float("nan")
 
 def nan_like_product(a, b):
     """A NaN-filled tensor of a @ b's shape and dtype: an element the product does not write shows."""
-    return torch.full(torch.matmul(a, b).shape, NAN, dtype=a.dtype)
+    return poisoned(*torch.matmul(a, b).shape, dtype=a.dtype)
 
 
 # --- out= on every backend -------------------------------------------------------------------------
@@ -61,11 +61,11 @@ def test_out_is_written_and_returned(backend, shapes, dtype):
 def strided_outs(dtype):
     """(name, base, out): outs that are views of a NaN-filled base, for a (5, 7) @ (7, 3) product or,
     for the batched one, (2, 5, 7) @ (2, 7, 3) or (7, 3). Elements of base outside out must stay NaN."""
-    base = torch.full((3, 5), NAN, dtype=dtype)
+    base = poisoned(3, 5, dtype=dtype)
     yield "transposed", base, base.T
-    base = torch.full((11, 10), NAN, dtype=dtype)
+    base = poisoned(11, 10, dtype=dtype)
     yield "slice with gaps", base, base[1::2, 2::3]
-    base = torch.full((5, 2, 4), NAN, dtype=dtype)
+    base = poisoned(5, 2, 4, dtype=dtype)
     yield "batch dimension permuted, a column left out", base, base.permute(1, 0, 2)[..., 1:]
 
 
@@ -152,7 +152,7 @@ def test_inference_tensor_out_outside_inference_mode(backend):
     """Refused outside inference mode, as torch refuses it, but before anything is written; inside, fine."""
     a, b = randn(3, 4, seed=17), randn(4, 2, seed=18)
     with torch.inference_mode():
-        out = torch.full((3, 2), NAN, dtype=torch.float64)
+        out = poisoned(3, 2)
     with pytest.raises(RuntimeError, match=r"out is an inference tensor, which cannot be written outside torch.inference_mode\(\)"):
         gemmlab.matmul(a, b, backend=backend, out=out)
     assert out.isnan().all()
@@ -193,8 +193,8 @@ def taken_cases():
     yield "broadcast batch", randn(2, 1, 5, 7, seed=24), randn(3, 7, 3, seed=25), None
     yield "transposed views", randn(7, 5, seed=26).T, randn(3, 7, seed=27).T, None
     yield "float32", a.float(), b.float(), None
-    yield "into out", a, b, torch.full((5, 3), NAN, dtype=torch.float64)
-    yield "into a transposed out", a, b, torch.full((3, 5), NAN, dtype=torch.float64).T
+    yield "into out", a, b, poisoned(5, 3)
+    yield "into a transposed out", a, b, poisoned(3, 5).T
     yield "requires grad, under no_grad", a.clone().requires_grad_(), b, None  # (run under no_grad below)
 
 

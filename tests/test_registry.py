@@ -12,7 +12,7 @@ from conftest import CPU_BACKENDS, randn
 
 import gemmlab
 from gemmlab import BackendUnavailableError
-from gemmlab.registry import BACKENDS, Backend
+from gemmlab.registry import BACKENDS, Backend, backend_names
 
 
 def test_every_cpu_backend_is_available_after_install():
@@ -21,6 +21,18 @@ def test_every_cpu_backend_is_available_after_install():
     assert not missing, f"backends not available after the documented install: {missing}"
     cpu_available = [name for name in gemmlab.available_backends() if "cpu" in info[name]["devices"]]
     assert cpu_available == CPU_BACKENDS  # ladder order, slowest first
+
+
+def test_backend_names_by_device_and_kind():
+    """The lists tests, benchmarks, `auto` and the bench commands take their backends from."""
+    assert backend_names("cpu") == ["loops", "elementwise", "broadcast", "einsum", "numba", "cython", "cpp", "torch"]
+    assert backend_names("cpu", "python") == ["loops", "elementwise", "broadcast"]
+    assert backend_names("cpu", "compiled") == ["numba", "cython", "cpp"]
+    assert backend_names("cpu", "library", "compiled") == ["einsum", "numba", "cython", "cpp", "torch"]
+    assert backend_names("cuda", "compiled") == ["cuda", "numba_cuda"]
+    assert set(backend_names("cuda")) == set(backend_names("cpu", "python", "library")) | {"cuda", "numba_cuda"}
+    with pytest.raises(ValueError, match="unknown backend kind"):
+        backend_names("cpu", "fast")
 
 
 def test_backend_info_fields():

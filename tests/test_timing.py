@@ -66,3 +66,82 @@ def test_measure_on_the_real_clock():
     assert t.first_call >= 0 and t.per_call > 0
     assert 3 <= t.repeats <= 5 and t.calls_per_repeat >= 1
     assert len(calls) == 2 + t.repeats * t.calls_per_repeat
+
+
+def test_rounds_blocked_or_interleaved(clock):
+    """Each round is one measure() (two untimed-for-the-median calls, then the repeats): blocked
+    rounds run each function's back to back, interleaved ones take turns."""
+    order = []
+
+    def recorded(name, seconds):
+        timed = clock([seconds])
+
+        def call():
+            order.append(name)
+            timed()
+
+        return call
+
+    options = {"repeats": 3, "min_repeat_time": 2.0**-4, "max_total": 100.0}  # 1 call per repeat: 5 calls a round
+    for interleave, expected in [(False, "aaaaa" "aaaaa" "bbbbb" "bbbbb"), (True, "aaaaa" "bbbbb" "aaaaa" "bbbbb")]:
+        order.clear()
+        fns = {"a": recorded("a", 2.0**-3), "b": recorded("b", 2.0**-2)}
+        timed = timing.measure_rounds(fns, rounds=2, interleave=interleave, **options)
+        assert "".join(order) == expected
+        assert timed["a"] == timing.Timing(2.0**-3, 2.0**-3, 6, 1) and timed["b"] == timing.Timing(2.0**-2, 2.0**-2, 6, 1)
+
+
+def test_rounds_report_the_median_round(clock):
+    fn = clock([2.0**-3] * 5 + [2.0**-1] * 5 + [2.0**-2] * 5)  # three rounds of 5 calls, each at its own speed
+    (t,) = timing.measure_rounds({"f": fn}, rounds=3, repeats=3, min_repeat_time=2.0**-4, max_total=100.0).values()
+    assert (t.first_call, t.per_call, t.repeats, t.calls_per_repeat) == (2.0**-3, 2.0**-2, 9, 1)
+    with pytest.raises(ValueError, match="rounds must be at least 1"):
+        timing.measure_rounds({"f": fn}, rounds=0)
+
+
+def test_measure_takes_a_timer():
+    """A timer is start() -> stop() -> seconds; measure uses it for every reading."""
+    starts = []
+
+    def timer():
+        starts.append(1)
+        return lambda: 2.0**-5
+
+    t = timing.measure(lambda: None, repeats=4, min_repeat_time=2.0**-4, timer=timer)
+    assert (t.first_call, t.calls_per_repeat, t.repeats, t.per_call) == (2.0**-5, 2, 4, 2.0**-6)
+    assert len(starts) == 2 + 4
+
+
+def test_cuda_event_timer_times_between_two_events(monkeypatch):
+    """On a fake torch.cuda.Event: the start event is recorded at once, the end one at stop(), which
+    waits for it and turns elapsed_time's milliseconds into seconds."""
+    import torch
+
+    log = []
+
+    class Event:
+        def __init__(self, enable_timing=False):
+            assert enable_timing
+            self.name = "start" if not log else "end"
+            log.append(f"{self.name} made")
+
+        def record(self):
+            log.append(f"{self.name} recorded")
+
+        def synchronize(self):
+            log.append(f"{self.name} waited for")
+
+        def elapsed_time(self, end):
+            log.append(f"{self.name} to {end.name}")
+            return 250.0
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    stop = timing.cuda_event_timer()
+    assert log == ["start made", "end made", "start recorded"]
+    assert stop() == 0.25
+    assert log[3:] == ["end recorded", "end waited for", "start to end"]
+
+
+def test_timer_for_device():
+    assert timing.timer_for("cpu") is timing.wall_timer
+    assert timing.timer_for("cuda") is timing.timer_for("cuda:1") is timing.cuda_event_timer

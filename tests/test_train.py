@@ -6,13 +6,13 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import idx_bytes, write_idx, write_pickle
+from conftest import CONTENDERS, idx_bytes, write_idx, write_pickle
 
 import gemmlab
 from gemmlab.train import TrainConfig, train
 
 
-@pytest.mark.parametrize("backend", ["numba", "cython", "cpp", "torch"])
+@pytest.mark.parametrize("backend", CONTENDERS)
 def test_digits_reach_95_percent(backend):
     history = train(TrainConfig(backend=backend, epochs=5, seed=0))
     assert history.dataset.startswith("digits")

@@ -33,15 +33,16 @@ from typing import Callable, Iterable
 import torch
 
 from gemmlab._files import write_atomically
+from gemmlab.registry import backend_names
 
 FORMAT = 1  # the file's layout; a file of another format is stale
 MARGIN = 1.05  # a backend replaces torch only when at least this many times as fast
 CACHE_ENV = "GEMMLAB_CACHE_DIR"
 FILE_NAME = "auto-table.json"
 TORCH = "torch"
-# Who may be chosen: the compiled backends the core runs natively, and torch's BLAS. Never the
+# Who may be chosen: the compiled CPU backends the core runs natively, and torch's BLAS. Never the
 # Python-level rungs (far slower everywhere) nor NumPy's OpenBLAS (not a gemmlab backend).
-CANDIDATES = ("numba", "cython", "cpp", TORCH)
+CANDIDATES = (*backend_names("cpu", "compiled"), TORCH)
 PRESETS = ("mlp", "square", "batched")  # bench's presets that `gemmlab tune` takes
 # For buckets the table does not have (the core applies it; docs/auto.md says why this one).
 BUILT_IN_RULE = "cpp for float32 and float64 on the CPU, torch for everything else"

@@ -3,12 +3,19 @@
 The peers are torch's @ (MKL on x86) and NumPy's @ (OpenBLAS in NumPy's wheels), with NumPy's
 thread count set to torch's through threadpoolctl. Every result is checked against the float64
 reference before it is timed; timings are medians of calibrated repeats after warm-up
-(gemmlab.timing). NumPy's @ is timed last for each shape and followed by a pause: OpenBLAS's idle
-threads spin for a while after a call and would slow whatever ran next on the same cores. The
-first call of each backend in the process (import, JIT compilation or cache load) is reported
-separately from the steady state. Each result is also given as a share of the machine's own limit,
-measured (measured_peak: register-only multiply-adds on the threads in use); the peak computed from
-the FMA pipes' width and the clock is only a cross-check, shown by `gemmlab info`.
+(gemmlab.timing), in one round by default, or in several, blocked or interleaved (round by round
+through the backends and torch's @). NumPy's @ is timed last for each shape, in a block of its own,
+and followed by a pause: OpenBLAS's idle threads spin for a while after a call and would slow
+whatever ran next on the same cores. The first call of each backend in the process (import, JIT
+compilation or cache load) is reported separately from the steady state. Each result is also given
+as a share of the machine's own limit, measured (measured_peak: register-only multiply-adds on the
+threads in use); the peak computed from the FMA pipes' width and the clock is only a cross-check,
+shown by `gemmlab info`.
+
+Products go through gemmlab.matmul, or (direct) straight to each backend's 2-D kernel, into an
+output allocated once, as the peers do (torch.matmul(out=), numpy.matmul(out=)): the kernels alone,
+without the dispatch layer. `cuda:KERNEL` names one kernel of the cuda backend's ladder (direct
+only). On CUDA tensors the peer is torch's @ (cuBLAS, TF32 off), and calls are timed with CUDA events.
 
 `gemmlab bench-train` (run_train): training work on gemmlab.nn.Linear per backend against
 torch.nn.Linear, each layer's results checked against torch.nn.Linear's before it is timed.
@@ -27,10 +34,13 @@ import torch
 import torch.nn.functional as F
 
 from gemmlab.dispatch import matmul
-from gemmlab.reference import error_ratio
-from gemmlab.timing import measure
+from gemmlab.reference import Reference
+from gemmlab.registry import AUTO, get_backend
+from gemmlab.timing import measure, measure_rounds, timer_for
 
-# A shape is (m, k, n), or (batch, m, k, n) for a batch of equal products.
+# The products gemmlab is measured on, here and in the asv suite (benchmarks/common.py), `gemmlab
+# tune` and the GPU check (scripts/gpu_check.sh). A shape is (m, k, n), or (batch, m, k, n) for a
+# batch of equal products.
 PRESETS = {
     "square": [(n, n, n) for n in (256, 512, 1024, 2048, 4096)],
     # The MNIST MLP's products: forward x @ w1, backward grad @ w1.T and x.T @ grad.
@@ -38,6 +48,7 @@ PRESETS = {
     "tiny": [(5, 784, 10)],  # the notes' (5, 784) @ (784, 10)
     "overhead": [(5, 784, 10), (64, 64, 64)],  # where the cost of reaching the kernel shows
     "batched": [(256, 32, 32, 32), (64, 128, 64, 128), (8, 512, 512, 512)],
+    "gpu": [(n, n, n) for n in (1024, 2048, 4096, 8192)],  # square float32 on a GPU, against cuBLAS
 }
 TORCH_AT = "torch @"  # bare torch.matmul, no gemmlab dispatch (batched: torch.bmm's work)
 NUMPY_AT = "numpy @"  # bare numpy.matmul on the same data
@@ -147,10 +158,14 @@ def cpu_model() -> str:
     return _cpuinfo().get("model name") or platform.processor()
 
 
-def machine() -> dict:
-    return {"cpu": cpu_model(), "capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "torch_blas": torch_blas(),
-            "numpy_blas": numpy_blas(), "date": time.strftime("%Y-%m-%d")}
+def machine(device: str = "cpu") -> dict:
+    """The machine a run measured; for a CUDA device also the GPU and torch's CUDA version."""
+    found = {"cpu": cpu_model(), "capability": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
+             "threads": torch.get_num_threads(), "torch": torch.__version__, "torch_blas": torch_blas(),
+             "numpy_blas": numpy_blas(), "date": time.strftime("%Y-%m-%d")}
+    if device.startswith("cuda"):
+        found.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
+    return found
 
 
 def torch_blas() -> str:
@@ -159,32 +174,94 @@ def torch_blas() -> str:
     return found.group(1) if found else "unknown"
 
 
-def first_call_seconds(backend: str) -> float:
+def first_call_seconds(backend: str, device: str = "cpu") -> float:
     """Time of this backend's first product in the process: import, JIT compile or cache load, warm-up."""
-    a, b = torch.randn(8, 8), torch.randn(8, 8)
+    a, b = torch.randn(8, 8, device=device), torch.randn(8, 8, device=device)
     start = time.perf_counter()
-    matmul(a, b, backend=backend)
+    matmul(a, b, backend=backend.partition(":")[0])  # cuda:KERNEL: the cuda backend
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 
-def _timed(fn, a, b, repeats: int):
-    """(error ratio, gemmlab.timing result) of fn() computing a @ b."""
-    got = fn()
-    err = error_ratio(torch.from_numpy(got) if isinstance(got, np.ndarray) else got, a, b)
-    return err, measure(fn, repeats=repeats)
-
-
-def warm_up() -> None:
+def warm_up(device: str = "cpu") -> None:
     """Unrecorded warm-up before the first timing: right after the backends' first calls, the first
     product timed in the process ran up to 60x slow (seen on 256^3), whichever shape came first."""
-    warm = torch.randn(512, 512)
-    measure(lambda: warm @ warm, repeats=3)
+    warm = torch.randn(512, 512, device=device)
+    measure(lambda: warm @ warm, repeats=3, timer=timer_for(device))
 
 
-def run(backends, dtypes, shapes, repeats: int = 7, on_result=None) -> list[Result]:
+def check_options(backends, shapes, direct: bool, rounds: int = 1) -> None:
+    """ValueError, saying why, for what run cannot do: cuda:KERNEL or a batched shape without a 2-D
+    call, auto called directly (its Python-level kernel is torch's: the choice happens in dispatch)."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1; got {rounds}")
+    for name in backends:
+        backend, colon, which = name.partition(":")
+        if colon and (backend != "cuda" or not which):
+            raise ValueError(f"{name!r}: only the cuda backend has kernels to choose from, as cuda:KERNEL")
+        if colon and not direct:
+            raise ValueError(f"{name!r}: one kernel of the cuda ladder is called directly (direct)")
+        if direct and backend == AUTO:
+            raise ValueError("auto has no kernel of its own to call directly: it chooses one in gemmlab.matmul")
+    if direct and any(len(shape) == 4 for shape in shapes):
+        raise ValueError("direct calls the backends' 2-D kernels: batched shapes need gemmlab.matmul")
+
+
+def kernel(name: str):
+    """Backend `name`'s 2-D kernel, kernel(a, b, out); `cuda:KERNEL`: that kernel of the cuda ladder."""
+    backend, _, which = name.partition(":")
+    found = get_backend(backend).kernel
+    return (lambda a, b, out: found(a, b, out, kernel=which)) if which else found
+
+
+def _products(backends, a, b, direct: bool) -> tuple[dict, torch.Tensor | None]:
+    """name -> fn() computing a @ b and returning it: torch's @ first, then the backends, then (on the
+    CPU) NumPy's @; with direct, each into one preallocated output, also returned (else None)."""
+    on_cpu = a.device.type == "cpu"
+    if not direct:
+        products = {TORCH_AT: lambda: torch.matmul(a, b)}
+        products.update((name, lambda name=name: matmul(a, b, backend=name)) for name in backends)
+        if on_cpu:
+            an, bn = a.numpy(), b.numpy()
+            products[NUMPY_AT] = lambda: np.matmul(an, bn)
+        return products, None
+    out = torch.empty(a.shape[0], b.shape[1], dtype=a.dtype, device=a.device)
+    kernels = {TORCH_AT: lambda a, b, out: torch.matmul(a, b, out=out), **{name: kernel(name) for name in backends}}
+    if on_cpu:
+        an, bn, outn = a.numpy(), b.numpy(), out.numpy()  # out's memory
+        kernels[NUMPY_AT] = lambda a, b, out: np.matmul(an, bn, out=outn)
+    return {name: _into(fn, a, b, out) for name, fn in kernels.items()}, out
+
+
+def _into(kernel_2d, a, b, out):
+    """fn() running kernel_2d(a, b, out) and returning out."""
+    def run():
+        kernel_2d(a, b, out)
+        return out
+
+    return run
+
+
+def _error_ratio(fn, ref: Reference, out) -> float:
+    if out is not None:  # NaN where a kernel writes nothing, whatever ran before
+        out.fill_(float("nan"))
+    got = fn()
+    return ref.error_ratio(torch.from_numpy(got) if isinstance(got, np.ndarray) else got)
+
+
+def run(backends, dtypes, shapes, repeats: int = 7, on_result=None, *, device: str = "cpu", direct: bool = False,
+        rounds: int = 1, interleave: bool = False) -> list[Result]:
+    """Each shape and dtype: every product checked against the float64 reference, then timed (see the
+    module docstring); rounds and interleave as in gemmlab.timing.measure_rounds."""
     from threadpoolctl import threadpool_limits
 
-    warm_up()
+    check_options(backends, shapes, direct, rounds)
+    if device.startswith("cuda"):  # cuBLAS in plain float32, as gemmlab's kernels compute
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
+    timer = timer_for(device)
+    warm_up(device)
     results = []
     for shape in shapes:
         batch, m, k, n = (1, *shape) if len(shape) == 3 else shape
@@ -192,24 +269,23 @@ def run(backends, dtypes, shapes, repeats: int = 7, on_result=None) -> list[Resu
         for dtype_name in dtypes:
             dtype = DTYPES[dtype_name]
             gen = torch.Generator().manual_seed(m * 31 + k * 7 + n + batch)
-            a = torch.randn(*lead, m, k, generator=gen, dtype=dtype)
-            b = torch.randn(*lead, k, n, generator=gen, dtype=dtype)
-            an, bn = a.numpy(), b.numpy()
+            a = torch.randn(*lead, m, k, generator=gen, dtype=dtype).to(device)
+            b = torch.randn(*lead, k, n, generator=gen, dtype=dtype).to(device)
+            ref = Reference(a, b)
             flops = 2.0 * batch * m * k * n
-            timed = {}
-            for name in (TORCH_AT, *backends, NUMPY_AT):  # NumPy's block last, then a pause (module docstring)
-                if name == NUMPY_AT:
-                    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
-                        timed[name] = _timed(lambda: np.matmul(an, bn), a, b, repeats)
-                    time.sleep(NUMPY_PAUSE_SECONDS)
-                elif name == TORCH_AT:
-                    timed[name] = _timed(lambda: torch.matmul(a, b), a, b, repeats)
-                else:
-                    timed[name] = _timed(lambda name=name: matmul(a, b, backend=name), a, b, repeats)
-            best_peer = min(timed[p][1].per_call for p in PEERS)
-            for name, (err, t) in timed.items():
+            products, out = _products(backends, a, b, direct)
+            numpy_at = products.pop(NUMPY_AT, None)
+            errors = {name: _error_ratio(fn, ref, out) for name, fn in products.items()}
+            timed = measure_rounds(products, rounds, interleave, repeats=repeats, timer=timer)
+            if numpy_at:  # NumPy's block last, then a pause (module docstring)
+                with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
+                    errors[NUMPY_AT] = _error_ratio(numpy_at, ref, out)
+                    timed.update(measure_rounds({NUMPY_AT: numpy_at}, rounds, repeats=repeats))
+                time.sleep(NUMPY_PAUSE_SECONDS)
+            best_peer = min(timed[p].per_call for p in PEERS if p in timed)
+            for name, t in timed.items():
                 result = Result(name, dtype_name, batch, m, k, n, t.per_call, flops / t.per_call / 1e9,
-                                timed[TORCH_AT][1].per_call / t.per_call, best_peer / t.per_call, err, t.repeats,
+                                timed[TORCH_AT].per_call / t.per_call, best_peer / t.per_call, errors[name], t.repeats,
                                 t.calls_per_repeat)
                 results.append(result)
                 if on_result:
@@ -217,8 +293,8 @@ def run(backends, dtypes, shapes, repeats: int = 7, on_result=None) -> list[Resu
     return results
 
 
-def to_json(results: list[Result], peaks: dict[str, Peak], first_calls: dict[str, float]) -> dict:
-    return {"machine": machine(), "peak": {k: asdict(v) for k, v in peaks.items()}, "first_call_seconds": first_calls,
+def to_json(results: list[Result], peaks: dict[str, Peak], first_calls: dict[str, float], device: str = "cpu") -> dict:
+    return {"machine": machine(device), "peak": {k: asdict(v) for k, v in peaks.items()}, "first_call_seconds": first_calls,
             "results": [asdict(r) for r in results]}
 
 

@@ -235,17 +235,29 @@ def run_bench(args: argparse.Namespace) -> int:
     shapes = [shape for preset in args.preset or [] for shape in bench.PRESETS[preset]]
     shapes += [(n, n, n) for n in args.size or []] + [tuple(s) for s in args.shape or []]
     shapes = list(dict.fromkeys(shapes or bench.PRESETS["square"]))
+    on_gpu = args.device == "cuda"
+    try:
+        bench.check_options(args.backend, shapes, args.direct, args.rounds)
+        if on_gpu and not torch.cuda.is_available():
+            raise ValueError("--device cuda: torch sees no CUDA device")
+    except ValueError as exc:
+        print(f"gemmlab bench: error: {exc}", file=sys.stderr)
+        return 2
     console = _console()
-    info = bench.machine()
-    console.print(f"{info['cpu']} ({info['capability']}), {info['threads']} thread(s), torch {info['torch']}; "
-                  f"peers: torch @ ({info['torch_blas']}), numpy @ ({info['numpy_blas']})")
-    peaks = {d: p for d in args.dtype if (p := bench.measured_peak(torch.get_num_threads(), bench.DTYPES[d]))}
+    info = bench.machine(args.device)
+    peers = f"torch @ (cuBLAS on {info['gpu']}, TF32 off)" if on_gpu else \
+        f"torch @ ({info['torch_blas']}), numpy @ ({info['numpy_blas']})"
+    console.print(f"{info['cpu']} ({info['capability']}), {info['threads']} thread(s), torch {info['torch']}; peers: {peers}")
+    peaks = {} if on_gpu else {d: p for d in args.dtype if (p := bench.measured_peak(torch.get_num_threads(), bench.DTYPES[d]))}
     for d, p in peaks.items():
         console.print(f"measured peak {d}: {p.gflops:.0f} GFLOP/s ({p.how})")
-    first_calls = {name: bench.first_call_seconds(name) for name in args.backend}
+    first_calls = {name: bench.first_call_seconds(name, args.device) for name in args.backend}
     console.print("first call (import, JIT compile or cache load): "
                   + ", ".join(f"{name} {_format_seconds(t)}" for name, t in first_calls.items()))
-    table = Table(title="gemmlab bench: median time per call; speed as a ratio to the peers (torch @, numpy @) in the same run")
+    how = [f"{args.rounds} rounds, {'interleaved' if args.interleave else 'blocked'}"] if args.rounds > 1 else []
+    how += ["each backend's 2-D kernel called directly into a preallocated output"] if args.direct else []
+    table = Table(title="gemmlab bench: median time per call; speed as a ratio to the peers in the same run"
+                        + "".join(f"; {h}" for h in how))
     for col in ("m x k x n", "dtype", "backend", "per call", "GFLOP/s", "x torch @", "x best peer", "% of measured peak",
                 "error/bound"):
         table.add_column(col, justify="left" if col in ("m x k x n", "dtype", "backend") else "right")
@@ -261,11 +273,12 @@ def run_bench(args: argparse.Namespace) -> int:
 
     with console.status("benchmarking...") as status:
         results = bench.run(args.backend, args.dtype, shapes, repeats=args.repeats,
-                            on_result=lambda r: (status.update(f"{r.label} {r.dtype}: {r.backend} done"), add(r)))
+                            on_result=lambda r: (status.update(f"{r.label} {r.dtype}: {r.backend} done"), add(r)),
+                            device=args.device, direct=args.direct, rounds=args.rounds, interleave=args.interleave)
     console.print(table)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(bench.to_json(results, peaks, first_calls), f, indent=2)
+            json.dump(bench.to_json(results, peaks, first_calls, args.device), f, indent=2)
         console.print(f"raw numbers written to {args.json}")
     if args.plot:
         bench.plot(results, peaks, args.plot)
@@ -375,6 +388,13 @@ def run_tune(args: argparse.Namespace) -> int:
     return 1 if wrong else 0
 
 
+def _bench_backend(name: str) -> str:
+    """A --backend of `gemmlab bench`: a backend's name, or cuda:KERNEL (bench.check_options checks the rest)."""
+    if name.partition(":")[0] in (AUTO, *BACKENDS):
+        return name
+    raise argparse.ArgumentTypeError(f"invalid choice: {name!r} (choose from {', '.join([AUTO, *BACKENDS])}, or cuda:KERNEL)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gemmlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -422,11 +442,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="GFLOP/s of the backends against torch's and NumPy's @, checked against float64")
     bench.add_argument("--preset", action="append", choices=list(bench_presets),
                        help="square: 256..4096; mlp: the MNIST MLP's three products; tiny: the notes' 5x784 @ 784x10; "
-                            "overhead: tiny and 64^3; batched: 256 x 32^3, 64 x (128x64 @ 64x128), 8 x 512^3")
+                            "overhead: tiny and 64^3; batched: 256 x 32^3, 64 x (128x64 @ 64x128), 8 x 512^3; "
+                            "gpu: 1024..8192")
     bench.add_argument("--size", type=int, action="append", help="an n x n x n product (repeatable)")
     bench.add_argument("--shape", type=int, nargs=3, action="append", metavar=("M", "K", "N"), help="(repeatable)")
-    bench.add_argument("--backend", nargs="+", choices=[AUTO, *BACKENDS], default=["numba", "cython", "cpp", "torch"])
+    bench.add_argument("--backend", nargs="+", type=_bench_backend, default=list(autotune.CANDIDATES),
+                       help=f"{', '.join([AUTO, *BACKENDS])}, or cuda:KERNEL (one kernel of the cuda ladder; with "
+                            f"--direct) (default: %(default)s)")
     bench.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), default=["float32"])
+    bench.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                       help="where the operands live; on cuda the peer is cuBLAS (TF32 off), timed with CUDA events")
+    bench.add_argument("--direct", action="store_true", help="call each backend's 2-D kernel (and the peers) into a "
+                       "preallocated output, without gemmlab.matmul's dispatch")
+    bench.add_argument("--rounds", type=int, default=1, help="time everything this many times; report the median round")
+    bench.add_argument("--interleave", action="store_true", help="take the rounds in turn through torch @ and the "
+                       "backends (a noisy stretch hits all alike) instead of each one's rounds back to back")
     bench.add_argument("--threads", type=int, help="torch.set_num_threads (all parallel backends follow it)")
     bench.add_argument("--repeats", type=int, default=7)
     bench.add_argument("--plot", nargs="?", const="bench.png", metavar="FILE.png", help="draw GFLOP/s (default bench.png)")
@@ -435,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train_bench = sub.add_parser("bench-train", help="training steps with gemmlab.nn.Linear on each backend against "
                                  "torch.nn.Linear, checked against it")
-    train_bench.add_argument("--backend", nargs="+", choices=[AUTO, *BACKENDS], default=["numba", "cython", "cpp", "torch"])
+    train_bench.add_argument("--backend", nargs="+", choices=[AUTO, *BACKENDS], default=list(autotune.CANDIDATES))
     train_bench.add_argument("--threads", type=int, help="torch.set_num_threads (all parallel backends follow it)")
     train_bench.add_argument("--repeats", type=int, default=7)
     train_bench.add_argument("--json", metavar="FILE", help="write the raw numbers")

@@ -28,19 +28,29 @@ def reference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.matmul(_wide(a), _wide(b))
 
 
+class Reference:
+    """The float64 reference of a @ b and each element's allowed error, computed once, for checking
+    several results of the same product (a benchmark checks every backend's)."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        self.expected = reference(a, b)
+        eps = torch.finfo(a.dtype).eps
+        scale = torch.matmul(_wide(a).abs(), _wide(b).abs())
+        self.bound = (2 * a.shape[-1] + 2) * eps * scale + torch.finfo(torch.float64).tiny
+
+    def error_ratio(self, result: torch.Tensor) -> float:
+        """Largest |result - reference| as a fraction of its element's bound; <= 1 means correct."""
+        got = _wide(torch.as_tensor(result))
+        if got.shape != self.expected.shape:
+            raise AssertionError(f"result has shape {tuple(got.shape)}, expected {tuple(self.expected.shape)}")
+        if got.numel() == 0:
+            return 0.0
+        return float(((got - self.expected).abs() / self.bound).max())
+
+
 def error_ratio(result: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> float:
     """Largest |result - reference| as a fraction of its element's bound; <= 1 means correct."""
-    expected = reference(a, b)
-    got = _wide(torch.as_tensor(result))
-    if got.shape != expected.shape:
-        raise AssertionError(f"result has shape {tuple(got.shape)}, expected {tuple(expected.shape)}")
-    if got.numel() == 0:
-        return 0.0
-    k = a.shape[-1]
-    eps = torch.finfo(a.dtype).eps
-    scale = torch.matmul(_wide(a).abs(), _wide(b).abs())
-    bound = (2 * k + 2) * eps * scale + torch.finfo(torch.float64).tiny
-    return float(((got - expected).abs() / bound).max())
+    return Reference(a, b).error_ratio(result)
 
 
 def assert_close_to_reference(result: torch.Tensor, a: torch.Tensor, b: torch.Tensor, what: str = "result") -> None:

@@ -40,6 +40,7 @@ class Backend:
     hint: str = ""  # how to make it available when its module fails to import
     note: str | None = None  # e.g. Numba compiling without its on-disk cache, which Cython build runs
     native: int | None = None  # the kernel's id in gemmlab's C++ dispatch core, where it has one
+    kind: str = "library"  # one of KINDS
     _kernel: Callable | None = field(default=None, repr=False)
     _error: str | None = field(default=None, repr=False)
     _loaded: bool = field(default=False, repr=False)
@@ -90,22 +91,33 @@ class BackendUnavailableError(RuntimeError):
     """The backend is known but cannot run here (its extension is missing or failed to load)."""
 
 
+# What a backend is, for choosing which ones a test, a benchmark or `auto` takes (backend_names):
+# "python": the notes' Python loops (microseconds an element: small products only); "library": one
+# torch call (einsum, torch's BLAS); "compiled": gemmlab's own compiled kernels.
+KINDS = ("python", "library", "compiled")
+
 # The ladder, slowest to fastest.
 LADDER = (
-    Backend("loops", "gemmlab.backends.loops", "three nested Python loops over tensor elements (notes' level 0)", TORCH_DEVICES),
-    Backend("elementwise", "gemmlab.backends.elementwise", "two Python loops, each dot product a vector op (level 1)", TORCH_DEVICES),
-    Backend("broadcast", "gemmlab.backends.broadcast", "one Python loop, a row at a time by broadcasting (level 2)", TORCH_DEVICES),
+    Backend("loops", "gemmlab.backends.loops", "three nested Python loops over tensor elements (notes' level 0)", TORCH_DEVICES,
+            kind="python"),
+    Backend("elementwise", "gemmlab.backends.elementwise", "two Python loops, each dot product a vector op (level 1)", TORCH_DEVICES,
+            kind="python"),
+    Backend("broadcast", "gemmlab.backends.broadcast", "one Python loop, a row at a time by broadcasting (level 2)", TORCH_DEVICES,
+            kind="python"),
     Backend("einsum", "gemmlab.backends.einsum", "torch.einsum('ik,kj->ij') (level 3)", TORCH_DEVICES, TORCH_DTYPES),
     Backend("numba", "gemmlab.backends.numba_jit", "packed, cache-blocked kernel compiled by Numba @njit (prange)",
-            hint="install numba (`pip install numba`)"),
-    Backend("cython", "gemmlab.backends.cython_ext", "packed, cache-blocked kernel in Cython (OpenMP), per-CPU builds", hint=REBUILD_HINT),
-    Backend("cpp", "gemmlab.backends.cpp_ext", "BLIS-structured GEMM in a C++ torch extension (AVX-512/AVX2/portable at run time)", hint=REBUILD_HINT),
+            hint="install numba (`pip install numba`)", kind="compiled"),
+    Backend("cython", "gemmlab.backends.cython_ext", "packed, cache-blocked kernel in Cython (OpenMP), per-CPU builds", hint=REBUILD_HINT,
+            kind="compiled"),
+    Backend("cpp", "gemmlab.backends.cpp_ext", "BLIS-structured GEMM in a C++ torch extension (AVX-512/AVX2/portable at run time)",
+            hint=REBUILD_HINT, kind="compiled"),
     Backend("torch", "gemmlab.backends.torch_blas", "BLAS through torch's @ (MKL on this CPU; level 4)", TORCH_DEVICES, TORCH_DTYPES),
     # GPU backends (issue #6): unavailable, with the reason, where gemmlab has no CUDA build or no GPU.
     Backend("cuda", "gemmlab.backends.cuda_ext", "gemmlab's CUDA kernels (default: warp-tiled, double-buffered)",
-            ("cuda",), hint=CUDA_HINT),
+            ("cuda",), hint=CUDA_HINT, kind="compiled"),
     Backend("numba_cuda", "gemmlab.backends.numba_cuda", "shared-memory tiled kernel in numba.cuda (numba-cuda)",
-            ("cuda",), hint="install numba-cuda (`pip install numba-cuda==0.30.4`) on a machine with an NVIDIA GPU"),
+            ("cuda",), hint="install numba-cuda (`pip install numba-cuda==0.30.4`) on a machine with an NVIDIA GPU",
+            kind="compiled"),
 )
 BACKENDS = {b.name: b for b in LADDER}
 AUTO = "auto"
@@ -124,6 +136,15 @@ def _publish_native(name: str, kernel: int) -> None:
     from gemmlab._cpp import matmul  # loaded already: the backend got its kernel id from it
 
     NATIVE_KERNELS[name] = (matmul, kernel)
+
+
+def backend_names(device: str = "cpu", *kinds: str) -> list[str]:
+    """Names of the backends that take `device` tensors, in ladder order (slowest first); given kinds
+    (see KINDS), only backends of those kinds. Names only: no backend is loaded."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown backend kind(s) {sorted(unknown)}; the kinds are {', '.join(KINDS)}")
+    return [b.name for b in LADDER if device in b.devices and (not kinds or b.kind in kinds)]
 
 
 def known_backends() -> list[str]:
