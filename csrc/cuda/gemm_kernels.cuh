@@ -178,6 +178,14 @@ struct TileLoader {
 
   T reg[N];
 
+  // Where this thread's i-th element lies on the scalar paths: outer index o and k index q from the
+  // tile's corner, consecutive threads along o (ScalarOuter) or along q (ScalarK).
+  __device__ __forceinline__ static void scalar_slot(int i, int& o, int& q) {
+    const int e = threadIdx.x + i * THREADS;
+    o = kOuterFastest ? e % OUTER : e / BK;
+    q = kOuterFastest ? e / OUTER : e % BK;
+  }
+
   __device__ __forceinline__ void load(const Operand<T>& op, int outer0, int k0) {
     const int tid = threadIdx.x;
     if constexpr (L == Load::KVec) {
@@ -211,9 +219,8 @@ struct TileLoader {
     } else {
 #pragma unroll
       for (int i = 0; i < N; ++i) {
-        const int e = tid + i * THREADS;
-        const int o = kOuterFastest ? e % OUTER : e / BK;
-        const int q = kOuterFastest ? e / OUTER : e % BK;
+        int o, q;
+        scalar_slot(i, o, q);
         reg[i] = op.at_or_zero(outer0 + o, k0 + q);
       }
     }
@@ -240,9 +247,8 @@ struct TileLoader {
     } else {
 #pragma unroll
       for (int i = 0; i < N; ++i) {
-        const int e = tid + i * THREADS;
-        const int o = kOuterFastest ? e % OUTER : e / BK;
-        const int q = kOuterFastest ? e / OUTER : e % BK;
+        int o, q;
+        scalar_slot(i, o, q);
         s[q * PITCH + o] = reg[i];
       }
     }
