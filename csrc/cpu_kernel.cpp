@@ -229,7 +229,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         std::vector<std::pair<gemmlab::Bucket, int>> table;
         for (const auto& [bucket, name] : entries) {
           const int id = gemmlab::kernel_id(name);
-          TORCH_CHECK_VALUE(id >= 0, "gemmlab.set_auto_table: no kernel is registered as '", name, "'");
+          TORCH_CHECK_VALUE(id >= 0, "gemmlab: auto's table: no kernel is registered as '", name, "'");
           table.emplace_back(from_python(bucket), id);
         }
         gemmlab::set_auto_table(table);

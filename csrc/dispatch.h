@@ -64,7 +64,7 @@ at::Tensor differentiable_product(const at::Tensor& a, const at::Tensor& b, cons
 // dimensions that fold into rows are folded, so a batch sharing one B is one tall product):
 // dtype, device type, ceil(log2) of m, k, n and of the batch count, each operand's layout ('R': unit
 // stride along its rows' elements, i.e. row-major; 'C': column-major, e.g. a transposed view; 'S':
-// neither) and the thread count. This is the one definition: Python asks auto_bucket() for it.
+// neither) and the thread count. This is the one definition: Python asks auto_choice() for it.
 struct Bucket {
   at::ScalarType dtype;
   c10::DeviceType device;

@@ -178,6 +178,14 @@ struct TileLoader {
 
   T reg[N];
 
+  // Where this thread's i-th element lies on the scalar paths: outer index o and k index q from the
+  // tile's corner, consecutive threads along o (ScalarOuter) or along q (ScalarK).
+  __device__ __forceinline__ static void scalar_slot(int i, int& o, int& q) {
+    const int e = threadIdx.x + i * THREADS;
+    o = kOuterFastest ? e % OUTER : e / BK;
+    q = kOuterFastest ? e / OUTER : e % BK;
+  }
+
   __device__ __forceinline__ void load(const Operand<T>& op, int outer0, int k0) {
     const int tid = threadIdx.x;
     if constexpr (L == Load::KVec) {
@@ -211,9 +219,8 @@ struct TileLoader {
     } else {
 #pragma unroll
       for (int i = 0; i < N; ++i) {
-        const int e = tid + i * THREADS;
-        const int o = kOuterFastest ? e % OUTER : e / BK;
-        const int q = kOuterFastest ? e / OUTER : e % BK;
+        int o, q;
+        scalar_slot(i, o, q);
         reg[i] = op.at_or_zero(outer0 + o, k0 + q);
       }
     }
@@ -240,9 +247,8 @@ struct TileLoader {
     } else {
 #pragma unroll
       for (int i = 0; i < N; ++i) {
-        const int e = tid + i * THREADS;
-        const int o = kOuterFastest ? e % OUTER : e / BK;
-        const int q = kOuterFastest ? e / OUTER : e % BK;
+        int o, q;
+        scalar_slot(i, o, q);
         s[q * PITCH + o] = reg[i];
       }
     }
@@ -342,12 +348,7 @@ __global__ void __launch_bounds__(kRegBlockThreads)
   const int ty = threadIdx.x / (BN / TN), tx = threadIdx.x % (BN / TN);
   LoadA la;
   LoadB lb;
-  T acc[TM][TN];
-#pragma unroll
-  for (int i = 0; i < TM; ++i) {
-#pragma unroll
-    for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
-  }
+  T acc[TM][TN] = {};
 
   for (int k0 = 0; k0 < A.k; k0 += BK) {
     la.load(A, m0, k0);
@@ -375,11 +376,11 @@ __global__ void __launch_bounds__(kRegBlockThreads)
 }
 
 // 5. warptile: the block tile (BM x BN) is split among warps (WM x WN each); a warp covers its tile
-// in WMITER x WNITER steps of (LANES_M * TM) x (LANES_N * TN), each lane holding a TM x TN
-// sub-tile per step. A warp's shared-memory reads of one k step are then 8 and 4 distinct 16-byte
-// vectors, conflict-free and broadcast to the lanes that share them. Shared memory is double
-// buffered: the global loads of tile t+1 are issued before tile t is computed and land in the
-// other buffer afterwards, so one barrier per tile suffices.
+// in WMITER x WNITER steps of (kLanesM * kSubM) x (kLanesN * kSubN), each lane holding a
+// kSubM x kSubN sub-tile per step. A warp's shared-memory reads of one k step are then 8 and 4
+// distinct 16-byte vectors, conflict-free and broadcast to the lanes that share them. Shared memory
+// is double buffered: the global loads of tile t+1 are issued before tile t is computed and land in
+// the other buffer afterwards, so one barrier per tile suffices.
 
 template <typename T>
 struct WarpTileShape;
@@ -436,15 +437,7 @@ __global__ void __launch_bounds__(WarpTileShape<T>::THREADS, WarpTileShape<T>::M
   const int wm = (warp % S::WARPS_M) * WM + (lane / kLanesN) * kSubM;  // this lane's first row in the tile
   const int wn = (warp / S::WARPS_M) * WN + (lane % kLanesN) * kSubN;  // and first column
 
-  T acc[WMITER][WNITER][kSubM][kSubN];
-#pragma unroll
-  for (int mi = 0; mi < WMITER; ++mi)
-#pragma unroll
-    for (int ni = 0; ni < WNITER; ++ni)
-#pragma unroll
-      for (int r = 0; r < kSubM; ++r)
-#pragma unroll
-        for (int c = 0; c < kSubN; ++c) acc[mi][ni][r][c] = T(0);
+  T acc[WMITER][WNITER][kSubM][kSubN] = {};
 
   LoadA la;
   LoadB lb;
@@ -548,6 +541,15 @@ cudaError_t with_loads(Load la, Load lb, F&& f) {
 
 inline index_t ceil_div(index_t x, index_t y) { return (x + y - 1) / y; }
 
+// Launches kernel(args...) on a 1-D grid of `blocks` blocks (at most 2^31 - 1) of `threads` threads:
+// cudaErrorInvalidValue for a larger grid, else the launch's error.
+template <typename KernelFn, typename... Args>
+cudaError_t launch(KernelFn kernel, index_t blocks, dim3 threads, cudaStream_t stream, const Args&... args) {
+  if (blocks > INT_MAX) return cudaErrorInvalidValue;
+  GEMMLAB_LAUNCH(kernel, dim3(static_cast<unsigned>(blocks)), threads, stream, args...);
+  return cudaGetLastError();
+}
+
 }  // namespace detail
 
 template <typename T>
@@ -573,53 +575,36 @@ cudaError_t gemm(Kernel kind, const Problem<T>& p, cudaStream_t stream) {
   const Load la = static_cast<Load>(how.a_load), lb = static_cast<Load>(how.b_load);
   const bool a_m_fast = outer_fastest(A), b_n_fast = outer_fastest(B);
 
-  auto launchable = [](index_t blocks) { return blocks <= INT_MAX; };  // 1-D grids: up to 2^31 - 1 blocks
-
   switch (kind) {
     case Kernel::Naive: {
-      const index_t tiles_m = ceil_div(p.m, 32), blocks = tiles_m * ceil_div(p.n, 8);
-      if (!launchable(blocks)) return cudaErrorInvalidValue;
-      auto fn = naive_kernel<T>;
-      GEMMLAB_LAUNCH(fn, dim3(static_cast<unsigned>(blocks)), dim3(kSimpleThreads), stream, A, B, C,
-                     static_cast<int>(tiles_m));
-      return cudaGetLastError();
+      const index_t tiles_m = ceil_div(p.m, 32);
+      return launch(naive_kernel<T>, tiles_m * ceil_div(p.n, 8), dim3(kSimpleThreads), stream, A, B, C,
+                    static_cast<int>(tiles_m));
     }
     case Kernel::Coalesced: {
-      const index_t tiles_n = ceil_div(p.n, 32), blocks = tiles_n * ceil_div(p.m, 8);
-      if (!launchable(blocks)) return cudaErrorInvalidValue;
-      auto fn = coalesced_kernel<T>;
-      GEMMLAB_LAUNCH(fn, dim3(static_cast<unsigned>(blocks)), dim3(kSimpleThreads), stream, A, B, C,
-                     static_cast<int>(tiles_n));
-      return cudaGetLastError();
+      const index_t tiles_n = ceil_div(p.n, 32);
+      return launch(coalesced_kernel<T>, tiles_n * ceil_div(p.m, 8), dim3(kSimpleThreads), stream, A, B, C,
+                    static_cast<int>(tiles_n));
     }
     case Kernel::Smem: {
-      const index_t tiles_n = ceil_div(p.n, kSmemTile), blocks = tiles_n * ceil_div(p.m, kSmemTile);
-      if (!launchable(blocks)) return cudaErrorInvalidValue;
-      auto fn = smem_kernel<T>;
-      GEMMLAB_LAUNCH(fn, dim3(static_cast<unsigned>(blocks)), dim3(kSmemTile, kSmemTile), stream, A, B, C,
-                     static_cast<int>(tiles_n), a_m_fast, b_n_fast);
-      return cudaGetLastError();
+      const index_t tiles_n = ceil_div(p.n, kSmemTile);
+      return launch(smem_kernel<T>, tiles_n * ceil_div(p.m, kSmemTile), dim3(kSmemTile, kSmemTile), stream, A, B, C,
+                    static_cast<int>(tiles_n), a_m_fast, b_n_fast);
     }
     case Kernel::RegBlock: {
       using Sh = RegBlockShape<T>;
-      const index_t tiles_n = ceil_div(p.n, Sh::BN), blocks = tiles_n * ceil_div(p.m, Sh::BM);
-      if (!launchable(blocks)) return cudaErrorInvalidValue;
+      const index_t tiles_n = ceil_div(p.n, Sh::BN);
       return with_loads(la, lb, [&](auto ta, auto tb) {
-        auto fn = regblock_kernel<T, decltype(ta)::value, decltype(tb)::value>;
-        GEMMLAB_LAUNCH(fn, dim3(static_cast<unsigned>(blocks)), dim3(kRegBlockThreads), stream, A, B, C,
-                       static_cast<int>(tiles_n));
-        return cudaGetLastError();
+        return launch(regblock_kernel<T, decltype(ta)::value, decltype(tb)::value>, tiles_n * ceil_div(p.m, Sh::BM),
+                      dim3(kRegBlockThreads), stream, A, B, C, static_cast<int>(tiles_n));
       });
     }
     case Kernel::WarpTile: {
       using Sh = WarpTileShape<T>;
-      const index_t tiles_m = ceil_div(p.m, Sh::BM), tiles_n = ceil_div(p.n, Sh::BN), blocks = tiles_m * tiles_n;
-      if (!launchable(blocks)) return cudaErrorInvalidValue;
+      const index_t tiles_m = ceil_div(p.m, Sh::BM), tiles_n = ceil_div(p.n, Sh::BN);
       return with_loads(la, lb, [&](auto ta, auto tb) {
-        auto fn = warptile_kernel<T, decltype(ta)::value, decltype(tb)::value>;
-        GEMMLAB_LAUNCH(fn, dim3(static_cast<unsigned>(blocks)), dim3(Sh::THREADS), stream, A, B, C,
-                       static_cast<int>(tiles_m), static_cast<int>(tiles_n));
-        return cudaGetLastError();
+        return launch(warptile_kernel<T, decltype(ta)::value, decltype(tb)::value>, tiles_m * tiles_n,
+                      dim3(Sh::THREADS), stream, A, B, C, static_cast<int>(tiles_m), static_cast<int>(tiles_n));
       });
     }
   }

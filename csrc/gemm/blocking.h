@@ -38,11 +38,12 @@
 
 namespace gemmlab {
 
-template <class T_, int MR_, int NR_, int KC_, int MC_, int NC_>
-struct Blocking {
-  using T = T_;
-  static constexpr int MR = MR_, NR = NR_, REF_KC = KC_, REF_MC = MC_, REF_NC = NC_;
-  static_assert(REF_MC % MR == 0 && REF_NC % NR == 0, "cache blocks must hold whole micro-panels");
+// A path: its micro-tile (element type T, MR x NR, the micro-kernel tables and the transposing pack:
+// the ISA's MicroTile) and the reference cache blocks measured with it.
+template <class Tile, int KC, int MC, int NC>
+struct Blocking : Tile {
+  static constexpr int REF_KC = KC, REF_MC = MC, REF_NC = NC;
+  static_assert(MC % Tile::MR == 0 && NC % Tile::NR == 0, "cache blocks must hold whole micro-panels");
 };
 
 // The caches the reference values were measured with.
@@ -67,69 +68,32 @@ CacheBlocks derive_blocks(const CacheSizes& caches) {
 }
 
 // Portable path: 128-bit vectors (SSE2 / NEON), 16 registers: 6 rows x 2 vectors of accumulators.
-template <class T> struct GenericPath;
-template <> struct GenericPath<float> : Blocking<float, 6, 8, 256, 96, 2048> {
+template <class T>
+struct GenericPath : Blocking<generic::MicroTile<T, 6, 2 * (16 / int(sizeof(T)))>, 256, 96, 2048> {
   static constexpr bool UNPACKED_MEDIUM = false;
-  using Transpose = ScalarTransposePack;
-  static constexpr const auto& kernels = generic::micro_kernels<float, MR, NR, NR>;
-  static constexpr const auto& narrow_kernels = generic::micro_kernels<float, MR, NR, NR / 2>;
-};
-template <> struct GenericPath<double> : Blocking<double, 6, 4, 256, 96, 2048> {
-  static constexpr bool UNPACKED_MEDIUM = false;
-  using Transpose = ScalarTransposePack;
-  static constexpr const auto& kernels = generic::micro_kernels<double, MR, NR, NR>;
-  static constexpr const auto& narrow_kernels = generic::micro_kernels<double, MR, NR, NR / 2>;
 };
 
 #ifdef GEMMLAB_HAVE_X86
 // AVX2: 16 ymm registers: 6 rows x 2 vectors = 12 accumulators, 2 for B, 1 broadcast.
-template <class T> struct Avx2Path;
-template <> struct Avx2Path<float> : Blocking<float, 6, 16, 256, 144, 2048> {
-  using Simd = avx2::F32;
-  using Transpose = avx2::TransposePack<Simd>;
-  static constexpr const auto& kernels = avx2::micro_kernels<Simd, MR, NR, NR / Simd::L>;
-  static constexpr const auto& narrow_kernels = avx2::micro_kernels<Simd, MR, NR, NR / Simd::L / 2>;
+template <class T>
+struct Avx2Path : Blocking<avx2::MicroTile<typename avx2::Simd<T>::type, 6>, 256, 144, 2048> {
   static constexpr int SMALL_ROWS = 6, SMALL_VECTORS = 1;
   static constexpr bool UNPACKED_MEDIUM = false;
-  static constexpr const auto& small = avx2::small_kernels<Simd, SMALL_ROWS, SMALL_VECTORS>;
-};
-template <> struct Avx2Path<double> : Blocking<double, 6, 8, 256, 144, 2048> {
-  using Simd = avx2::F64;
-  using Transpose = avx2::TransposePack<Simd>;
-  static constexpr const auto& kernels = avx2::micro_kernels<Simd, MR, NR, NR / Simd::L>;
-  static constexpr const auto& narrow_kernels = avx2::micro_kernels<Simd, MR, NR, NR / Simd::L / 2>;
-  static constexpr int SMALL_ROWS = 6, SMALL_VECTORS = 1;
-  static constexpr bool UNPACKED_MEDIUM = false;
-  static constexpr const auto& small = avx2::small_kernels<Simd, SMALL_ROWS, SMALL_VECTORS>;
+  static constexpr const auto& small = avx2::small_kernels<typename Avx2Path::Simd, SMALL_ROWS, SMALL_VECTORS>;
 };
 
-// AVX-512: 32 zmm registers: 14 rows x 2 vectors = 28 accumulators, 2 for B, 1 broadcast.
-template <class T> struct Avx512Path;
-template <> struct Avx512Path<float> : Blocking<float, 14, 32, 1024, 84, 2048> {
-  using Simd = avx512::F32;
-  using Transpose = avx512::TransposePack<Simd>;
-  static constexpr const auto& kernels = avx512::micro_kernels<Simd, MR, NR, NR / Simd::L>;
-  static constexpr const auto& narrow_kernels = avx512::micro_kernels<Simd, MR, NR, NR / Simd::L / 2>;
+// AVX-512: 32 zmm registers: 14 rows x 2 vectors = 28 accumulators, 2 for B, 1 broadcast. KC and MC
+// were measured per type (see above): float32 1024 and 84, float64 768 and 56.
+template <class T>
+struct Avx512Path : Blocking<avx512::MicroTile<typename avx512::Simd<T>::type, 14>, sizeof(T) == 4 ? 1024 : 768,
+                             sizeof(T) == 4 ? 84 : 56, 2048> {
   // The in-place path's tiles are as large as the micro-kernel's (one set of accumulators); the
   // dot-product path's 4 x 6 tile: 24 accumulators + 4 vectors of A + 1 of B.
-  static constexpr int SMALL_ROWS = MR, SMALL_VECTORS = 2;
+  static constexpr int SMALL_ROWS = Avx512Path::MR, SMALL_VECTORS = 2;
   static constexpr bool UNPACKED_MEDIUM = true;
-  static constexpr const auto& small = avx512::small_kernels<Simd, SMALL_ROWS, SMALL_VECTORS>;
+  static constexpr const auto& small = avx512::small_kernels<typename Avx512Path::Simd, SMALL_ROWS, SMALL_VECTORS>;
   static constexpr int DOT_ROWS = 4, DOT_COLS = 6;
-  static constexpr const auto& dot = avx512::dot_kernels<Simd, DOT_ROWS, DOT_COLS>;
-};
-template <> struct Avx512Path<double> : Blocking<double, 14, 16, 768, 56, 2048> {
-  using Simd = avx512::F64;
-  using Transpose = avx512::TransposePack<Simd>;
-  static constexpr const auto& kernels = avx512::micro_kernels<Simd, MR, NR, NR / Simd::L>;
-  static constexpr const auto& narrow_kernels = avx512::micro_kernels<Simd, MR, NR, NR / Simd::L / 2>;
-  // The in-place path's tiles are as large as the micro-kernel's (one set of accumulators); the
-  // dot-product path's 4 x 6 tile: 24 accumulators + 4 vectors of A + 1 of B.
-  static constexpr int SMALL_ROWS = MR, SMALL_VECTORS = 2;
-  static constexpr bool UNPACKED_MEDIUM = true;
-  static constexpr const auto& small = avx512::small_kernels<Simd, SMALL_ROWS, SMALL_VECTORS>;
-  static constexpr int DOT_ROWS = 4, DOT_COLS = 6;
-  static constexpr const auto& dot = avx512::dot_kernels<Simd, DOT_ROWS, DOT_COLS>;
+  static constexpr const auto& dot = avx512::dot_kernels<typename Avx512Path::Simd, DOT_ROWS, DOT_COLS>;
 };
 #endif
 

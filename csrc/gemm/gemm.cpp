@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <new>
+#include <type_traits>
 
 #include "blocking.h"
 #include "five_loops.h"
@@ -56,27 +57,36 @@ void run_task(const Operands<typename P::T>& op, const Task<typename P::T>& t, i
   gemm_task<P>(op, t.m0, t.m1, t.n0, t.n1, k, pa, pb, cb);
 }
 
-// `flatten` inlines the loops and the packing into these entry points, so they are compiled for
-// the entry point's ISA (the micro-kernels themselves are noinline and carry their own target).
+// The entry points of path P, compiled for its ISA: `flatten` inlines the loops and the packing into
+// them (the micro-kernels themselves are noinline and carry their own target). `task` runs one task
+// of the packed path; `pack_whole_b` packs all of B for the in-place loop (in_place_with_packed_b).
+template <class P>
+struct Compiled;
 template <class T>
-__attribute__((flatten)) void task_generic(const Operands<T>& op, const Task<T>& t, int64_t k, const CacheBlocks& cb) {
-  run_task<GenericPath<T>>(op, t, k, cb);
-}
+struct Compiled<GenericPath<T>> {
+  __attribute__((flatten)) static void task(const Operands<T>& op, const Task<T>& t, int64_t k, const CacheBlocks& cb) {
+    run_task<GenericPath<T>>(op, t, k, cb);
+  }
+};
 #ifdef GEMMLAB_HAVE_X86
 template <class T>
-GEMMLAB_TARGET_AVX2 __attribute__((flatten)) void task_avx2(const Operands<T>& op, const Task<T>& t, int64_t k,
-                                                             const CacheBlocks& cb) {
-  run_task<Avx2Path<T>>(op, t, k, cb);
-}
-template <class T>
-GEMMLAB_TARGET_AVX512 __attribute__((flatten)) void task_avx512(const Operands<T>& op, const Task<T>& t, int64_t k,
+struct Compiled<Avx2Path<T>> {
+  GEMMLAB_TARGET_AVX2 __attribute__((flatten)) static void task(const Operands<T>& op, const Task<T>& t, int64_t k,
                                                                  const CacheBlocks& cb) {
-  run_task<Avx512Path<T>>(op, t, k, cb);
-}
+    run_task<Avx2Path<T>>(op, t, k, cb);
+  }
+};
 template <class T>
-GEMMLAB_TARGET_AVX512 __attribute__((flatten)) void pack_b_avx512(int64_t k, int64_t n, const Operands<T>& op, T* dst) {
-  pack_b<T, Avx512Path<T>::NR, typename Avx512Path<T>::Transpose>(k, n, op.b, op.brs, op.bcs, dst);
-}
+struct Compiled<Avx512Path<T>> {
+  GEMMLAB_TARGET_AVX512 __attribute__((flatten)) static void task(const Operands<T>& op, const Task<T>& t, int64_t k,
+                                                                   const CacheBlocks& cb) {
+    run_task<Avx512Path<T>>(op, t, k, cb);
+  }
+  GEMMLAB_TARGET_AVX512 __attribute__((flatten)) static void pack_whole_b(int64_t k, int64_t n, const Operands<T>& op,
+                                                                           T* dst) {
+    pack_b<T, Avx512Path<T>::NR, typename Avx512Path<T>::Transpose>(k, n, op.b, op.brs, op.bcs, dst);
+  }
+};
 #endif
 
 // ---- The in-place path --------------------------------------------------------------------------
@@ -86,14 +96,22 @@ GEMMLAB_TARGET_AVX512 __attribute__((flatten)) void pack_b_avx512(int64_t k, int
 // Row tiles are of equal height (64 rows: 13+13+13+13+12, not 14+14+14+14+8) so that no tile runs
 // short of accumulators. Any other layout takes the packed path: its SIMD transposing pack beat a
 // scalar copy of B into row-major order (measured: 64^3 with B = W.T, 4.9 vs 7.0 us).
+//
 // B as the in-place loop reads it: strip s (columns s*W .. s*W+W-1) at b + s*strip_stride, its
-// k-step p at + p*brs, columns contiguous. The caller's row-major B: strip_stride = W. B packed into
-// NR-wide panels (NR = W): strip_stride = k*NR, brs = NR.
+// k-step p at + p*brs, columns contiguous; a thread's share of the columns starts at a multiple of
+// column_unit. The caller's row-major B (caller_strips): strip_stride = W, and any whole vector may
+// start a share. B packed into NR-wide panels (NR = W): strip_stride = k*NR, brs = NR, whole panels.
 template <class T>
 struct Strips {
   const T* b;
   int64_t brs, strip_stride;
+  int column_unit;
 };
+
+template <class P>
+Strips<typename P::T> caller_strips(const Operands<typename P::T>& op) {
+  return {op.b, op.brs, P::SMALL_VECTORS * P::Simd::L, P::Simd::L};
+}
 
 template <class P, class T>
 void in_place_block(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t k, const Operands<T>& op,
@@ -126,22 +144,36 @@ inline void split(int64_t extent, int unit, int parts, int i, int64_t* begin, in
   *end = std::min(extent, panels * (i + 1) / parts * unit);
 }
 
-// Threads split the rows while each gets at least a tile's worth, else the columns (whole strips
-// where B is packed, whole vectors otherwise).
-template <class P, class T>
-void in_place_product(int64_t m, int64_t n, int64_t k, const Operands<T>& op, const Strips<T>& b, int threads) {
+// How the in-place and dot-product loops share C among threads: bands of rows, cut on multiples of
+// row_unit, while every thread gets at least min_rows of them; else bands of columns, cut on
+// multiples of column_unit.
+struct Shares {
+  int64_t min_rows;
+  int row_unit, column_unit;
+};
+
+// Runs block(m0, m1, n0, n1) on every share of C (m x n), one share per useful thread.
+template <class Block>
+void share_among_threads(int64_t m, int64_t n, int64_t k, int threads, const Shares& shares, const Block& block) {
   const int parts = useful_threads(m, n, k, threads);
-  if (parts == 1) return in_place_block<P>(0, m, 0, n, k, op, b);
-  const bool by_rows = m >= int64_t(parts) * P::SMALL_ROWS;
-  // (Strips one strip wide apart are addressed as a row-major B: any whole vector may start a part.)
-  const int column_unit = b.strip_stride == P::SMALL_VECTORS * P::Simd::L ? P::Simd::L : P::SMALL_VECTORS * P::Simd::L;
+  if (parts == 1) return block(0, m, 0, n);
+  const bool by_rows = m >= parts * shares.min_rows;
   at::parallel_for(0, parts, 1, [&](int64_t first, int64_t last) {
     for (int64_t t = first; t < last; ++t) {
       int64_t begin, end;
-      split(by_rows ? m : n, by_rows ? 1 : column_unit, parts, static_cast<int>(t), &begin, &end);
+      split(by_rows ? m : n, by_rows ? shares.row_unit : shares.column_unit, parts, static_cast<int>(t), &begin, &end);
       if (begin == end) continue;
-      by_rows ? in_place_block<P>(begin, end, 0, n, k, op, b) : in_place_block<P>(0, m, begin, end, k, op, b);
+      by_rows ? block(begin, end, 0, n) : block(0, m, begin, end);
     }
+  });
+}
+
+// Threads take rows while each gets at least a tile's worth, else columns (see Strips).
+template <class P, class T>
+void in_place_product(int64_t m, int64_t n, int64_t k, const Operands<T>& op, const Strips<T>& b, int threads) {
+  const Shares shares{/*min_rows=*/P::SMALL_ROWS, /*row_unit=*/1, /*column_unit=*/b.column_unit};
+  share_among_threads(m, n, k, threads, shares, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    in_place_block<P>(m0, m1, n0, n1, k, op, b);
   });
 }
 
@@ -149,13 +181,12 @@ void in_place_product(int64_t m, int64_t n, int64_t k, const Operands<T>& op, co
 // which are the in-place loop's strips; A is still read in place. Packing only B halves the copying
 // of the packed path on a layer's products (64x784 @ (50x784).T: A is 64x784, B 784x50).
 template <class P>
-void in_place_with_packed_b(void (*pack)(int64_t, int64_t, const Operands<typename P::T>&, typename P::T*), int64_t m,
-                            int64_t n, int64_t k, const Operands<typename P::T>& op, int threads) {
+void in_place_with_packed_b(int64_t m, int64_t n, int64_t k, const Operands<typename P::T>& op, int threads) {
   using T = typename P::T;
   static_assert(P::NR == P::SMALL_VECTORS * P::Simd::L, "a packed panel must be one in-place strip");
   T* pb = static_cast<T*>(tls_pack_b.get(sizeof(T) * round_up(n, P::NR) * k));
-  pack(k, n, op, pb);
-  in_place_product<P>(m, n, k, op, Strips<T>{pb, P::NR, k * P::NR}, threads);
+  Compiled<P>::pack_whole_b(k, n, op, pb);
+  in_place_product<P>(m, n, k, op, Strips<T>{pb, P::NR, k * P::NR, P::NR}, threads);
 }
 
 // ---- The dot-product path -----------------------------------------------------------------------
@@ -181,19 +212,12 @@ void dot_block(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t k, const 
   }
 }
 
-// Threads split the rows (whole row groups) while each gets a few groups, else the columns.
+// Threads take whole row groups while each gets a few groups, else whole column groups.
 template <class P, class T>
 void dot_product(int64_t m, int64_t n, int64_t k, const Operands<T>& op, int threads) {
-  const int parts = useful_threads(m, n, k, threads);
-  if (parts == 1) return dot_block<P>(0, m, 0, n, k, op);
-  const bool by_rows = m >= int64_t(parts) * 4 * P::DOT_ROWS;
-  at::parallel_for(0, parts, 1, [&](int64_t first, int64_t last) {
-    for (int64_t t = first; t < last; ++t) {
-      int64_t begin, end;
-      split(by_rows ? m : n, by_rows ? P::DOT_ROWS : P::DOT_COLS, parts, static_cast<int>(t), &begin, &end);
-      if (begin == end) continue;
-      by_rows ? dot_block<P>(begin, end, 0, n, k, op) : dot_block<P>(0, m, begin, end, k, op);
-    }
+  const Shares shares{/*min_rows=*/4 * P::DOT_ROWS, /*row_unit=*/P::DOT_ROWS, /*column_unit=*/P::DOT_COLS};
+  share_among_threads(m, n, k, threads, shares, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    dot_block<P>(m0, m1, n0, n1, k, op);
   });
 }
 
@@ -271,8 +295,7 @@ Grid choose_grid(int64_t m, int64_t n, int64_t k, const Operands<typename P::T>&
 }
 
 template <class P>
-void packed_product(void (*task)(const Operands<typename P::T>&, const Task<typename P::T>&, int64_t, const CacheBlocks&),
-                    int64_t m, int64_t n, int64_t k, const Operands<typename P::T>& op, int threads) {
+void packed_product(int64_t m, int64_t n, int64_t k, const Operands<typename P::T>& op, int threads) {
   using T = typename P::T;
   const CacheBlocks cb = derive_blocks<P>(cache_sizes());  // a few integer operations on sizes read once
   const Grid grid = choose_grid<P>(m, n, k, op, threads);
@@ -282,13 +305,44 @@ void packed_product(void (*task)(const Operands<typename P::T>&, const Task<type
       Task<T> task_rect;
       split(m, P::MR, grid.tm, static_cast<int>(t / grid.tn), &task_rect.m0, &task_rect.m1);
       split(n, P::NR, grid.tn, static_cast<int>(t % grid.tn), &task_rect.n0, &task_rect.n1);
-      if (task_rect.m0 < task_rect.m1 && task_rect.n0 < task_rect.n1) task(op, task_rect, k, cb);
+      if (task_rect.m0 < task_rect.m1 && task_rect.n0 < task_rect.n1) Compiled<P>::task(op, task_rect, k, cb);
     }
   };
   if (tasks == 1) {
     run(0, 1);  // no parallel region at all: a single-thread call costs no fork/join
   } else {
     at::parallel_for(0, tasks, 1, run);
+  }
+}
+
+// C = A @ B on path P: the loop in_place_pays picks.
+template <class P>
+void product(int64_t m, int64_t n, int64_t k, const Operands<typename P::T>& op, int threads) {
+  using T = typename P::T;
+  const InPlace loop = in_place_pays<P>(m, n, k, op);
+  if constexpr (P::UNPACKED_MEDIUM) {  // only such a path picks these two
+    if (loop == InPlace::after_packing_b) return in_place_with_packed_b<P>(m, n, k, op, threads);
+    if (loop == InPlace::dot_products) return dot_product<P>(m, n, k, op, threads);
+  }
+  if (loop == InPlace::yes) {
+    if constexpr (std::is_same_v<P, GenericPath<T>>) {  // no SIMD small kernels: plain loops, one thread
+      return generic::small_gemm(m, n, k, op.a, op.ars, op.acs, op.b, op.brs, op.c, op.crs);
+    } else {
+      return in_place_product<P>(m, n, k, op, caller_strips<P>(op), threads);
+    }
+  }
+  packed_product<P>(m, n, k, op, threads);
+}
+
+// The one switch on the ISA path: f(P{}), P the path's type (blocking.h) for element type T.
+template <class T, class F>
+auto on_path(CpuPath path, const F& f) {
+  switch (path) {
+#ifdef GEMMLAB_HAVE_X86
+    case CpuPath::avx512: return f(Avx512Path<T>{});
+    case CpuPath::avx2: return f(Avx2Path<T>{});
+#endif
+    default: return f(GenericPath<T>{});
   }
 }
 
@@ -307,41 +361,12 @@ void gemm_on_path(CpuPath path, int64_t m, int64_t n, int64_t k, const Operands<
       for (int64_t j = 0; j < n; ++j) op.c[i * op.crs + j * op.ccs] = T(0);
     return;
   }
-  switch (path) {
-#ifdef GEMMLAB_HAVE_X86
-    case CpuPath::avx512:
-      switch (in_place_pays<Avx512Path<T>>(m, n, k, op)) {
-        case InPlace::yes: return in_place_product<Avx512Path<T>>(m, n, k, op, {op.b, op.brs, Avx512Path<T>::NR}, threads);
-        case InPlace::after_packing_b: return in_place_with_packed_b<Avx512Path<T>>(&pack_b_avx512<T>, m, n, k, op, threads);
-        case InPlace::dot_products: return dot_product<Avx512Path<T>>(m, n, k, op, threads);
-        case InPlace::no: return packed_product<Avx512Path<T>>(&task_avx512<T>, m, n, k, op, threads);
-      }
-      return;
-    case CpuPath::avx2:
-      if (in_place_pays<Avx2Path<T>>(m, n, k, op) == InPlace::yes) {
-        return in_place_product<Avx2Path<T>>(m, n, k, op, {op.b, op.brs, Avx2Path<T>::Simd::L}, threads);
-      }
-      return packed_product<Avx2Path<T>>(&task_avx2<T>, m, n, k, op, threads);
-#endif
-    default:
-      if (in_place_pays<GenericPath<T>>(m, n, k, op) == InPlace::yes) {
-        return generic::small_gemm(m, n, k, op.a, op.ars, op.acs, op.b, op.brs, op.c, op.crs);
-      }
-      return packed_product<GenericPath<T>>(&task_generic<T>, m, n, k, op, threads);
-  }
+  on_path<T>(path, [&](auto p) { product<decltype(p)>(m, n, k, op, threads); });
 }
 
 template <class T>
 const char* loop_for(CpuPath path, int64_t m, int64_t n, int64_t k, const Operands<T>& op) {
-  InPlace loop = InPlace::no;
-  switch (path) {
-#ifdef GEMMLAB_HAVE_X86
-    case CpuPath::avx512: loop = in_place_pays<Avx512Path<T>>(m, n, k, op); break;
-    case CpuPath::avx2: loop = in_place_pays<Avx2Path<T>>(m, n, k, op); break;
-#endif
-    default: loop = in_place_pays<GenericPath<T>>(m, n, k, op);
-  }
-  switch (loop) {
+  switch (on_path<T>(path, [&](auto p) { return in_place_pays<decltype(p)>(m, n, k, op); })) {
     case InPlace::yes: return "in place";
     case InPlace::after_packing_b: return "in place, B packed";
     case InPlace::dot_products: return "dot products";
@@ -355,20 +380,11 @@ BlockingInfo info() {
   const CacheBlocks cb = derive_blocks<P>(cache_sizes());
   return {P::MR, P::NR, cb.kc, cb.mc, cb.nc, P::REF_KC, P::REF_MC, P::REF_NC};
 }
-template <class T>
-BlockingInfo info_for(CpuPath path) {
-  switch (path) {
-#ifdef GEMMLAB_HAVE_X86
-    case CpuPath::avx512: return info<Avx512Path<T>>();
-    case CpuPath::avx2: return info<Avx2Path<T>>();
-#endif
-    default: return info<GenericPath<T>>();
-  }
-}
 }  // namespace
 
 BlockingInfo blocking_info(CpuPath path, bool is_double) {
-  return is_double ? info_for<double>(path) : info_for<float>(path);
+  auto of = [](auto p) { return info<decltype(p)>(); };
+  return is_double ? on_path<double>(path, of) : on_path<float>(path, of);
 }
 
 template void gemm<float>(int64_t, int64_t, int64_t, const Operands<float>&, int);

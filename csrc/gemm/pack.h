@@ -40,65 +40,48 @@ struct ScalarTransposePack {
   }
 };
 
-// A block -> micro-panels of MR rows.
-// Source: rows [0, mc), k-steps [0, kc) of A, element (i, p) at a[i*rs + p*cs].
-// Destination: ceil(mc/MR) panels of MR*kc values; in panel q, k-step p holds rows q*MR .. q*MR+MR-1
-// at dst[q*MR*kc + p*MR + (0..MR-1)]; rows past mc are zero.
-template <class T, int MR, class Transpose>
-inline void pack_a(int64_t mc, int64_t kc, const T* a, int64_t rs, int64_t cs, T* __restrict dst) {
-  for (int64_t i0 = 0; i0 < mc; i0 += MR, a += MR * rs, dst += MR * kc) {
-    const int mr = static_cast<int>(std::min<int64_t>(MR, mc - i0));
-    if (rs == 1 && mr == MR) {
-      // Columns of A contiguous (a transposed view): each k-step is MR consecutive values.
+// A block of A or B -> micro-panels of W lanes: A's panels are MR rows, B's are NR columns; both
+// run along k.
+// Source: lanes [0, n), k-steps [0, kc), element (lane i, k-step p) at src[i*ls + p*ks].
+// Destination: ceil(n/W) panels of W*kc values; in panel q, k-step p holds lanes q*W .. q*W+W-1 at
+// dst[q*W*kc + p*W + (0..W-1)]; lanes past n are zero.
+template <class T, int W, class Transpose>
+inline void pack_panels(int64_t n, int64_t kc, const T* src, int64_t ls, int64_t ks, T* __restrict dst) {
+  for (int64_t i0 = 0; i0 < n; i0 += W, src += W * ls, dst += W * kc) {
+    const int lanes = static_cast<int>(std::min<int64_t>(W, n - i0));
+    if (ls == 1 && lanes == W) {
+      // Lanes contiguous (a transposed A, a row-major B): each k-step is one W-value copy.
       for (int64_t p = 0; p < kc; ++p) {
-        const T* s = a + p * cs;
-        T* d = dst + p * MR;
-        for (int i = 0; i < MR; ++i) d[i] = s[i];
+        const T* s = src + p * ks;
+        T* d = dst + p * W;
+        for (int i = 0; i < W; ++i) d[i] = s[i];
       }
       continue;
     }
-    if (cs == 1) {
-      // Rows contiguous (plain row-major A): a transpose.
-      Transpose::template run<MR>(kc, mr, a, rs, dst, a + MR * rs);
+    if (ks == 1) {
+      // Each lane contiguous along k (a row-major A, a transposed B as in grad @ W.T): a transpose.
+      Transpose::template run<W>(kc, lanes, src, ls, dst, src + W * ls);
       continue;
     }
     // Any other strides (stride-0 expanded dimensions, slices with steps, ...).
     for (int64_t p = 0; p < kc; ++p)
-      for (int i = 0; i < mr; ++i) dst[p * MR + i] = a[i * rs + p * cs];
-    if (mr < MR)
+      for (int i = 0; i < lanes; ++i) dst[p * W + i] = src[i * ls + p * ks];
+    if (lanes < W)
       for (int64_t p = 0; p < kc; ++p)
-        for (int i = mr; i < MR; ++i) dst[p * MR + i] = T(0);
+        for (int i = lanes; i < W; ++i) dst[p * W + i] = T(0);
   }
 }
 
-// B block -> micro-panels of NR columns.
-// Source: k-steps [0, kc), columns [0, nc) of B, element (p, j) at b[p*rs + j*cs].
-// Destination: ceil(nc/NR) panels of NR*kc values; in panel q, k-step p holds columns
-// q*NR .. q*NR+NR-1 at dst[q*NR*kc + p*NR + (0..NR-1)]; columns past nc are zero.
+// A block (rows [0, mc), k-steps [0, kc), element (i, p) at a[i*rs + p*cs]) -> MR-row panels.
+template <class T, int MR, class Transpose>
+inline void pack_a(int64_t mc, int64_t kc, const T* a, int64_t rs, int64_t cs, T* __restrict dst) {
+  pack_panels<T, MR, Transpose>(mc, kc, a, rs, cs, dst);
+}
+
+// B block (k-steps [0, kc), columns [0, nc), element (p, j) at b[p*rs + j*cs]) -> NR-column panels.
 template <class T, int NR, class Transpose>
 inline void pack_b(int64_t kc, int64_t nc, const T* b, int64_t rs, int64_t cs, T* __restrict dst) {
-  for (int64_t j0 = 0; j0 < nc; j0 += NR, b += NR * cs, dst += NR * kc) {
-    const int nr = static_cast<int>(std::min<int64_t>(NR, nc - j0));
-    if (cs == 1 && nr == NR) {
-      // Rows of B contiguous (plain row-major B): each k-step is one NR-value copy.
-      for (int64_t p = 0; p < kc; ++p) {
-        const T* s = b + p * rs;
-        T* d = dst + p * NR;
-        for (int j = 0; j < NR; ++j) d[j] = s[j];
-      }
-      continue;
-    }
-    if (rs == 1) {
-      // Columns contiguous (a transposed view of B, as in grad @ W.T): a transpose.
-      Transpose::template run<NR>(kc, nr, b, cs, dst, b + NR * cs);
-      continue;
-    }
-    for (int64_t p = 0; p < kc; ++p)
-      for (int j = 0; j < nr; ++j) dst[p * NR + j] = b[p * rs + j * cs];
-    if (nr < NR)
-      for (int64_t p = 0; p < kc; ++p)
-        for (int j = nr; j < NR; ++j) dst[p * NR + j] = T(0);
-  }
+  pack_panels<T, NR, Transpose>(nc, kc, b, cs, rs, dst);
 }
 
 }  // namespace gemmlab

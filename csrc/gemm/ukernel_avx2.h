@@ -11,8 +11,8 @@
 #if defined(__x86_64__) || defined(__i386__)
 namespace gemmlab::avx2 {
 #define GEMMLAB_KERNEL_TARGET GEMMLAB_TARGET_AVX2
-#include "ukernel_simd.inc"
 #include "pack_simd.inc"
+#include "ukernel_simd.inc"
 #undef GEMMLAB_KERNEL_TARGET
 }  // namespace gemmlab::avx2
 #endif

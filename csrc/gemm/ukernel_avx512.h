@@ -11,8 +11,8 @@
 #ifdef GEMMLAB_HAVE_X86
 namespace gemmlab::avx512 {
 #define GEMMLAB_KERNEL_TARGET GEMMLAB_TARGET_AVX512
-#include "ukernel_simd.inc"
 #include "pack_simd.inc"
+#include "ukernel_simd.inc"
 #undef GEMMLAB_KERNEL_TARGET
 }  // namespace gemmlab::avx512
 #endif
