@@ -83,6 +83,15 @@ cdef inline Py_ssize_t cdiv(Py_ssize_t x, Py_ssize_t y) noexcept nogil:
     return (x + y - 1) // y
 
 
+cdef inline void row_pointers(const real* a, Py_ssize_t i0, Py_ssize_t last, Py_ssize_t p0, Py_ssize_t sa0,
+                              Py_ssize_t sa1, const real** rows) noexcept nogil:
+    """rows[i] = &a[min(i0 + i, last), p0] for i < MR: the rows of a tile, those past the last one
+    read as it (valid memory; their results are never stored)."""
+    cdef Py_ssize_t i
+    for i in range(MR):
+        rows[i] = at(a, min(i0 + i, last), p0, sa0, sa1)
+
+
 # --- packing -------------------------------------------------------------------------------
 
 cdef void pack_b_panel(const real* b, Py_ssize_t sb0, Py_ssize_t sb1, Py_ssize_t p0, Py_ssize_t kc,
@@ -109,30 +118,16 @@ cdef void pack_a_block(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, Py_ssize_t
     """MR-tall panels of a[i0:i0+mc, p0:p0+kc]: dst[(r // MR) * MR * kc + p * MR + r % MR], zero-padded."""
     cdef Py_ssize_t r, r0, mr, i, p
     cdef real* panel
-    cdef const real* x0
-    cdef const real* x1
-    cdef const real* x2
-    cdef const real* x3
-    cdef const real* x4
-    cdef const real* x5
+    cdef const real* rows[MR]
     for r in range(cdiv(mc, MR)):
         r0 = r * MR
         mr = min(<Py_ssize_t>MR, mc - r0)
         panel = dst + r0 * kc
         if mr == MR and sa1 == sizeof(real):  # whole panel of contiguous rows: vector loads, one pass of writes
-            x0 = at(a, i0 + r0, p0, sa0, sa1)
-            x1 = at(a, i0 + r0 + 1, p0, sa0, sa1)
-            x2 = at(a, i0 + r0 + 2, p0, sa0, sa1)
-            x3 = at(a, i0 + r0 + 3, p0, sa0, sa1)
-            x4 = at(a, i0 + r0 + 4, p0, sa0, sa1)
-            x5 = at(a, i0 + r0 + 5, p0, sa0, sa1)
+            row_pointers(a, i0 + r0, i0 + r0 + MR - 1, p0, sa0, sa1, rows)
             for p in range(kc):
-                panel[p * MR] = x0[p]
-                panel[p * MR + 1] = x1[p]
-                panel[p * MR + 2] = x2[p]
-                panel[p * MR + 3] = x3[p]
-                panel[p * MR + 4] = x4[p]
-                panel[p * MR + 5] = x5[p]
+                for i in range(MR):
+                    panel[p * MR + i] = rows[i][p]
         elif sa0 <= sa1:  # column-major-like: walk down each column
             for p in range(kc):
                 for i in range(mr):
@@ -184,24 +179,29 @@ cdef inline void store_tile(const real* acc, real* out, Py_ssize_t so0, Py_ssize
                     dst[0] += acc[i * NR + j]
 
 
-cdef inline void fma_vector(real* acc, Py_ssize_t row, const real* b, real a0, real a1, real a2, real a3,
-                            real a4, real a5) noexcept nogil:
-    """One vector of columns of a tile whose rows are `row` apart: acc[i * row + j] += a_i * b[j]
-    for j < one vector.
+cdef inline void fma_row(real* acc, const real* b, real a) noexcept nogil:
+    """acc[j] += a * b[j] for one vector's worth of elements.
 
-    A loop of exactly one vector's length, so once gcc vectorises it no loop is left, and the
-    micro-kernels are straight-line code on fixed tile offsets that gcc keeps in registers."""
-    cdef Py_ssize_t W = VECTOR_BYTES // sizeof(real)
+    A loop of exactly one vector's length, so once gcc vectorises it no loop is left (one vector
+    FMA), and the micro-kernels are straight-line code on fixed tile offsets that gcc keeps in
+    registers."""
     cdef Py_ssize_t j
-    cdef real bv
-    for j in range(W):
-        bv = b[j]
-        acc[j] += a0 * bv
-        acc[row + j] += a1 * bv
-        acc[2 * row + j] += a2 * bv
-        acc[3 * row + j] += a3 * bv
-        acc[4 * row + j] += a4 * bv
-        acc[5 * row + j] += a5 * bv
+    for j in range(VECTOR_BYTES // sizeof(real)):
+        acc[j] += a * b[j]
+
+
+cdef inline void fma_rows(real* acc, Py_ssize_t row, const real* b, int rows, real a0, real a1, real a2, real a3,
+                          real a4, real a5) noexcept nogil:
+    """One vector of columns of a tile whose rows are `row` apart: acc[i * row + j] += a_i * b[j]
+    for i < rows (2, 4 or MR: a constant where this is inlined) and j < one vector."""
+    fma_row(acc, b, a0)
+    fma_row(acc + row, b, a1)
+    if rows > 2:
+        fma_row(acc + 2 * row, b, a2)
+        fma_row(acc + 3 * row, b, a3)
+    if rows > 4:
+        fma_row(acc + 4 * row, b, a4)
+        fma_row(acc + 5 * row, b, a5)
 
 
 cdef inline void fma_tile_row(real* acc, const real* b, real a0, real a1, real a2, real a3, real a4,
@@ -210,12 +210,12 @@ cdef inline void fma_tile_row(real* acc, const real* b, real a0, real a1, real a
     by hand: gcc does not fully unroll a loop over the NR_VECTORS vectors itself)."""
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
     cdef Py_ssize_t W = VECTOR_BYTES // sizeof(real)
-    fma_vector(acc, NR, b, a0, a1, a2, a3, a4, a5)
-    fma_vector(acc + W, NR, b + W, a0, a1, a2, a3, a4, a5)
+    fma_rows(acc, NR, b, MR, a0, a1, a2, a3, a4, a5)
+    fma_rows(acc + W, NR, b + W, MR, a0, a1, a2, a3, a4, a5)
     if NR_VECTORS > 2:
-        fma_vector(acc + 2 * W, NR, b + 2 * W, a0, a1, a2, a3, a4, a5)
+        fma_rows(acc + 2 * W, NR, b + 2 * W, MR, a0, a1, a2, a3, a4, a5)
     if NR_VECTORS > 3:
-        fma_vector(acc + 3 * W, NR, b + 3 * W, a0, a1, a2, a3, a4, a5)
+        fma_rows(acc + 3 * W, NR, b + 3 * W, MR, a0, a1, a2, a3, a4, a5)
 
 
 cdef void update_tile(Py_ssize_t kc, const real* ap, const real* bp, real* out, Py_ssize_t so0, Py_ssize_t so1,
@@ -243,17 +243,13 @@ cdef void update_tile_unpacked(Py_ssize_t kc, const real* a, Py_ssize_t sa0, Py_
     cdef real acc[TILE_FLOATS]
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
     cdef Py_ssize_t p, j
-    cdef const real* r0 = at(a, i0, p0, sa0, sa1)
-    cdef const real* r1 = at(a, min(i0 + 1, m - 1), p0, sa0, sa1)
-    cdef const real* r2 = at(a, min(i0 + 2, m - 1), p0, sa0, sa1)
-    cdef const real* r3 = at(a, min(i0 + 3, m - 1), p0, sa0, sa1)
-    cdef const real* r4 = at(a, min(i0 + 4, m - 1), p0, sa0, sa1)
-    cdef const real* r5 = at(a, min(i0 + 5, m - 1), p0, sa0, sa1)
+    cdef const real* r[MR]
+    row_pointers(a, i0, m - 1, p0, sa0, sa1, r)
     for j in range(MR * NR):
         acc[j] = 0
     for p in range(kc):
-        fma_tile_row(acc, bp + p * NR, at(r0, 0, p, 0, sa1)[0], at(r1, 0, p, 0, sa1)[0], at(r2, 0, p, 0, sa1)[0],
-                     at(r3, 0, p, 0, sa1)[0], at(r4, 0, p, 0, sa1)[0], at(r5, 0, p, 0, sa1)[0])
+        fma_tile_row(acc, bp + p * NR, at(r[0], 0, p, 0, sa1)[0], at(r[1], 0, p, 0, sa1)[0], at(r[2], 0, p, 0, sa1)[0],
+                     at(r[3], 0, p, 0, sa1)[0], at(r[4], 0, p, 0, sa1)[0], at(r[5], 0, p, 0, sa1)[0])
     store_tile(acc, out, so0, so1, i0, j0, mr, nr, first)
 
 
@@ -385,38 +381,24 @@ ctypedef fused tile_vectors:
     OneVector
     TwoVectors
 
-cdef inline void fma_row(real* acc, const real* b, real a) noexcept nogil:
-    """acc[j] += a * b[j] for one vector's worth of elements (one vector FMA once vectorised)."""
-    cdef Py_ssize_t j
-    for j in range(VECTOR_BYTES // sizeof(real)):
-        acc[j] += a * b[j]
-
-
-cdef inline void small_step(real* acc, const real* b, Py_ssize_t sb0, Py_ssize_t p, const real* r0,
-                            const real* r1, const real* r2, const real* r3, const real* r4, const real* r5,
+cdef inline void small_step(real* acc, const real* b, Py_ssize_t sb0, Py_ssize_t p, const real** a_rows,
                             Py_ssize_t sa1, int rows, int vectors) noexcept nogil:
-    """One p of a small tile: acc[i * TW + j] += a_i[p] * b[p, j] for i < rows, `vectors` vectors of columns."""
+    """One p of a small tile: acc[i * TW + j] += a_rows[i][p] * b[p, j] for i < rows, `vectors`
+    vectors of columns."""
     cdef Py_ssize_t TW = SMALL_WIDTH // sizeof(real)
     cdef Py_ssize_t W = VECTOR_BYTES // sizeof(real)
     cdef const real* row = at(b, p, 0, sb0, sizeof(real))
-    cdef real a0 = at(r0, 0, p, 0, sa1)[0], a1 = at(r1, 0, p, 0, sa1)[0]
-    cdef real a2, a3, a4, a5
+    cdef real a0 = at(a_rows[0], 0, p, 0, sa1)[0], a1 = at(a_rows[1], 0, p, 0, sa1)[0]
+    cdef real a2 = a1, a3 = a1, a4 = a1, a5 = a1  # (unused below `rows`)
     cdef Py_ssize_t v
     if rows > 2:
-        a2 = at(r2, 0, p, 0, sa1)[0]
-        a3 = at(r3, 0, p, 0, sa1)[0]
+        a2 = at(a_rows[2], 0, p, 0, sa1)[0]
+        a3 = at(a_rows[3], 0, p, 0, sa1)[0]
     if rows > 4:
-        a4 = at(r4, 0, p, 0, sa1)[0]
-        a5 = at(r5, 0, p, 0, sa1)[0]
+        a4 = at(a_rows[4], 0, p, 0, sa1)[0]
+        a5 = at(a_rows[5], 0, p, 0, sa1)[0]
     for v in range(vectors if SMALL_VECTORS > 1 else 1):
-        fma_row(acc + v * W, row + v * W, a0)
-        fma_row(acc + TW + v * W, row + v * W, a1)
-        if rows > 2:
-            fma_row(acc + 2 * TW + v * W, row + v * W, a2)
-            fma_row(acc + 3 * TW + v * W, row + v * W, a3)
-        if rows > 4:
-            fma_row(acc + 4 * TW + v * W, row + v * W, a4)
-            fma_row(acc + 5 * TW + v * W, row + v * W, a5)
+        fma_rows(acc + v * W, TW, row + v * W, rows, a0, a1, a2, a3, a4, a5)
 
 
 cdef inline void store_sum(real* dst, const real* x, const real* y, bint first) noexcept nogil:
@@ -445,21 +427,17 @@ cdef void small_tile(Py_ssize_t kc, const real* a, Py_ssize_t sa0, Py_ssize_t sa
     cdef real acc[2 * SMALL_TILE_FLOATS]  # two sets of MR rows x TW columns
     cdef Py_ssize_t TW = SMALL_WIDTH // sizeof(real)
     cdef Py_ssize_t W = VECTOR_BYTES // sizeof(real)
-    cdef const real* r0 = a
-    cdef const real* r1 = at(a, min(1, mr - 1), 0, sa0, sa1)
-    cdef const real* r2 = at(a, min(2, mr - 1), 0, sa0, sa1)
-    cdef const real* r3 = at(a, min(3, mr - 1), 0, sa0, sa1)
-    cdef const real* r4 = at(a, min(4, mr - 1), 0, sa0, sa1)
-    cdef const real* r5 = at(a, min(5, mr - 1), 0, sa0, sa1)
+    cdef const real* a_rows[MR]
     cdef Py_ssize_t p, i, j, v
     cdef real* dst
+    row_pointers(a, 0, mr - 1, 0, sa0, sa1, a_rows)
     for j in range(2 * MR * TW):
         acc[j] = 0
     for p in range(0, kc - 1, 2):
-        small_step(acc, b, sb0, p, r0, r1, r2, r3, r4, r5, sa1, rows, vectors)
-        small_step(acc + MR * TW, b, sb0, p + 1, r0, r1, r2, r3, r4, r5, sa1, rows, vectors)
+        small_step(acc, b, sb0, p, a_rows, sa1, rows, vectors)
+        small_step(acc + MR * TW, b, sb0, p + 1, a_rows, sa1, rows, vectors)
     if kc % 2:
-        small_step(acc, b, sb0, kc - 1, r0, r1, r2, r3, r4, r5, sa1, rows, vectors)
+        small_step(acc, b, sb0, kc - 1, a_rows, sa1, rows, vectors)
     if lo == 0 and hi == vectors * W and so1 == sizeof(real):  # whole rows of vectors: vector stores
         for i in range(rows):
             if i < mr:
