@@ -1,8 +1,8 @@
 # The body of gemmlab's Cython kernel, shared by every build variant.
 #
 # Each variant (_cython_kernel.pyx: portable SSE2; _cython_kernel_avx2.pyx; _cython_kernel_avx512.pyx)
-# defines VARIANT and the enum constants VECTOR_BYTES, NR_VECTORS, KC and MC, then includes this
-# file; setup.py compiles each with its own instruction-set flags, and cython_ext picks at run time
+# defines VARIANT and the enum constants VECTOR_BYTES, NR_VECTORS, REF_KC and REF_MC, then includes
+# this file; setup.py compiles each with its own instruction-set flags, and cython_ext picks at run time
 # the best one the CPU supports.
 #
 # out = a @ b on 2-D operands of any strides, in the BLIS style:
@@ -16,6 +16,9 @@
 #             for each NR panel, each MR panel: micro-kernel -> MR x NR tile -> out
 #
 # (A task that uses its A block for at most PACK_A_PANELS B panels reads A in place instead.)
+# KC, MC and NC are derived, at import, from this CPU's data caches (gemmlab.cpu_caches, by the
+# rule the cpp kernel uses) and kept in module variables that every product reads; blocking(dtype)
+# reports them.
 # Packing reads through the strides (views cost no copy) and pads the last panels with zeros, so
 # the micro-kernel always runs a full MR x NR tile; only the valid part of an edge tile is stored.
 # The micro-kernel keeps the MR x NR accumulators in a local array, and each of its column loops
@@ -28,6 +31,8 @@ from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 
+from gemmlab import cpu_caches
+
 ctypedef fused real:
     float
     double
@@ -36,9 +41,10 @@ cdef enum:
     MR = 6  # rows of a micro-tile (unrolled by hand below)
     NR_BYTES = VECTOR_BYTES * NR_VECTORS  # a micro-tile row: NR = NR_BYTES / sizeof(real) elements
     TILE_FLOATS = MR * (NR_BYTES >> 2)  # room for an MR x NR tile of float (double uses half)
-    # The packed block of B is shared by all threads and read from L2/L3; packing as much of k as
-    # fits at once keeps the parallel regions to two per block even for k = 50000.
-    NC = 4096
+    # The reference NC: the packed block of B is shared by all threads and read from L2/L3.
+    REF_NC = 4096
+    # Packing as much of k as fits at once keeps the parallel regions to two per block of B even
+    # for k = 50000.
     PACK_B_ELEMENTS = 1 << 22
     # Below this many multiply-adds (m * n * k) the serial unpacked loop is used: threads and
     # packing cost more than they save (about break-even at 64^3 on 2 AVX-512 cores).
@@ -56,9 +62,50 @@ cdef enum:
     SMALL_BUFFER_FLOATS = 8192
     SMALL_CHUNK_ROWS = 16
 
-# The blocking of this build, for tests and reports (NR in elements is NR_BYTES / itemsize).
-BLOCKING = {"MR": MR, "NR_BYTES": NR_BYTES, "VECTOR_BYTES": VECTOR_BYTES, "KC": KC, "MC": MC, "NC": NC,
+# The constants of this build, for tests and reports (NR in elements is NR_BYTES / itemsize; KC,
+# MC, NC: the reference blocking, blocking(dtype) gives the one in use).
+BLOCKING = {"MR": MR, "NR_BYTES": NR_BYTES, "VECTOR_BYTES": VECTOR_BYTES, "KC": REF_KC, "MC": REF_MC, "NC": REF_NC,
             "PACK_B_ELEMENTS": PACK_B_ELEMENTS, "SMALL_WORK": SMALL_WORK, "PACK_A_PANELS": PACK_A_PANELS}
+
+
+# --- the cache blocking in use ----------------------------------------------------------------
+
+cdef struct Blocks:
+    Py_ssize_t kc, mc, nc  # at most: rows of a slice of B, rows of a block of A, columns of a block of B
+
+cdef Blocks float_blocks, double_blocks  # set by _use_caches, at import
+cdef dict caches_used  # what they were derived from
+
+
+cdef Blocks derived(dict caches, Py_ssize_t itemsize):
+    cdef Blocks blocks
+    blocks.kc, blocks.mc, blocks.nc = cpu_caches.derive_blocking(caches, itemsize, MR, NR_BYTES // itemsize,
+                                                                 (REF_KC, REF_MC, REF_NC))
+    return blocks
+
+
+def _use_caches(caches=None):
+    """Derive KC, MC, NC from these cache sizes ({'L1d', 'L2', 'L3', 'source'}, as
+    gemmlab.cpu_caches.cache_sizes() gives them), or from this CPU's: a testing hook after import
+    (a product reads the blocking once, when it starts)."""
+    global float_blocks, double_blocks, caches_used
+    caches = cpu_caches.cache_sizes() if caches is None else dict(caches)
+    float_blocks = derived(caches, sizeof(float))
+    double_blocks = derived(caches, sizeof(double))
+    caches_used = caches
+
+
+def blocking(dtype="float32"):
+    """The register and cache blocking of the packed path for 'float32' or 'float64' (as
+    gemmlab._cpp.blocking gives the cpp kernel's): path (this build), MR, NR (elements), KC, MC, NC
+    in use, the reference (KC, MC, NC) and the caches they were derived from."""
+    cdef Py_ssize_t itemsize = {"float32": 4, "float64": 8}[dtype]
+    cdef Blocks blocks = float_blocks if itemsize == 4 else double_blocks
+    return {"path": VARIANT, "MR": MR, "NR": NR_BYTES // itemsize, "KC": blocks.kc, "MC": blocks.mc, "NC": blocks.nc,
+            "reference": (REF_KC, REF_MC, REF_NC), "caches": dict(caches_used)}
+
+
+_use_caches()
 
 # Status codes of the core (the Python-level callers turn them into exceptions).
 cdef enum:
@@ -256,21 +303,23 @@ cdef void update_tile_unpacked(Py_ssize_t kc, const real* a, Py_ssize_t sa0, Py_
 # --- the blocked, parallel product ------------------------------------------------------------
 
 cdef inline void pack_b_job(const real* b, Py_ssize_t sb0, Py_ssize_t sb1, Py_ssize_t job, Py_ssize_t k_blocks,
-                            Py_ssize_t jc, Py_ssize_t nc, Py_ssize_t ks, Py_ssize_t ksz, real* bpack) noexcept nogil:
-    """Job `job` of packing rows ks..ks+ksz, columns jc..jc+nc of b: one (panel, KC rows) piece, so
-    that even a single panel is packed in parallel."""
+                            Py_ssize_t jc, Py_ssize_t nc, Py_ssize_t ks, Py_ssize_t ksz, Py_ssize_t kc_max,
+                            real* bpack) noexcept nogil:
+    """Job `job` of packing rows ks..ks+ksz, columns jc..jc+nc of b: one (panel, kc_max rows)
+    piece, so that even a single panel is packed in parallel."""
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
     cdef Py_ssize_t t = job // k_blocks
-    cdef Py_ssize_t pb = (job - t * k_blocks) * KC
-    pack_b_panel(b, sb0, sb1, ks + pb, min(<Py_ssize_t>KC, ksz - pb), jc + t * NR, min(NR, nc - t * NR),
+    cdef Py_ssize_t pb = (job - t * k_blocks) * kc_max
+    pack_b_panel(b, sb0, sb1, ks + pb, min(kc_max, ksz - pb), jc + t * NR, min(NR, nc - t * NR),
                  bpack + t * ksz * NR + pb * NR)
 
 
 cdef int run_task(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, Py_ssize_t m, const real* bpack,
                   real* out, Py_ssize_t so0, Py_ssize_t so1, Py_ssize_t n, Py_ssize_t task, Py_ssize_t mc,
-                  Py_ssize_t splits, Py_ssize_t n_panels, Py_ssize_t jc, Py_ssize_t ks, Py_ssize_t ksz) noexcept nogil:
+                  Py_ssize_t splits, Py_ssize_t n_panels, Py_ssize_t jc, Py_ssize_t ks, Py_ssize_t ksz,
+                  Py_ssize_t kc_max) noexcept nogil:
     """Task `task`: rows rb * mc.. of out (rb = task // splits) against its share (task % splits) of
-    the n_panels panels of the packed super-block (rows ks..ks+ksz of B)."""
+    the n_panels panels of the packed super-block (rows ks..ks+ksz of B), in slices of kc_max."""
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
     cdef Py_ssize_t rb = task // splits
     cdef Py_ssize_t sp = task - rb * splits
@@ -283,12 +332,12 @@ cdef int run_task(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, Py_ssize_t m, c
     cdef Py_ssize_t ib, pb, kc, t, j0, nr, r, r0
     cdef const real* bpanel
     if pack_a:
-        apack = <real*>malloc(((mcb + MR - 1) // MR) * MR * KC * sizeof(real))
+        apack = <real*>malloc(cdiv(mcb, MR) * MR * kc_max * sizeof(real))
         if apack == NULL:
             return 1
-    for ib in range(cdiv(ksz, KC)):
-        pb = ib * KC
-        kc = min(<Py_ssize_t>KC, ksz - pb)
+    for ib in range(cdiv(ksz, kc_max)):
+        pb = ib * kc_max
+        kc = min(kc_max, ksz - pb)
         if pack_a:
             pack_a_block(a, sa0, sa1, i0, mcb, ks + pb, kc, apack)
         for t in range(t_lo, t_hi):
@@ -311,8 +360,9 @@ cdef int packed(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py
                 real* out, Py_ssize_t so0, Py_ssize_t so1, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
                 int threads) noexcept nogil:
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
-    cdef Py_ssize_t nc_max = min(<Py_ssize_t>NC, cdiv(n, NR) * NR)
-    cdef Py_ssize_t ks_max = max(<Py_ssize_t>KC, (PACK_B_ELEMENTS // nc_max) // KC * KC)
+    cdef Blocks blocks = float_blocks if real is float else double_blocks  # read once: the product's blocking
+    cdef Py_ssize_t nc_max = min(blocks.nc, cdiv(n, NR) * NR)
+    cdef Py_ssize_t ks_max = max(blocks.kc, (PACK_B_ELEMENTS // nc_max) // blocks.kc * blocks.kc)
     cdef Py_ssize_t jb, jc, nc, n_panels, kb, ks, ksz, k_blocks, job, task
     cdef Py_ssize_t row_blocks, mc, splits
     cdef int failed = 0
@@ -321,7 +371,7 @@ cdef int packed(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py
         return NO_MEMORY
     # Tasks: enough equal row blocks (<= MC rows, a multiple of MR) to keep every thread busy;
     # when there are fewer row blocks than threads, the B panels are split between tasks too.
-    row_blocks = cdiv(m, MC)
+    row_blocks = cdiv(m, blocks.mc)
     if threads > 1:
         row_blocks = max(1, min(cdiv(m, MR), threads * cdiv(row_blocks, threads)))
     mc = cdiv(cdiv(m, row_blocks), MR) * MR
@@ -336,17 +386,19 @@ cdef int packed(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py
         for kb in range(cdiv(k, ks_max)):
             ks = kb * ks_max
             ksz = min(ks_max, k - ks)
-            k_blocks = cdiv(ksz, KC)
+            k_blocks = cdiv(ksz, blocks.kc)
             if threads == 1:  # plain loops: even a team of one thread costs an OpenMP region
                 for job in range(n_panels * k_blocks):
-                    pack_b_job(b, sb0, sb1, job, k_blocks, jc, nc, ks, ksz, bpack)
+                    pack_b_job(b, sb0, sb1, job, k_blocks, jc, nc, ks, ksz, blocks.kc, bpack)
                 for task in range(row_blocks * splits):
-                    failed += run_task(a, sa0, sa1, m, bpack, out, so0, so1, n, task, mc, splits, n_panels, jc, ks, ksz)
+                    failed += run_task(a, sa0, sa1, m, bpack, out, so0, so1, n, task, mc, splits, n_panels, jc, ks, ksz,
+                                   blocks.kc)
                 continue
             for job in prange(n_panels * k_blocks, schedule="static", num_threads=threads):
-                pack_b_job(b, sb0, sb1, job, k_blocks, jc, nc, ks, ksz, bpack)
+                pack_b_job(b, sb0, sb1, job, k_blocks, jc, nc, ks, ksz, blocks.kc, bpack)
             for task in prange(row_blocks * splits, schedule="static", num_threads=threads):
-                failed += run_task(a, sa0, sa1, m, bpack, out, so0, so1, n, task, mc, splits, n_panels, jc, ks, ksz)
+                failed += run_task(a, sa0, sa1, m, bpack, out, so0, so1, n, task, mc, splits, n_panels, jc, ks, ksz,
+                                   blocks.kc)
     free(bpack)
     return NO_MEMORY if failed else OK
 

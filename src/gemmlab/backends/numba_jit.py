@@ -11,6 +11,8 @@ Large products (see SMALL_WORK) run the blocked algorithm:
             for each NR panel, for each MR panel: micro-kernel -> MR x NR tile -> out
 
 (A task that uses its A block for at most PACK_A_PANELS B panels reads A in place instead.)
+KC, MC and NC are derived, at import, from this CPU's data caches (gemmlab.cpu_caches, by the rule
+the cpp kernel uses) and passed to the packed path as arguments; blocking(dtype) reports them.
 
 Packing reads the operands through their strides (transposed, sliced and stride-0 views cost no
 extra copy) and pads the last panels with zeros, so the micro-kernel always runs a full MR x NR
@@ -40,6 +42,7 @@ import torch
 from numba import prange, types
 from numba.extending import overload
 
+from gemmlab import cpu_caches
 from gemmlab.backends import by_address, operand_error
 from gemmlab.backends._numba_simd import (VECTOR_BYTES, WIDE, element_pointer, fma_vector, offset_pointer, resized,
                                           set_thread_count, shift, stack_pointer, store_vector_sum, vector_zeroer, view)
@@ -51,17 +54,21 @@ from gemmlab.backends._numba_simd import (VECTOR_BYTES, WIDE, element_pointer, f
 # AVX2 / SSE (16 registers): 6 rows x 2 vectors = 12.
 MR = 6  # rows of a micro-tile (the micro-kernel unrolls them by hand)
 NR_BYTES = VECTOR_BYTES * (4 if WIDE else 2)  # width of a micro-tile: 64 float32 / 32 float64 on AVX-512
+PATH = "avx512" if WIDE else "avx2" if VECTOR_BYTES == 32 else "generic"  # for reports
+# The reference cache blocking, chosen on the Xeon these kernels were tuned on (L1d 48 KiB, L2 2 MiB
+# per core, see gemmlab.cpu_caches); the blocking in use is derived from it for this CPU's caches
+# (blocking(), below) and passed to the packed path at each call.
 # KC: the B micro-panel (KC x NR) is reused by every MR panel of the A block, so it should sit in
-# L1 (32-48 KiB on current x86) with room to spare: KC * NR_BYTES = 32 KiB.
+# L1 with room to spare: KC * NR_BYTES = 32 KiB of the 48.
 KC = max(64, min(384, 32768 // NR_BYTES))
-# MC: the packed A block (MC x KC) is streamed once per B micro-panel and should stay in L2
-# (>= 1 MiB per core on servers): at most 192 KiB for float64 (192 rows on AVX-512). Tasks are
-# also made smaller when that balances the threads (see _plan).
+# MC: the packed A block (MC x KC) is streamed once per B micro-panel and should stay in L2: at most
+# 192 KiB for float64 (192 rows on AVX-512). Tasks are also made smaller when that balances the
+# threads (see _plan).
 MC = max(MR, 196608 // (KC * 8) // MR * MR)
-# NC and the B budget: the packed block of B is shared by all threads and read from L2/L3;
-# packing as much of k as fits PACK_B_ELEMENTS at once keeps parallel regions (a few us each)
-# to two per block even for k = 50000.
+# NC: the packed block of B is shared by all threads and read from L2/L3.
 NC = 4096
+# Packing as much of k as fits PACK_B_ELEMENTS at once keeps parallel regions (a few us each) to
+# two per block of B even for k = 50000.
 PACK_B_ELEMENTS = 1 << 22  # 16 MiB of float32
 # A task packs its block of A only when it covers more B panels than this; for fewer, reading A's
 # MR rows in place (each a sequential stream, from L1/L2) costs no more than reading a packed panel,
@@ -80,6 +87,33 @@ SMALL_VECTORS = 2 if WIDE else 1
 SMALL_BUFFER_BYTES = 32768
 SMALL_CHUNK_ROWS = 16
 
+_BLOCKS: dict[int, tuple[int, int, int]] = {}  # itemsize -> (KC, MC, NC) in use
+_CACHES: dict = {}  # the cache sizes they were derived from
+
+
+def _use_caches(caches: dict | None = None) -> None:
+    """Derive KC, MC, NC from these cache sizes ({'L1d', 'L2', 'L3', 'source'}, as
+    gemmlab.cpu_caches.cache_sizes() gives them), or from this CPU's. A testing hook after import:
+    it changes what the Python entry points use; the C ABI functions registered with the dispatch
+    core keep what was derived at import."""
+    caches = cpu_caches.cache_sizes() if caches is None else caches
+    for itemsize in (4, 8):
+        _BLOCKS[itemsize] = cpu_caches.derive_blocking(caches, itemsize, MR, NR_BYTES // itemsize, (KC, MC, NC))
+    _CACHES.clear()
+    _CACHES.update(caches)
+
+
+def blocking(dtype: str = "float32") -> dict:
+    """The register and cache blocking of the packed path for 'float32' or 'float64' (as
+    gemmlab._cpp.blocking gives the cpp kernel's): path, MR, NR (elements), KC, MC, NC in use,
+    the reference (KC, MC, NC) and the caches they were derived from."""
+    itemsize = {"float32": 4, "float64": 8}[dtype]
+    kc, mc, nc = _BLOCKS[itemsize]
+    return {"path": PATH, "MR": MR, "NR": NR_BYTES // itemsize, "KC": kc, "MC": mc, "NC": nc,
+            "reference": (KC, MC, NC), "caches": dict(_CACHES)}
+
+
+_use_caches()
 
 _tile_pointer = stack_pointer(MR * NR_BYTES, "A tile of accumulators: LLVM keeps it in registers.")
 _buffer_pointer = stack_pointer(SMALL_BUFFER_BYTES, "The small path's copy of b (it stays in L1).")
@@ -253,27 +287,28 @@ def _clamped_rows(i0, m):
 
 
 @_njit(inline="always")
+def _store_rows(acc, out, i0, j0, rows, cols, first):
+    """out[i0 + i, j0:j0+cols] = (or +=) the tile's row i for i < rows, out's rows contiguous
+    (rows and cols constants where the caller passes constants: vector stores)."""
+    NR = _tile_width(out)
+    for i in range(rows):
+        dst = _row(out, i0 + i, j0, cols)
+        if first:
+            for j in range(cols):
+                dst[j] = acc[i * NR + j]
+        else:
+            for j in range(cols):
+                dst[j] += acc[i * NR + j]
+
+
+@_njit(inline="always")
 def _store_tile(acc, out, i0, j0, mr, nr, first):
     """out[i0:i0+mr, j0:j0+nr] = (or +=) the tile; vector stores for full tiles on unit-stride rows."""
     NR = _tile_width(out)
     if mr == MR and nr == NR and out.strides[1] == out.itemsize:
-        for i in range(MR):
-            dst = _row(out, i0 + i, j0, NR)
-            if first:
-                for j in range(NR):
-                    dst[j] = acc[i * NR + j]
-            else:
-                for j in range(NR):
-                    dst[j] += acc[i * NR + j]
+        _store_rows(acc, out, i0, j0, MR, NR, first)
     elif out.strides[1] == out.itemsize:  # an edge tile: shorter rows, still contiguous
-        for i in range(mr):
-            dst = _row(out, i0 + i, j0, nr)
-            if first:
-                for j in range(nr):
-                    dst[j] = acc[i * NR + j]
-            else:
-                for j in range(nr):
-                    dst[j] += acc[i * NR + j]
+        _store_rows(acc, out, i0, j0, mr, nr, first)
     else:
         for i in range(mr):
             for j in range(nr):
@@ -286,9 +321,10 @@ def _store_tile(acc, out, i0, j0, mr, nr, first):
 # --- the blocked, parallel product ---------------------------------------------------------
 
 @_njit()
-def _plan(m, n_panels, threads):
-    """Rows per task and how many column ranges: enough equal tasks to keep every thread busy."""
-    row_blocks = -(-m // MC)
+def _plan(m, n_panels, threads, mc_max):
+    """Rows per task (at most mc_max) and how many column ranges: enough equal tasks to keep every
+    thread busy."""
+    row_blocks = -(-m // mc_max)
     if threads > 1:
         row_blocks = max(1, min(-(-m // MR), threads * -(-row_blocks // threads)))
     mc = -(-(-(-m // row_blocks)) // MR) * MR
@@ -300,19 +336,20 @@ def _plan(m, n_panels, threads):
 
 
 @_njit()
-def _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz):
-    """Job `job` of packing rows ks..ks+ksz, columns jc..jc+nc of b: one (panel, KC rows) piece,
-    so that even a single panel is packed in parallel."""
+def _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz, kc_max):
+    """Job `job` of packing rows ks..ks+ksz, columns jc..jc+nc of b: one (panel, kc_max rows)
+    piece, so that even a single panel is packed in parallel."""
     NR = _tile_width(bpack)
     t = job // k_blocks
-    pb = (job - t * k_blocks) * KC
-    _pack_b_panel(b, ks + pb, min(KC, ksz - pb), jc + t * NR, min(NR, nc - t * NR), bpack, t * ksz * NR + pb * NR)
+    pb = (job - t * k_blocks) * kc_max
+    _pack_b_panel(b, ks + pb, min(kc_max, ksz - pb), jc + t * NR, min(NR, nc - t * NR), bpack, t * ksz * NR + pb * NR)
 
 
 @_njit()
-def _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz):
+def _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz, kc_max):
     """Task `task`: rows rb * mc.. of out (rb = task // splits) against its range of the packed B
-    panels (the task's share, task % splits, of the n_panels), over rows ks..ks+ksz of B."""
+    panels (the task's share, task % splits, of the n_panels), over rows ks..ks+ksz of B, in slices
+    of kc_max."""
     m = a.shape[0]
     n = out.shape[1]
     NR = _tile_width(a)
@@ -323,9 +360,9 @@ def _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz):
     t_lo = sp * n_panels // splits
     t_hi = (sp + 1) * n_panels // splits
     pack_a = t_hi - t_lo > PACK_A_PANELS  # else A is read in place
-    apack = np.empty(-(-mcb // MR) * MR * KC if pack_a else 0, dtype=a.dtype)
-    for pb in range(0, ksz, KC):
-        kc = min(KC, ksz - pb)
+    apack = np.empty(-(-mcb // MR) * MR * kc_max if pack_a else 0, dtype=a.dtype)
+    for pb in range(0, ksz, kc_max):
+        kc = min(kc_max, ksz - pb)
         if pack_a:
             _pack_a_block(a, i0, mcb, ks + pb, kc, apack)
         first = ks + pb == 0
@@ -344,30 +381,31 @@ def _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz):
 
 
 @_njit(parallel=True)
-def _packed(a, b, out, threads):
+def _packed(a, b, out, threads, kc_max, mc_max, nc_max):
+    """out = a @ b on `threads` threads, blocked by at most kc_max x mc_max x nc_max (blocking())."""
     m, k = a.shape
     n = b.shape[1]
     NR = _tile_width(a)
-    nc_max = min(NC, -(-n // NR) * NR)
-    ks_max = max(KC, (PACK_B_ELEMENTS // nc_max) // KC * KC)
-    bpack = np.empty(min(k, ks_max) * nc_max, dtype=a.dtype)
-    for jc in range(0, n, nc_max):
-        nc = min(nc_max, n - jc)
+    ncb = min(nc_max, -(-n // NR) * NR)
+    ks_max = max(kc_max, (PACK_B_ELEMENTS // ncb) // kc_max * kc_max)
+    bpack = np.empty(min(k, ks_max) * ncb, dtype=a.dtype)
+    for jc in range(0, n, ncb):
+        nc = min(ncb, n - jc)
         n_panels = -(-nc // NR)
-        mc, row_blocks, splits = _plan(m, n_panels, threads)
+        mc, row_blocks, splits = _plan(m, n_panels, threads, mc_max)
         for ks in range(0, k, ks_max):
             ksz = min(ks_max, k - ks)
-            k_blocks = -(-ksz // KC)
+            k_blocks = -(-ksz // kc_max)
             if threads == 1:  # plain loops: a parallel region costs ~0.7 us even with one thread
                 for job in range(n_panels * k_blocks):
-                    _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz)
+                    _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz, kc_max)
                 for task in range(row_blocks * splits):
-                    _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz)
+                    _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz, kc_max)
             else:
                 for job in prange(n_panels * k_blocks):
-                    _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz)
+                    _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz, kc_max)
                 for task in prange(row_blocks * splits):
-                    _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz)
+                    _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz, kc_max)
 
 
 # --- the small, serial path -----------------------------------------------------------------
@@ -603,15 +641,16 @@ def _checked_small(a, b, out):
 def _views_of(scalar):
     """Entry points for one dtype: (checked small path, packed path). Their arguments: the unit of
     the strides in bytes (the itemsize for torch's element strides, 1 for NumPy's byte strides),
-    then address, rows, columns and the two strides of a, b and out in turn (+ threads)."""
+    then address, rows, columns and the two strides of a, b and out in turn (+ threads and the
+    cache blocking)."""
 
     def small(unit, pa, m, k, sa0, sa1, pb, kb, n, sb0, sb1, po, mo, no, so0, so1):
         return _checked_small(view(pa, m, k, sa0 * unit, sa1 * unit, scalar), view(pb, kb, n, sb0 * unit, sb1 * unit, scalar),
                               view(po, mo, no, so0 * unit, so1 * unit, scalar))
 
-    def packed(unit, pa, m, k, sa0, sa1, pb, kb, n, sb0, sb1, po, mo, no, so0, so1, threads):
+    def packed(unit, pa, m, k, sa0, sa1, pb, kb, n, sb0, sb1, po, mo, no, so0, so1, threads, kc, mc, nc):
         _packed(view(pa, m, k, sa0 * unit, sa1 * unit, scalar), view(pb, kb, n, sb0 * unit, sb1 * unit, scalar),
-                view(po, mo, no, so0 * unit, so1 * unit, scalar), threads)
+                view(po, mo, no, so0 * unit, so1 * unit, scalar), threads, kc, mc, nc)
 
     return small, packed
 
@@ -629,14 +668,14 @@ MAX_THREADS = numba.config.NUMBA_NUM_THREADS
 
 def _run(entries, args) -> None:
     """Run the entry points on (unit, a's address, shape, strides, b's..., out's...)."""
-    small, packed, _ = entries
+    small, packed, itemsize = entries
     status = small(*args)
     if status == _OK:
         return
     if status == _RUN_PACKED:
         threads = max(1, min(torch.get_num_threads(), MAX_THREADS))
         numba.set_num_threads(threads)
-        packed(*args, threads)
+        packed(*args, threads, *_BLOCKS[itemsize])
         return
     unit = args[0]  # strides in bytes below, whichever entry point was called
     shapes = f"a {args[2:4]}, b {args[7:9]}, out {args[12:14]}"
@@ -699,11 +738,13 @@ _ABI_SIGNATURE = types.int32(
 )
 
 
-def _abi_function(scalar, max_threads: int):
-    """The ABI function for one dtype. max_threads (NUMBA_NUM_THREADS) is a closure value, not a
-    global, because closure values are part of Numba's cache key: code cached under another
-    NUMBA_NUM_THREADS is not reused (globals are frozen into cached code unseen)."""
+def _abi_function(scalar, max_threads: int, blocks: tuple[int, int, int]):
+    """The ABI function for one dtype. max_threads (NUMBA_NUM_THREADS) and the cache blocking are
+    closure values, not globals, because closure values are part of Numba's cache key: code cached
+    under another NUMBA_NUM_THREADS or other caches is not reused (globals are frozen into cached
+    code unseen)."""
     size = np.dtype(scalar).itemsize
+    kc, mc, nc = blocks
 
     def gemm(batch, m, n, k, a, a_bs, a_rs, a_cs, b, b_bs, b_rs, b_cs, c, c_bs, c_rs, c_cs, threads):
         for i in range(batch):
@@ -715,7 +756,8 @@ def _abi_function(scalar, max_threads: int):
                 use = max(1, min(threads, max_threads))
                 set_thread_count(use)  # the calling thread's setting, as _run sets it from Python
                 try:
-                    _packed(x, y, z, use)
+                    # (int64, not the closure's literal values: the code compiled for the Python path serves)
+                    _packed(x, y, z, use, np.int64(kc), np.int64(mc), np.int64(nc))
                 except Exception:  # what _packed can raise: MemoryError from its buffers
                     return _ABI_NO_MEMORY
             elif status != _OK:
@@ -748,7 +790,7 @@ def _native_kernel() -> tuple[int | None, str | None]:
     if numba.threading_layer() == "workqueue":
         return None, ("products go through Python: Numba's workqueue threading layer cannot run parallel code "
                       "from several threads at once (install tbb, `pip install tbb`, for a thread-safe one)")
-    functions = [_abi_function(np.float32, MAX_THREADS), _abi_function(np.float64, MAX_THREADS)]
+    functions = [_abi_function(np.float32, MAX_THREADS, _BLOCKS[4]), _abi_function(np.float64, MAX_THREADS, _BLOCKS[8])]
     names = [_cpp.CAPSULE_F32.encode(), _cpp.CAPSULE_F64.encode()]
     _ABI_KEEP_ALIVE.extend(functions + names)  # the core keeps the code's address; a capsule, its name's
     f32, f64 = (_new_capsule(fn.address, name, None) for fn, name in zip(functions, names))
