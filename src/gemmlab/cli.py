@@ -130,6 +130,11 @@ def _cpu_status() -> list[str]:
         lines.append(f"cpp {name} on the {b['path']} path: MR {b['MR']}, NR {b['NR']}, KC {b['KC']}, MC {b['MC']}, "
                      f"NC {b['NC']} (from the caches; reference KC, MC, NC {b['reference']}); peak: measured "
                      f"{measured.gflops:.0f} GFLOP/s, computed {computed.gflops:.0f} ({computed.how})")
+    for backend in ("numba", "cython"):  # their blocking, derived in Python (gemmlab.cpu_caches) by cpp's rule
+        kernel = sys.modules.get(BACKENDS[backend].module)  # imported by backend_info() where it is available
+        for name, b in [(name, kernel.blocking(name)) for name in bench.DTYPES] if kernel else []:
+            lines.append(f"{backend} {name} on the {b['path']} path: MR {b['MR']}, NR {b['NR']}, KC {b['KC']}, MC {b['MC']}, "
+                         f"NC {b['NC']} (from the caches, {b['caches']['source']}; reference KC, MC, NC {b['reference']})")
     return lines
 
 

@@ -1,7 +1,8 @@
-"""This CPU's data-cache sizes, read from Linux's sysfs, for kernels that derive their cache
-blocking from them; pure Python, usable without the compiled extension.
+"""This CPU's data-cache sizes, read from Linux's sysfs, and the cache blocking (KC, MC, NC) the
+numba and cython kernels derive from them; pure Python, usable without the compiled extension.
 
-The C++ kernel reads the same files (csrc/gemm/cpu_caches.cpp, with cpuid as a second source);
+The C++ kernel reads the same files (csrc/gemm/cpu_caches.cpp, with cpuid as a second source) and
+derives its blocking by the same rule (derive_blocks in csrc/gemm/blocking.h);
 `gemmlab._cpp.cache_sizes()` reports what it uses. Sizes are bytes: L1d and L2 per core, L3 as the
 share of one logical CPU (its size over the CPUs in its shared_cpu_list), 0 when there is none.
 """
@@ -68,3 +69,30 @@ def read_sysfs(root: str | Path = SYSFS_CACHES) -> dict | None:
 def cache_sizes(root: str | Path = SYSFS_CACHES) -> dict:
     """This CPU's caches from sysfs, else DEFAULT (the source field says which)."""
     return read_sysfs(root) or dict(DEFAULT)
+
+
+# The caches every kernel's reference blocking was measured with (the Sapphire Rapids class Xeon:
+# L1d 48 KiB, L2 2 MiB per core); csrc/gemm/blocking.h's REFERENCE_L1D and REFERENCE_L2.
+REFERENCE_L1D, REFERENCE_L2 = 48 << 10, 2 << 20
+
+
+def derive_blocking(caches: dict, itemsize: int, mr: int, nr: int, reference: tuple[int, int, int]) -> tuple[int, int, int]:
+    """(KC, MC, NC) for these caches (as cache_sizes() gives them): the reference values, measured on
+    the reference caches for an MR x NR tile (NR in elements) of itemsize-byte elements, scaled so
+    that each block keeps its share of its cache. The rule of derive_blocks in csrc/gemm/blocking.h,
+    to the integer: equal to the reference on caches like the reference machine's.
+
+    KC with L1d (the KC x NR panel of B; a multiple of 8, 16 to 2x the reference); MC with L2 (the
+    MC x KC block of A; a multiple of MR, MR to 4x the reference); NC so the KC x NC block of B takes
+    at most half of this CPU's share of L3 (L2 without one; a multiple of NR, NR to the reference)."""
+    ref_kc, ref_mc, ref_nc = reference
+    kc = _clamp(ref_kc * caches["L1d"] // REFERENCE_L1D // 8 * 8, 16, 2 * ref_kc)
+    a_block_bytes = ref_mc * ref_kc * itemsize * caches["L2"] // REFERENCE_L2
+    mc = _clamp(a_block_bytes // (kc * itemsize) // mr * mr, mr, 4 * ref_mc)
+    last_level = caches["L3"] if caches["L3"] > 0 else caches["L2"]
+    nc = _clamp(last_level // 2 // (kc * itemsize) // nr * nr, nr, ref_nc)
+    return kc, mc, nc
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(value, high))

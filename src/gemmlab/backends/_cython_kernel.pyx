@@ -12,10 +12,12 @@ VARIANT = "generic"
 cdef enum:
     VECTOR_BYTES = 16  # SSE2: 16 registers of 16 bytes
     NR_VECTORS = 2  # micro-tile 6 x 2 vectors: 12 accumulators
-    # KC: the KC x NR panel of packed B is reused by every MR panel, so it should stay in L1
-    # (32-48 KiB): KC * NR_BYTES = 8 KiB here, leaving room for A and out; a longer KC also makes
-    # fewer passes over out. MC: the MC x KC block of packed A should stay in L2 (<= 192 KiB).
-    KC = 256
-    MC = 96
+    # The reference cache blocking, for caches like the Xeon's (L1d 48 KiB, L2 2 MiB; the body
+    # derives what runs from this CPU's). KC: the KC x NR panel of packed B is reused by every MR
+    # panel, so it should stay in L1: KC * NR_BYTES = 8 KiB here, leaving room for A and out; a
+    # longer KC also makes fewer passes over out. MC: the MC x KC block of packed A should stay in
+    # L2 (<= 192 KiB).
+    REF_KC = 256
+    REF_MC = 96
 
 include "_cython_kernel_body.pxi"

@@ -8,7 +8,9 @@ VARIANT = "avx2"
 cdef enum:
     VECTOR_BYTES = 32  # AVX2: 16 registers of 32 bytes
     NR_VECTORS = 2  # micro-tile 6 x 2 vectors: 12 accumulators, + 2 for B and 1 broadcast
-    KC = 256  # KC x NR panel of B: 16 KiB (float32) in L1
-    MC = 96  # MC x KC block of A: <= 192 KiB (float64) in L2
+    # The reference cache blocking, for caches like the Xeon's (L1d 48 KiB, L2 2 MiB; the body
+    # derives what runs from this CPU's):
+    REF_KC = 256  # KC x NR panel of B: 16 KiB (float32) in L1
+    REF_MC = 96  # MC x KC block of A: <= 192 KiB (float64) in L2
 
 include "_cython_kernel_body.pxi"

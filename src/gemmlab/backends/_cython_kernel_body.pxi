@@ -1,8 +1,8 @@
 # The body of gemmlab's Cython kernel, shared by every build variant.
 #
 # Each variant (_cython_kernel.pyx: portable SSE2; _cython_kernel_avx2.pyx; _cython_kernel_avx512.pyx)
-# defines VARIANT and the enum constants VECTOR_BYTES, NR_VECTORS, KC and MC, then includes this
-# file; setup.py compiles each with its own instruction-set flags, and cython_ext picks at run time
+# defines VARIANT and the enum constants VECTOR_BYTES, NR_VECTORS, REF_KC and REF_MC, then includes
+# this file; setup.py compiles each with its own instruction-set flags, and cython_ext picks at run time
 # the best one the CPU supports.
 #
 # out = a @ b on 2-D operands of any strides, in the BLIS style:
@@ -16,6 +16,9 @@
 #             for each NR panel, each MR panel: micro-kernel -> MR x NR tile -> out
 #
 # (A task that uses its A block for at most PACK_A_PANELS B panels reads A in place instead.)
+# KC, MC and NC are derived, at import, from this CPU's data caches (gemmlab.cpu_caches, by the
+# rule the cpp kernel uses) and kept in module variables that every product reads; blocking(dtype)
+# reports them.
 # Packing reads through the strides (views cost no copy) and pads the last panels with zeros, so
 # the micro-kernel always runs a full MR x NR tile; only the valid part of an edge tile is stored.
 # The micro-kernel keeps the MR x NR accumulators in a local array, and each of its column loops
@@ -28,6 +31,8 @@ from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 
+from gemmlab import cpu_caches
+
 ctypedef fused real:
     float
     double
@@ -36,9 +41,10 @@ cdef enum:
     MR = 6  # rows of a micro-tile (unrolled by hand below)
     NR_BYTES = VECTOR_BYTES * NR_VECTORS  # a micro-tile row: NR = NR_BYTES / sizeof(real) elements
     TILE_FLOATS = MR * (NR_BYTES >> 2)  # room for an MR x NR tile of float (double uses half)
-    # The packed block of B is shared by all threads and read from L2/L3; packing as much of k as
-    # fits at once keeps the parallel regions to two per block even for k = 50000.
-    NC = 4096
+    # The reference NC: the packed block of B is shared by all threads and read from L2/L3.
+    REF_NC = 4096
+    # Packing as much of k as fits at once keeps the parallel regions to two per block of B even
+    # for k = 50000.
     PACK_B_ELEMENTS = 1 << 22
     # Below this many multiply-adds (m * n * k) the serial unpacked loop is used: threads and
     # packing cost more than they save (about break-even at 64^3 on 2 AVX-512 cores).
@@ -56,9 +62,50 @@ cdef enum:
     SMALL_BUFFER_FLOATS = 8192
     SMALL_CHUNK_ROWS = 16
 
-# The blocking of this build, for tests and reports (NR in elements is NR_BYTES / itemsize).
-BLOCKING = {"MR": MR, "NR_BYTES": NR_BYTES, "VECTOR_BYTES": VECTOR_BYTES, "KC": KC, "MC": MC, "NC": NC,
+# The constants of this build, for tests and reports (NR in elements is NR_BYTES / itemsize; KC,
+# MC, NC: the reference blocking, blocking(dtype) gives the one in use).
+BLOCKING = {"MR": MR, "NR_BYTES": NR_BYTES, "VECTOR_BYTES": VECTOR_BYTES, "KC": REF_KC, "MC": REF_MC, "NC": REF_NC,
             "PACK_B_ELEMENTS": PACK_B_ELEMENTS, "SMALL_WORK": SMALL_WORK, "PACK_A_PANELS": PACK_A_PANELS}
+
+
+# --- the cache blocking in use ----------------------------------------------------------------
+
+cdef struct Blocks:
+    Py_ssize_t kc, mc, nc  # at most: rows of a slice of B, rows of a block of A, columns of a block of B
+
+cdef Blocks float_blocks, double_blocks  # set by _use_caches, at import
+cdef dict caches_used  # what they were derived from
+
+
+cdef Blocks derived(dict caches, Py_ssize_t itemsize):
+    cdef Blocks blocks
+    blocks.kc, blocks.mc, blocks.nc = cpu_caches.derive_blocking(caches, itemsize, MR, NR_BYTES // itemsize,
+                                                                 (REF_KC, REF_MC, REF_NC))
+    return blocks
+
+
+def _use_caches(caches=None):
+    """Derive KC, MC, NC from these cache sizes ({'L1d', 'L2', 'L3', 'source'}, as
+    gemmlab.cpu_caches.cache_sizes() gives them), or from this CPU's: a testing hook after import
+    (a product reads the blocking once, when it starts)."""
+    global float_blocks, double_blocks, caches_used
+    caches = cpu_caches.cache_sizes() if caches is None else dict(caches)
+    float_blocks = derived(caches, sizeof(float))
+    double_blocks = derived(caches, sizeof(double))
+    caches_used = caches
+
+
+def blocking(dtype="float32"):
+    """The register and cache blocking of the packed path for 'float32' or 'float64' (as
+    gemmlab._cpp.blocking gives the cpp kernel's): path (this build), MR, NR (elements), KC, MC, NC
+    in use, the reference (KC, MC, NC) and the caches they were derived from."""
+    cdef Py_ssize_t itemsize = {"float32": 4, "float64": 8}[dtype]
+    cdef Blocks blocks = float_blocks if itemsize == 4 else double_blocks
+    return {"path": VARIANT, "MR": MR, "NR": NR_BYTES // itemsize, "KC": blocks.kc, "MC": blocks.mc, "NC": blocks.nc,
+            "reference": (REF_KC, REF_MC, REF_NC), "caches": dict(caches_used)}
+
+
+_use_caches()
 
 # Status codes of the core (the Python-level callers turn them into exceptions).
 cdef enum:
@@ -81,6 +128,15 @@ cdef inline real* at_mut(real* base, Py_ssize_t i, Py_ssize_t j, Py_ssize_t s0, 
 
 cdef inline Py_ssize_t cdiv(Py_ssize_t x, Py_ssize_t y) noexcept nogil:
     return (x + y - 1) // y
+
+
+cdef inline void row_pointers(const real* a, Py_ssize_t i0, Py_ssize_t last, Py_ssize_t p0, Py_ssize_t sa0,
+                              Py_ssize_t sa1, const real** rows) noexcept nogil:
+    """rows[i] = &a[min(i0 + i, last), p0] for i < MR: the rows of a tile, those past the last one
+    read as it (valid memory; their results are never stored)."""
+    cdef Py_ssize_t i
+    for i in range(MR):
+        rows[i] = at(a, min(i0 + i, last), p0, sa0, sa1)
 
 
 # --- packing -------------------------------------------------------------------------------
@@ -109,30 +165,16 @@ cdef void pack_a_block(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, Py_ssize_t
     """MR-tall panels of a[i0:i0+mc, p0:p0+kc]: dst[(r // MR) * MR * kc + p * MR + r % MR], zero-padded."""
     cdef Py_ssize_t r, r0, mr, i, p
     cdef real* panel
-    cdef const real* x0
-    cdef const real* x1
-    cdef const real* x2
-    cdef const real* x3
-    cdef const real* x4
-    cdef const real* x5
+    cdef const real* rows[MR]
     for r in range(cdiv(mc, MR)):
         r0 = r * MR
         mr = min(<Py_ssize_t>MR, mc - r0)
         panel = dst + r0 * kc
         if mr == MR and sa1 == sizeof(real):  # whole panel of contiguous rows: vector loads, one pass of writes
-            x0 = at(a, i0 + r0, p0, sa0, sa1)
-            x1 = at(a, i0 + r0 + 1, p0, sa0, sa1)
-            x2 = at(a, i0 + r0 + 2, p0, sa0, sa1)
-            x3 = at(a, i0 + r0 + 3, p0, sa0, sa1)
-            x4 = at(a, i0 + r0 + 4, p0, sa0, sa1)
-            x5 = at(a, i0 + r0 + 5, p0, sa0, sa1)
+            row_pointers(a, i0 + r0, i0 + r0 + MR - 1, p0, sa0, sa1, rows)
             for p in range(kc):
-                panel[p * MR] = x0[p]
-                panel[p * MR + 1] = x1[p]
-                panel[p * MR + 2] = x2[p]
-                panel[p * MR + 3] = x3[p]
-                panel[p * MR + 4] = x4[p]
-                panel[p * MR + 5] = x5[p]
+                for i in range(MR):
+                    panel[p * MR + i] = rows[i][p]
         elif sa0 <= sa1:  # column-major-like: walk down each column
             for p in range(kc):
                 for i in range(mr):
@@ -184,24 +226,29 @@ cdef inline void store_tile(const real* acc, real* out, Py_ssize_t so0, Py_ssize
                     dst[0] += acc[i * NR + j]
 
 
-cdef inline void fma_vector(real* acc, Py_ssize_t row, const real* b, real a0, real a1, real a2, real a3,
-                            real a4, real a5) noexcept nogil:
-    """One vector of columns of a tile whose rows are `row` apart: acc[i * row + j] += a_i * b[j]
-    for j < one vector.
+cdef inline void fma_row(real* acc, const real* b, real a) noexcept nogil:
+    """acc[j] += a * b[j] for one vector's worth of elements.
 
-    A loop of exactly one vector's length, so once gcc vectorises it no loop is left, and the
-    micro-kernels are straight-line code on fixed tile offsets that gcc keeps in registers."""
-    cdef Py_ssize_t W = VECTOR_BYTES // sizeof(real)
+    A loop of exactly one vector's length, so once gcc vectorises it no loop is left (one vector
+    FMA), and the micro-kernels are straight-line code on fixed tile offsets that gcc keeps in
+    registers."""
     cdef Py_ssize_t j
-    cdef real bv
-    for j in range(W):
-        bv = b[j]
-        acc[j] += a0 * bv
-        acc[row + j] += a1 * bv
-        acc[2 * row + j] += a2 * bv
-        acc[3 * row + j] += a3 * bv
-        acc[4 * row + j] += a4 * bv
-        acc[5 * row + j] += a5 * bv
+    for j in range(VECTOR_BYTES // sizeof(real)):
+        acc[j] += a * b[j]
+
+
+cdef inline void fma_rows(real* acc, Py_ssize_t row, const real* b, int rows, real a0, real a1, real a2, real a3,
+                          real a4, real a5) noexcept nogil:
+    """One vector of columns of a tile whose rows are `row` apart: acc[i * row + j] += a_i * b[j]
+    for i < rows (2, 4 or MR: a constant where this is inlined) and j < one vector."""
+    fma_row(acc, b, a0)
+    fma_row(acc + row, b, a1)
+    if rows > 2:
+        fma_row(acc + 2 * row, b, a2)
+        fma_row(acc + 3 * row, b, a3)
+    if rows > 4:
+        fma_row(acc + 4 * row, b, a4)
+        fma_row(acc + 5 * row, b, a5)
 
 
 cdef inline void fma_tile_row(real* acc, const real* b, real a0, real a1, real a2, real a3, real a4,
@@ -210,12 +257,12 @@ cdef inline void fma_tile_row(real* acc, const real* b, real a0, real a1, real a
     by hand: gcc does not fully unroll a loop over the NR_VECTORS vectors itself)."""
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
     cdef Py_ssize_t W = VECTOR_BYTES // sizeof(real)
-    fma_vector(acc, NR, b, a0, a1, a2, a3, a4, a5)
-    fma_vector(acc + W, NR, b + W, a0, a1, a2, a3, a4, a5)
+    fma_rows(acc, NR, b, MR, a0, a1, a2, a3, a4, a5)
+    fma_rows(acc + W, NR, b + W, MR, a0, a1, a2, a3, a4, a5)
     if NR_VECTORS > 2:
-        fma_vector(acc + 2 * W, NR, b + 2 * W, a0, a1, a2, a3, a4, a5)
+        fma_rows(acc + 2 * W, NR, b + 2 * W, MR, a0, a1, a2, a3, a4, a5)
     if NR_VECTORS > 3:
-        fma_vector(acc + 3 * W, NR, b + 3 * W, a0, a1, a2, a3, a4, a5)
+        fma_rows(acc + 3 * W, NR, b + 3 * W, MR, a0, a1, a2, a3, a4, a5)
 
 
 cdef void update_tile(Py_ssize_t kc, const real* ap, const real* bp, real* out, Py_ssize_t so0, Py_ssize_t so1,
@@ -243,38 +290,36 @@ cdef void update_tile_unpacked(Py_ssize_t kc, const real* a, Py_ssize_t sa0, Py_
     cdef real acc[TILE_FLOATS]
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
     cdef Py_ssize_t p, j
-    cdef const real* r0 = at(a, i0, p0, sa0, sa1)
-    cdef const real* r1 = at(a, min(i0 + 1, m - 1), p0, sa0, sa1)
-    cdef const real* r2 = at(a, min(i0 + 2, m - 1), p0, sa0, sa1)
-    cdef const real* r3 = at(a, min(i0 + 3, m - 1), p0, sa0, sa1)
-    cdef const real* r4 = at(a, min(i0 + 4, m - 1), p0, sa0, sa1)
-    cdef const real* r5 = at(a, min(i0 + 5, m - 1), p0, sa0, sa1)
+    cdef const real* r[MR]
+    row_pointers(a, i0, m - 1, p0, sa0, sa1, r)
     for j in range(MR * NR):
         acc[j] = 0
     for p in range(kc):
-        fma_tile_row(acc, bp + p * NR, at(r0, 0, p, 0, sa1)[0], at(r1, 0, p, 0, sa1)[0], at(r2, 0, p, 0, sa1)[0],
-                     at(r3, 0, p, 0, sa1)[0], at(r4, 0, p, 0, sa1)[0], at(r5, 0, p, 0, sa1)[0])
+        fma_tile_row(acc, bp + p * NR, at(r[0], 0, p, 0, sa1)[0], at(r[1], 0, p, 0, sa1)[0], at(r[2], 0, p, 0, sa1)[0],
+                     at(r[3], 0, p, 0, sa1)[0], at(r[4], 0, p, 0, sa1)[0], at(r[5], 0, p, 0, sa1)[0])
     store_tile(acc, out, so0, so1, i0, j0, mr, nr, first)
 
 
 # --- the blocked, parallel product ------------------------------------------------------------
 
 cdef inline void pack_b_job(const real* b, Py_ssize_t sb0, Py_ssize_t sb1, Py_ssize_t job, Py_ssize_t k_blocks,
-                            Py_ssize_t jc, Py_ssize_t nc, Py_ssize_t ks, Py_ssize_t ksz, real* bpack) noexcept nogil:
-    """Job `job` of packing rows ks..ks+ksz, columns jc..jc+nc of b: one (panel, KC rows) piece, so
-    that even a single panel is packed in parallel."""
+                            Py_ssize_t jc, Py_ssize_t nc, Py_ssize_t ks, Py_ssize_t ksz, Py_ssize_t kc_max,
+                            real* bpack) noexcept nogil:
+    """Job `job` of packing rows ks..ks+ksz, columns jc..jc+nc of b: one (panel, kc_max rows)
+    piece, so that even a single panel is packed in parallel."""
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
     cdef Py_ssize_t t = job // k_blocks
-    cdef Py_ssize_t pb = (job - t * k_blocks) * KC
-    pack_b_panel(b, sb0, sb1, ks + pb, min(<Py_ssize_t>KC, ksz - pb), jc + t * NR, min(NR, nc - t * NR),
+    cdef Py_ssize_t pb = (job - t * k_blocks) * kc_max
+    pack_b_panel(b, sb0, sb1, ks + pb, min(kc_max, ksz - pb), jc + t * NR, min(NR, nc - t * NR),
                  bpack + t * ksz * NR + pb * NR)
 
 
 cdef int run_task(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, Py_ssize_t m, const real* bpack,
                   real* out, Py_ssize_t so0, Py_ssize_t so1, Py_ssize_t n, Py_ssize_t task, Py_ssize_t mc,
-                  Py_ssize_t splits, Py_ssize_t n_panels, Py_ssize_t jc, Py_ssize_t ks, Py_ssize_t ksz) noexcept nogil:
+                  Py_ssize_t splits, Py_ssize_t n_panels, Py_ssize_t jc, Py_ssize_t ks, Py_ssize_t ksz,
+                  Py_ssize_t kc_max) noexcept nogil:
     """Task `task`: rows rb * mc.. of out (rb = task // splits) against its share (task % splits) of
-    the n_panels panels of the packed super-block (rows ks..ks+ksz of B)."""
+    the n_panels panels of the packed super-block (rows ks..ks+ksz of B), in slices of kc_max."""
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
     cdef Py_ssize_t rb = task // splits
     cdef Py_ssize_t sp = task - rb * splits
@@ -287,12 +332,12 @@ cdef int run_task(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, Py_ssize_t m, c
     cdef Py_ssize_t ib, pb, kc, t, j0, nr, r, r0
     cdef const real* bpanel
     if pack_a:
-        apack = <real*>malloc(((mcb + MR - 1) // MR) * MR * KC * sizeof(real))
+        apack = <real*>malloc(cdiv(mcb, MR) * MR * kc_max * sizeof(real))
         if apack == NULL:
             return 1
-    for ib in range(cdiv(ksz, KC)):
-        pb = ib * KC
-        kc = min(<Py_ssize_t>KC, ksz - pb)
+    for ib in range(cdiv(ksz, kc_max)):
+        pb = ib * kc_max
+        kc = min(kc_max, ksz - pb)
         if pack_a:
             pack_a_block(a, sa0, sa1, i0, mcb, ks + pb, kc, apack)
         for t in range(t_lo, t_hi):
@@ -315,8 +360,9 @@ cdef int packed(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py
                 real* out, Py_ssize_t so0, Py_ssize_t so1, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
                 int threads) noexcept nogil:
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
-    cdef Py_ssize_t nc_max = min(<Py_ssize_t>NC, cdiv(n, NR) * NR)
-    cdef Py_ssize_t ks_max = max(<Py_ssize_t>KC, (PACK_B_ELEMENTS // nc_max) // KC * KC)
+    cdef Blocks blocks = float_blocks if real is float else double_blocks  # read once: the product's blocking
+    cdef Py_ssize_t nc_max = min(blocks.nc, cdiv(n, NR) * NR)
+    cdef Py_ssize_t ks_max = max(blocks.kc, (PACK_B_ELEMENTS // nc_max) // blocks.kc * blocks.kc)
     cdef Py_ssize_t jb, jc, nc, n_panels, kb, ks, ksz, k_blocks, job, task
     cdef Py_ssize_t row_blocks, mc, splits
     cdef int failed = 0
@@ -325,7 +371,7 @@ cdef int packed(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py
         return NO_MEMORY
     # Tasks: enough equal row blocks (<= MC rows, a multiple of MR) to keep every thread busy;
     # when there are fewer row blocks than threads, the B panels are split between tasks too.
-    row_blocks = cdiv(m, MC)
+    row_blocks = cdiv(m, blocks.mc)
     if threads > 1:
         row_blocks = max(1, min(cdiv(m, MR), threads * cdiv(row_blocks, threads)))
     mc = cdiv(cdiv(m, row_blocks), MR) * MR
@@ -340,17 +386,19 @@ cdef int packed(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py
         for kb in range(cdiv(k, ks_max)):
             ks = kb * ks_max
             ksz = min(ks_max, k - ks)
-            k_blocks = cdiv(ksz, KC)
+            k_blocks = cdiv(ksz, blocks.kc)
             if threads == 1:  # plain loops: even a team of one thread costs an OpenMP region
                 for job in range(n_panels * k_blocks):
-                    pack_b_job(b, sb0, sb1, job, k_blocks, jc, nc, ks, ksz, bpack)
+                    pack_b_job(b, sb0, sb1, job, k_blocks, jc, nc, ks, ksz, blocks.kc, bpack)
                 for task in range(row_blocks * splits):
-                    failed += run_task(a, sa0, sa1, m, bpack, out, so0, so1, n, task, mc, splits, n_panels, jc, ks, ksz)
+                    failed += run_task(a, sa0, sa1, m, bpack, out, so0, so1, n, task, mc, splits, n_panels, jc, ks, ksz,
+                                   blocks.kc)
                 continue
             for job in prange(n_panels * k_blocks, schedule="static", num_threads=threads):
-                pack_b_job(b, sb0, sb1, job, k_blocks, jc, nc, ks, ksz, bpack)
+                pack_b_job(b, sb0, sb1, job, k_blocks, jc, nc, ks, ksz, blocks.kc, bpack)
             for task in prange(row_blocks * splits, schedule="static", num_threads=threads):
-                failed += run_task(a, sa0, sa1, m, bpack, out, so0, so1, n, task, mc, splits, n_panels, jc, ks, ksz)
+                failed += run_task(a, sa0, sa1, m, bpack, out, so0, so1, n, task, mc, splits, n_panels, jc, ks, ksz,
+                                   blocks.kc)
     free(bpack)
     return NO_MEMORY if failed else OK
 
@@ -385,38 +433,24 @@ ctypedef fused tile_vectors:
     OneVector
     TwoVectors
 
-cdef inline void fma_row(real* acc, const real* b, real a) noexcept nogil:
-    """acc[j] += a * b[j] for one vector's worth of elements (one vector FMA once vectorised)."""
-    cdef Py_ssize_t j
-    for j in range(VECTOR_BYTES // sizeof(real)):
-        acc[j] += a * b[j]
-
-
-cdef inline void small_step(real* acc, const real* b, Py_ssize_t sb0, Py_ssize_t p, const real* r0,
-                            const real* r1, const real* r2, const real* r3, const real* r4, const real* r5,
+cdef inline void small_step(real* acc, const real* b, Py_ssize_t sb0, Py_ssize_t p, const real** a_rows,
                             Py_ssize_t sa1, int rows, int vectors) noexcept nogil:
-    """One p of a small tile: acc[i * TW + j] += a_i[p] * b[p, j] for i < rows, `vectors` vectors of columns."""
+    """One p of a small tile: acc[i * TW + j] += a_rows[i][p] * b[p, j] for i < rows, `vectors`
+    vectors of columns."""
     cdef Py_ssize_t TW = SMALL_WIDTH // sizeof(real)
     cdef Py_ssize_t W = VECTOR_BYTES // sizeof(real)
     cdef const real* row = at(b, p, 0, sb0, sizeof(real))
-    cdef real a0 = at(r0, 0, p, 0, sa1)[0], a1 = at(r1, 0, p, 0, sa1)[0]
-    cdef real a2, a3, a4, a5
+    cdef real a0 = at(a_rows[0], 0, p, 0, sa1)[0], a1 = at(a_rows[1], 0, p, 0, sa1)[0]
+    cdef real a2 = a1, a3 = a1, a4 = a1, a5 = a1  # (unused below `rows`)
     cdef Py_ssize_t v
     if rows > 2:
-        a2 = at(r2, 0, p, 0, sa1)[0]
-        a3 = at(r3, 0, p, 0, sa1)[0]
+        a2 = at(a_rows[2], 0, p, 0, sa1)[0]
+        a3 = at(a_rows[3], 0, p, 0, sa1)[0]
     if rows > 4:
-        a4 = at(r4, 0, p, 0, sa1)[0]
-        a5 = at(r5, 0, p, 0, sa1)[0]
+        a4 = at(a_rows[4], 0, p, 0, sa1)[0]
+        a5 = at(a_rows[5], 0, p, 0, sa1)[0]
     for v in range(vectors if SMALL_VECTORS > 1 else 1):
-        fma_row(acc + v * W, row + v * W, a0)
-        fma_row(acc + TW + v * W, row + v * W, a1)
-        if rows > 2:
-            fma_row(acc + 2 * TW + v * W, row + v * W, a2)
-            fma_row(acc + 3 * TW + v * W, row + v * W, a3)
-        if rows > 4:
-            fma_row(acc + 4 * TW + v * W, row + v * W, a4)
-            fma_row(acc + 5 * TW + v * W, row + v * W, a5)
+        fma_rows(acc + v * W, TW, row + v * W, rows, a0, a1, a2, a3, a4, a5)
 
 
 cdef inline void store_sum(real* dst, const real* x, const real* y, bint first) noexcept nogil:
@@ -445,21 +479,17 @@ cdef void small_tile(Py_ssize_t kc, const real* a, Py_ssize_t sa0, Py_ssize_t sa
     cdef real acc[2 * SMALL_TILE_FLOATS]  # two sets of MR rows x TW columns
     cdef Py_ssize_t TW = SMALL_WIDTH // sizeof(real)
     cdef Py_ssize_t W = VECTOR_BYTES // sizeof(real)
-    cdef const real* r0 = a
-    cdef const real* r1 = at(a, min(1, mr - 1), 0, sa0, sa1)
-    cdef const real* r2 = at(a, min(2, mr - 1), 0, sa0, sa1)
-    cdef const real* r3 = at(a, min(3, mr - 1), 0, sa0, sa1)
-    cdef const real* r4 = at(a, min(4, mr - 1), 0, sa0, sa1)
-    cdef const real* r5 = at(a, min(5, mr - 1), 0, sa0, sa1)
+    cdef const real* a_rows[MR]
     cdef Py_ssize_t p, i, j, v
     cdef real* dst
+    row_pointers(a, 0, mr - 1, 0, sa0, sa1, a_rows)
     for j in range(2 * MR * TW):
         acc[j] = 0
     for p in range(0, kc - 1, 2):
-        small_step(acc, b, sb0, p, r0, r1, r2, r3, r4, r5, sa1, rows, vectors)
-        small_step(acc + MR * TW, b, sb0, p + 1, r0, r1, r2, r3, r4, r5, sa1, rows, vectors)
+        small_step(acc, b, sb0, p, a_rows, sa1, rows, vectors)
+        small_step(acc + MR * TW, b, sb0, p + 1, a_rows, sa1, rows, vectors)
     if kc % 2:
-        small_step(acc, b, sb0, kc - 1, r0, r1, r2, r3, r4, r5, sa1, rows, vectors)
+        small_step(acc, b, sb0, kc - 1, a_rows, sa1, rows, vectors)
     if lo == 0 and hi == vectors * W and so1 == sizeof(real):  # whole rows of vectors: vector stores
         for i in range(rows):
             if i < mr:

@@ -5,7 +5,8 @@ _cython_kernel (portable: the x86-64 baseline, SSE2, or whatever CPU it is built
 _cython_kernel_avx2 (AVX2 + FMA) and _cython_kernel_avx512 (AVX-512 F/VL/BW/DQ + FMA). The build
 flags stay portable; the choice is made here, at import, from the CPU's features: the best build
 the CPU supports. The environment variable GEMMLAB_CPU=avx512|avx2|generic forces one (an error if
-the CPU lacks what it needs). backend_info() reports which build runs.
+the CPU lacks what it needs). backend_info() reports which build runs, blocking(dtype) its register
+and cache blocking (KC, MC, NC derived at import from this CPU's caches, gemmlab.cpu_caches).
 
 A build the CPU supports that fails to import (not compiled, a broken file) does not make the
 backend unavailable: the next best build that loads is used, so `import` and every product still
@@ -106,6 +107,8 @@ def _choose() -> tuple[ModuleType, str, dict[str, str]]:
 _kernel, NOTE, LOAD_ERRORS = _choose()  # LOAD_ERRORS: build -> why it failed to load
 VARIANT: str = _kernel.VARIANT
 matmul_2d_numpy = _kernel.matmul_2d  # the validated entry point on NumPy arrays (num_threads=...)
+# blocking(dtype): the chosen build's MR, NR and the KC, MC, NC it derived from this CPU's caches
+blocking = _kernel.blocking
 
 # Any product may run side by side with others on threads == 1 (the dispatch core then runs the
 # entries of a batch on several threads at once): the small path is serial, and so is the packed

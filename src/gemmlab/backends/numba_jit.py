@@ -11,6 +11,8 @@ Large products (see SMALL_WORK) run the blocked algorithm:
             for each NR panel, for each MR panel: micro-kernel -> MR x NR tile -> out
 
 (A task that uses its A block for at most PACK_A_PANELS B panels reads A in place instead.)
+KC, MC and NC are derived, at import, from this CPU's data caches (gemmlab.cpu_caches, by the rule
+the cpp kernel uses) and passed to the packed path as arguments; blocking(dtype) reports them.
 
 Packing reads the operands through their strides (transposed, sliced and stride-0 views cost no
 extra copy) and pads the last panels with zeros, so the micro-kernel always runs a full MR x NR
@@ -26,50 +28,47 @@ The entry points take each operand as address, shape and strides (plain integers
 any-stride arrays inside, so there is one compiled specialisation per dtype whatever the layouts;
 each dtype is compiled the first time it is used (the small path first, the blocked path at the
 first large product). Compiled code is cached on disk (cache=True); where no cache folder is
-writable, Numba refuses to cache and everything is compiled without it instead.
+writable, Numba refuses to cache and everything is compiled without it instead. The llvmlite
+intrinsics underneath (stack tiles, pointers, vector FMAs) are in _numba_simd.
 """
 
 from __future__ import annotations
 
 import ctypes
 
-import llvmlite.binding as llvm_binding
 import numba
 import numpy as np
 import torch
-from llvmlite import ir
 from numba import prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic, overload
-from numba.np.arrayobj import populate_array
+from numba.extending import overload
 
+from gemmlab import cpu_caches
 from gemmlab.backends import by_address, operand_error
+from gemmlab.backends._numba_simd import (VECTOR_BYTES, WIDE, element_pointer, fma_vector, offset_pointer, resized,
+                                          set_thread_count, shift, stack_pointer, store_vector_sum, vector_zeroer, view)
 
 # --- tile and block sizes --------------------------------------------------------------------
 #
-# Numba compiles for the CPU it runs on, so the tile follows the host's vector registers:
-# AVX-512 (32 x 64-byte registers): MR x NR = 6 rows x 4 vectors = 24 accumulators, plus the B
-# vectors and A broadcasts of one step; AVX2 / SSE (16 registers): 6 rows x 2 vectors = 12.
-# (NUMBA_CPU_NAME set means code for some other CPU: assume the least.)
-try:
-    _FEATURES = llvm_binding.get_host_cpu_features() if numba.config.CPU_NAME is None else {}
-except RuntimeError:  # the host's features are unknown: assume the least
-    _FEATURES = {}
-WIDE = bool(_FEATURES.get("avx512f"))  # let LLVM use 512-bit vectors in the kernels
-VECTOR_BYTES = 64 if WIDE else 32 if _FEATURES.get("avx2") else 16
+# The tile follows the host's vector registers (_numba_simd): AVX-512 (32 x 64-byte registers):
+# MR x NR = 6 rows x 4 vectors = 24 accumulators, plus the B vectors and A broadcasts of one step;
+# AVX2 / SSE (16 registers): 6 rows x 2 vectors = 12.
 MR = 6  # rows of a micro-tile (the micro-kernel unrolls them by hand)
 NR_BYTES = VECTOR_BYTES * (4 if WIDE else 2)  # width of a micro-tile: 64 float32 / 32 float64 on AVX-512
+PATH = "avx512" if WIDE else "avx2" if VECTOR_BYTES == 32 else "generic"  # for reports
+# The reference cache blocking, chosen on the Xeon these kernels were tuned on (L1d 48 KiB, L2 2 MiB
+# per core, see gemmlab.cpu_caches); the blocking in use is derived from it for this CPU's caches
+# (blocking(), below) and passed to the packed path at each call.
 # KC: the B micro-panel (KC x NR) is reused by every MR panel of the A block, so it should sit in
-# L1 (32-48 KiB on current x86) with room to spare: KC * NR_BYTES = 32 KiB.
+# L1 with room to spare: KC * NR_BYTES = 32 KiB of the 48.
 KC = max(64, min(384, 32768 // NR_BYTES))
-# MC: the packed A block (MC x KC) is streamed once per B micro-panel and should stay in L2
-# (>= 1 MiB per core on servers): at most 192 KiB for float64 (192 rows on AVX-512). Tasks are
-# also made smaller when that balances the threads (see _plan).
+# MC: the packed A block (MC x KC) is streamed once per B micro-panel and should stay in L2: at most
+# 192 KiB for float64 (192 rows on AVX-512). Tasks are also made smaller when that balances the
+# threads (see _plan).
 MC = max(MR, 196608 // (KC * 8) // MR * MR)
-# NC and the B budget: the packed block of B is shared by all threads and read from L2/L3;
-# packing as much of k as fits PACK_B_ELEMENTS at once keeps parallel regions (a few us each)
-# to two per block even for k = 50000.
+# NC: the packed block of B is shared by all threads and read from L2/L3.
 NC = 4096
+# Packing as much of k as fits PACK_B_ELEMENTS at once keeps parallel regions (a few us each) to
+# two per block of B even for k = 50000.
 PACK_B_ELEMENTS = 1 << 22  # 16 MiB of float32
 # A task packs its block of A only when it covers more B panels than this; for fewer, reading A's
 # MR rows in place (each a sequential stream, from L1/L2) costs no more than reading a packed panel,
@@ -88,157 +87,38 @@ SMALL_VECTORS = 2 if WIDE else 1
 SMALL_BUFFER_BYTES = 32768
 SMALL_CHUNK_ROWS = 16
 
-
-# --- intrinsics: a stack tile for the accumulators, pointers into arrays ---------------------
-
-def _prefer_512_bit_vectors(function) -> None:
-    """Let LLVM vectorise this function with 512-bit registers.
-
-    LLVM's default for Intel AVX-512 CPUs is prefer-vector-width=256 (so that code full of short
-    vector loops does not lower the clock); the micro-kernel is written for the 32 zmm registers.
-    llvmlite's attribute set accepts only names it knows, so the string attribute is added beside
-    them; should a later llvmlite refuse it, the kernels still work, with 256-bit vectors."""
-    try:
-        set.add(function.attributes, '"prefer-vector-width"="512"')
-    except Exception:  # pragma: no cover - depends on the llvmlite version
-        pass
+_BLOCKS: dict[int, tuple[int, int, int]] = {}  # itemsize -> (KC, MC, NC) in use
+_CACHES: dict = {}  # the cache sizes they were derived from
 
 
-def _stack_pointer(size: int, doc: str):
-    """An intrinsic: a pointer to `size` bytes of stack, of the given dtype (in a function that
-    may use 512-bit vectors)."""
-
-    @intrinsic
-    def pointer(typingctx, dtype):
-        elements = size // (dtype.dtype.bitwidth // 8)
-
-        def codegen(context, builder, signature, args):
-            if WIDE:
-                _prefer_512_bit_vectors(builder.function)
-            return cgutils.alloca_once(builder, context.get_value_type(dtype.dtype), size=elements)
-
-        return types.CPointer(dtype.dtype)(dtype), codegen
-
-    pointer.__doc__ = doc
-    return pointer
+def _use_caches(caches: dict | None = None) -> None:
+    """Derive KC, MC, NC from these cache sizes ({'L1d', 'L2', 'L3', 'source'}, as
+    gemmlab.cpu_caches.cache_sizes() gives them), or from this CPU's. A testing hook after import:
+    it changes what the Python entry points use; the C ABI functions registered with the dispatch
+    core keep what was derived at import."""
+    caches = cpu_caches.cache_sizes() if caches is None else caches
+    for itemsize in (4, 8):
+        _BLOCKS[itemsize] = cpu_caches.derive_blocking(caches, itemsize, MR, NR_BYTES // itemsize, (KC, MC, NC))
+    _CACHES.clear()
+    _CACHES.update(caches)
 
 
-_tile_pointer = _stack_pointer(MR * NR_BYTES, "A tile of accumulators: LLVM keeps it in registers.")
-_buffer_pointer = _stack_pointer(SMALL_BUFFER_BYTES, "The small path's copy of b (it stays in L1).")
-_result_pointer = _stack_pointer(MR * SMALL_VECTORS * VECTOR_BYTES, "A small tile's sums.")
+def blocking(dtype: str = "float32") -> dict:
+    """The register and cache blocking of the packed path for 'float32' or 'float64' (as
+    gemmlab._cpp.blocking gives the cpp kernel's): path, MR, NR (elements), KC, MC, NC in use,
+    the reference (KC, MC, NC) and the caches they were derived from."""
+    itemsize = {"float32": 4, "float64": 8}[dtype]
+    kc, mc, nc = _BLOCKS[itemsize]
+    return {"path": PATH, "MR": MR, "NR": NR_BYTES // itemsize, "KC": kc, "MC": mc, "NC": nc,
+            "reference": (KC, MC, NC), "caches": dict(_CACHES)}
 
 
-@intrinsic
-def _resized(typingctx, array, rows, cols):
-    """A 2-D array of any layout ("A") on array's data and strides, with shape (rows, cols) (the
-    caller vouches for the memory): the small path reads b and its copy through one type."""
-    result = types.Array(array.dtype, 2, "A")
+_use_caches()
 
-    def codegen(context, builder, signature, args):
-        src = context.make_array(signature.args[0])(context, builder, args[0])
-        dst = context.make_array(result)(context, builder)
-        populate_array(dst, data=src.data, shape=[args[1], args[2]], strides=cgutils.unpack_tuple(builder, src.strides),
-                       itemsize=src.itemsize, meminfo=src.meminfo, parent=src.parent)
-        if context.enable_nrt:  # the result shares array's memory: one more reference to it
-            context.nrt.incref(builder, signature.args[0], args[0])
-        return dst._getvalue()
-
-    return result(array, types.intp, types.intp), codegen
-
-
-# The small path works on raw pointers (byte strides), not arrays: Numba counts references to every
-# array a function receives or makes (a call to NRT_incref / NRT_decref each, several per tile),
-# which cost more than the arithmetic of a small tile. Its vector operations are written out here:
-# LLVM's loop vectoriser handles a loop over one vector of elements only when its unroller leaves
-# the loop alone, which it does not for short ones (8 float64, or 16 float32 in few rows: unrolled
-# first, then left scalar or 128-bit).
-
-@intrinsic
-def _shift(typingctx, pointer, nbytes):
-    """pointer moved by nbytes bytes (either way)."""
-
-    def codegen(context, builder, signature, args):
-        raw = builder.bitcast(args[0], ir.IntType(8).as_pointer())
-        return builder.bitcast(builder.gep(raw, [args[1]]), args[0].type)
-
-    return pointer(pointer, types.intp), codegen
-
-
-def _vector_at(context, builder, pointer_type, pointer, offset):
-    """(pointer, type) of the vector register's worth of elements from pointer[offset]."""
-    vector = ir.VectorType(context.get_value_type(pointer_type.dtype), VECTOR_BYTES * 8 // pointer_type.dtype.bitwidth)
-    return builder.bitcast(builder.gep(pointer, [offset]), vector.as_pointer()), vector
-
-
-@intrinsic
-def _fma_vector(typingctx, acc, at, b, a):
-    """acc[at:at + W] += a * b[:W] as one vector FMA (W: one vector register of elements)."""
-
-    def codegen(context, builder, signature, args):
-        acc_at, vector = _vector_at(context, builder, signature.args[0], args[0], args[1])
-        b_at, _ = _vector_at(context, builder, signature.args[2], args[2], context.get_constant(types.intp, 0))
-        lanes = ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count)
-        single = builder.insert_element(ir.Constant(vector, ir.Undefined), args[3], ir.Constant(ir.IntType(32), 0))
-        splat = builder.shuffle_vector(single, single, lanes)
-        # fmuladd: one FMA instruction where the CPU has them, a multiply and an add elsewhere
-        fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
-                                                 f"llvm.fmuladd.v{vector.count}f{signature.args[0].dtype.bitwidth}")
-        result = builder.call(fmuladd, [splat, builder.load(b_at, align=1), builder.load(acc_at, align=1)])
-        builder.store(result, acc_at, align=1)
-        return context.get_dummy_value()
-
-    return types.none(acc, types.intp, b, acc.dtype), codegen
-
-
-@intrinsic
-def _zero_tile(typingctx, acc):
-    """Zero a small tile's accumulators, 2 * MR * SMALL_VECTORS vectors from acc, as straight-line
-    vector stores (a loop of stores, even of whole vectors, becomes a call to memset, after which
-    the tile no longer lives in registers)."""
-
-    def codegen(context, builder, signature, args):
-        lanes = VECTOR_BYTES * 8 // signature.args[0].dtype.bitwidth
-        for v in range(2 * MR * SMALL_VECTORS):
-            at, vector = _vector_at(context, builder, signature.args[0], args[0], context.get_constant(types.intp, v * lanes))
-            builder.store(ir.Constant(vector, None), at, align=1)
-        return context.get_dummy_value()
-
-    return types.none(acc), codegen
-
-
-@intrinsic
-def _store_vector_sum(typingctx, dst, acc, at, other, first):
-    """dst[:W] = (or += unless first) acc[at:at + W] + acc[other:other + W], in vector operations."""
-
-    def codegen(context, builder, signature, args):
-        dst_at, _ = _vector_at(context, builder, signature.args[0], args[0], context.get_constant(types.intp, 0))
-        x, _ = _vector_at(context, builder, signature.args[1], args[1], args[2])
-        y, _ = _vector_at(context, builder, signature.args[1], args[1], args[3])
-        total = builder.fadd(builder.load(x, align=1), builder.load(y, align=1))
-        with builder.if_else(args[4]) as (then, otherwise):
-            with then:
-                builder.store(total, dst_at, align=1)
-            with otherwise:
-                builder.store(builder.fadd(builder.load(dst_at, align=1), total), dst_at, align=1)
-        return context.get_dummy_value()
-
-    return types.none(dst, acc, types.intp, types.intp, types.boolean), codegen
-
-
-@intrinsic
-def _element_pointer(typingctx, array, i, j):
-    """A pointer to array[i, j] (no bounds check: the caller guarantees 0 <= i, j < shape)."""
-
-    def codegen(context, builder, signature, args):
-        arrty = signature.args[0]
-        ary = context.make_array(arrty)(context, builder, args[0])
-        return cgutils.get_item_pointer2(
-            context, builder, data=ary.data, shape=cgutils.unpack_tuple(builder, ary.shape),
-            strides=cgutils.unpack_tuple(builder, ary.strides), layout=arrty.layout,
-            inds=[args[1], args[2]], wraparound=False, boundscheck=False,
-        )
-
-    return types.CPointer(array.dtype)(array, types.intp, types.intp), codegen
+_tile_pointer = stack_pointer(MR * NR_BYTES, "A tile of accumulators: LLVM keeps it in registers.")
+_buffer_pointer = stack_pointer(SMALL_BUFFER_BYTES, "The small path's copy of b (it stays in L1).")
+_result_pointer = stack_pointer(MR * SMALL_VECTORS * VECTOR_BYTES, "A small tile's sums.")
+_zero_small_tile = vector_zeroer(2 * MR * SMALL_VECTORS)  # a small tile's two sets of accumulators
 
 
 def _njit(**options):
@@ -277,34 +157,26 @@ def _vector_width_constant(x):
     return lambda x: width
 
 
-@intrinsic
-def _offset_pointer(typingctx, array, offset):
-    """A pointer to the element `offset` places after the start of a contiguous 1-D array."""
-
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        return builder.gep(ary.data, [args[1]])
-
-    return types.CPointer(array.dtype)(array, types.intp), codegen
-
-
 @_njit(inline="always")
-def _tile(like):
-    """A stack array of MR * NR elements of like's dtype, for a micro-tile's accumulators."""
-    return numba.carray(_tile_pointer(like.dtype), (MR * _tile_width(like),))
+def _zeroed_tile(like):
+    """A stack array of MR * NR zeros of like's dtype, for a micro-tile's accumulators."""
+    acc = numba.carray(_tile_pointer(like.dtype), (MR * _tile_width(like),))
+    for x in range(MR * _tile_width(like)):
+        acc[x] = 0
+    return acc
 
 
 @_njit(inline="always")
 def _row(array, i, j, length):
     """array[i, j:j+length] as a contiguous 1-D array (the caller checked stride and bounds)."""
-    return numba.carray(_element_pointer(array, i, j), (length,))
+    return numba.carray(element_pointer(array, i, j), (length,))
 
 
 @_njit(inline="always")
 def _part(array, offset, length):
     """array[offset:offset+length] of a contiguous 1-D array, as an array whose indices start at 0
     (so loop indices are provably non-negative and Numba's negative-index handling folds away)."""
-    return numba.carray(_offset_pointer(array, offset), (length,))
+    return numba.carray(offset_pointer(array, offset), (length,))
 
 
 # --- packing ------------------------------------------------------------------------------
@@ -359,31 +231,34 @@ def _pack_a_block(a, i0, mc, p0, kc, apack):
 
 # --- the micro-kernel and its write-back -----------------------------------------------------
 
+@_njit(inline="always")
+def _fma_tile_row(acc, bpanel, at, a0, a1, a2, a3, a4, a5):
+    """One k step of the micro-kernel: acc[i * NR + j] += a_i * bpanel[at + j] for the MR x NR tile.
+
+    The MR rows are unrolled by hand, and the loop runs over NR contiguous packed elements with a
+    fixed trip count, so LLVM vectorises it (MR x NR / W vector FMAs)."""
+    NR = _tile_width(bpanel)
+    for j in range(NR):
+        bv = bpanel[at + j]
+        acc[j] += a0 * bv
+        acc[NR + j] += a1 * bv
+        acc[2 * NR + j] += a2 * bv
+        acc[3 * NR + j] += a3 * bv
+        acc[4 * NR + j] += a4 * bv
+        acc[5 * NR + j] += a5 * bv
+
+
 @_njit()
 def _update_tile(kc, apanel, bpanel, out, i0, j0, mr, nr, first):
     """out[i0:i0+mr, j0:j0+nr] = (or += when not first) the product of one A and one B micro-panel.
 
     A function of its own (not inlined by Numba), so LLVM optimises its loop in isolation and
     keeps the stack tile in registers."""
-    acc = _tile(out)
+    acc = _zeroed_tile(out)
     NR = _tile_width(bpanel)
-    for x in range(MR * NR):
-        acc[x] = 0
     for p in range(kc):
-        a0 = apanel[p * MR]
-        a1 = apanel[p * MR + 1]
-        a2 = apanel[p * MR + 2]
-        a3 = apanel[p * MR + 3]
-        a4 = apanel[p * MR + 4]
-        a5 = apanel[p * MR + 5]
-        for j in range(NR):  # NR contiguous elements, fixed trip count: vectorised
-            bv = bpanel[p * NR + j]
-            acc[j] += a0 * bv
-            acc[NR + j] += a1 * bv
-            acc[2 * NR + j] += a2 * bv
-            acc[3 * NR + j] += a3 * bv
-            acc[4 * NR + j] += a4 * bv
-            acc[5 * NR + j] += a5 * bv
+        _fma_tile_row(acc, bpanel, p * NR, apanel[p * MR], apanel[p * MR + 1], apanel[p * MR + 2],
+                      apanel[p * MR + 3], apanel[p * MR + 4], apanel[p * MR + 5])
     _store_tile(acc, out, i0, j0, mr, nr, first)
 
 
@@ -394,27 +269,12 @@ def _update_tile_unpacked(kc, a, rows, p0, bpanel, out, i0, j0, mr, nr, first):
     For tasks that cover a single B panel, where each A block is used once and packing it would
     cost as much memory traffic as the product itself (n <= NR: the MLP's 50000x784 @ 784x50).
     The A values are scalar broadcasts either way; rows past the end are clamped by the caller."""
-    acc = _tile(out)
+    acc = _zeroed_tile(out)
     NR = _tile_width(bpanel)
-    for x in range(MR * NR):
-        acc[x] = 0
     r0, r1, r2, r3, r4, r5 = rows
     for p in range(kc):
         col = np.uintp(p0 + p)  # unsigned indices: no negative-index handling in the loop
-        a0 = a[r0, col]
-        a1 = a[r1, col]
-        a2 = a[r2, col]
-        a3 = a[r3, col]
-        a4 = a[r4, col]
-        a5 = a[r5, col]
-        for j in range(NR):
-            bv = bpanel[p * NR + j]
-            acc[j] += a0 * bv
-            acc[NR + j] += a1 * bv
-            acc[2 * NR + j] += a2 * bv
-            acc[3 * NR + j] += a3 * bv
-            acc[4 * NR + j] += a4 * bv
-            acc[5 * NR + j] += a5 * bv
+        _fma_tile_row(acc, bpanel, p * NR, a[r0, col], a[r1, col], a[r2, col], a[r3, col], a[r4, col], a[r5, col])
     _store_tile(acc, out, i0, j0, mr, nr, first)
 
 
@@ -427,27 +287,28 @@ def _clamped_rows(i0, m):
 
 
 @_njit(inline="always")
+def _store_rows(acc, out, i0, j0, rows, cols, first):
+    """out[i0 + i, j0:j0+cols] = (or +=) the tile's row i for i < rows, out's rows contiguous
+    (rows and cols constants where the caller passes constants: vector stores)."""
+    NR = _tile_width(out)
+    for i in range(rows):
+        dst = _row(out, i0 + i, j0, cols)
+        if first:
+            for j in range(cols):
+                dst[j] = acc[i * NR + j]
+        else:
+            for j in range(cols):
+                dst[j] += acc[i * NR + j]
+
+
+@_njit(inline="always")
 def _store_tile(acc, out, i0, j0, mr, nr, first):
     """out[i0:i0+mr, j0:j0+nr] = (or +=) the tile; vector stores for full tiles on unit-stride rows."""
     NR = _tile_width(out)
     if mr == MR and nr == NR and out.strides[1] == out.itemsize:
-        for i in range(MR):
-            dst = _row(out, i0 + i, j0, NR)
-            if first:
-                for j in range(NR):
-                    dst[j] = acc[i * NR + j]
-            else:
-                for j in range(NR):
-                    dst[j] += acc[i * NR + j]
+        _store_rows(acc, out, i0, j0, MR, NR, first)
     elif out.strides[1] == out.itemsize:  # an edge tile: shorter rows, still contiguous
-        for i in range(mr):
-            dst = _row(out, i0 + i, j0, nr)
-            if first:
-                for j in range(nr):
-                    dst[j] = acc[i * NR + j]
-            else:
-                for j in range(nr):
-                    dst[j] += acc[i * NR + j]
+        _store_rows(acc, out, i0, j0, mr, nr, first)
     else:
         for i in range(mr):
             for j in range(nr):
@@ -460,9 +321,10 @@ def _store_tile(acc, out, i0, j0, mr, nr, first):
 # --- the blocked, parallel product ---------------------------------------------------------
 
 @_njit()
-def _plan(m, n_panels, threads):
-    """Rows per task and how many column ranges: enough equal tasks to keep every thread busy."""
-    row_blocks = -(-m // MC)
+def _plan(m, n_panels, threads, mc_max):
+    """Rows per task (at most mc_max) and how many column ranges: enough equal tasks to keep every
+    thread busy."""
+    row_blocks = -(-m // mc_max)
     if threads > 1:
         row_blocks = max(1, min(-(-m // MR), threads * -(-row_blocks // threads)))
     mc = -(-(-(-m // row_blocks)) // MR) * MR
@@ -474,19 +336,20 @@ def _plan(m, n_panels, threads):
 
 
 @_njit()
-def _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz):
-    """Job `job` of packing rows ks..ks+ksz, columns jc..jc+nc of b: one (panel, KC rows) piece,
-    so that even a single panel is packed in parallel."""
+def _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz, kc_max):
+    """Job `job` of packing rows ks..ks+ksz, columns jc..jc+nc of b: one (panel, kc_max rows)
+    piece, so that even a single panel is packed in parallel."""
     NR = _tile_width(bpack)
     t = job // k_blocks
-    pb = (job - t * k_blocks) * KC
-    _pack_b_panel(b, ks + pb, min(KC, ksz - pb), jc + t * NR, min(NR, nc - t * NR), bpack, t * ksz * NR + pb * NR)
+    pb = (job - t * k_blocks) * kc_max
+    _pack_b_panel(b, ks + pb, min(kc_max, ksz - pb), jc + t * NR, min(NR, nc - t * NR), bpack, t * ksz * NR + pb * NR)
 
 
 @_njit()
-def _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz):
+def _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz, kc_max):
     """Task `task`: rows rb * mc.. of out (rb = task // splits) against its range of the packed B
-    panels (the task's share, task % splits, of the n_panels), over rows ks..ks+ksz of B."""
+    panels (the task's share, task % splits, of the n_panels), over rows ks..ks+ksz of B, in slices
+    of kc_max."""
     m = a.shape[0]
     n = out.shape[1]
     NR = _tile_width(a)
@@ -497,9 +360,9 @@ def _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz):
     t_lo = sp * n_panels // splits
     t_hi = (sp + 1) * n_panels // splits
     pack_a = t_hi - t_lo > PACK_A_PANELS  # else A is read in place
-    apack = np.empty(-(-mcb // MR) * MR * KC if pack_a else 0, dtype=a.dtype)
-    for pb in range(0, ksz, KC):
-        kc = min(KC, ksz - pb)
+    apack = np.empty(-(-mcb // MR) * MR * kc_max if pack_a else 0, dtype=a.dtype)
+    for pb in range(0, ksz, kc_max):
+        kc = min(kc_max, ksz - pb)
         if pack_a:
             _pack_a_block(a, i0, mcb, ks + pb, kc, apack)
         first = ks + pb == 0
@@ -518,30 +381,31 @@ def _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz):
 
 
 @_njit(parallel=True)
-def _packed(a, b, out, threads):
+def _packed(a, b, out, threads, kc_max, mc_max, nc_max):
+    """out = a @ b on `threads` threads, blocked by at most kc_max x mc_max x nc_max (blocking())."""
     m, k = a.shape
     n = b.shape[1]
     NR = _tile_width(a)
-    nc_max = min(NC, -(-n // NR) * NR)
-    ks_max = max(KC, (PACK_B_ELEMENTS // nc_max) // KC * KC)
-    bpack = np.empty(min(k, ks_max) * nc_max, dtype=a.dtype)
-    for jc in range(0, n, nc_max):
-        nc = min(nc_max, n - jc)
+    ncb = min(nc_max, -(-n // NR) * NR)
+    ks_max = max(kc_max, (PACK_B_ELEMENTS // ncb) // kc_max * kc_max)
+    bpack = np.empty(min(k, ks_max) * ncb, dtype=a.dtype)
+    for jc in range(0, n, ncb):
+        nc = min(ncb, n - jc)
         n_panels = -(-nc // NR)
-        mc, row_blocks, splits = _plan(m, n_panels, threads)
+        mc, row_blocks, splits = _plan(m, n_panels, threads, mc_max)
         for ks in range(0, k, ks_max):
             ksz = min(ks_max, k - ks)
-            k_blocks = -(-ksz // KC)
+            k_blocks = -(-ksz // kc_max)
             if threads == 1:  # plain loops: a parallel region costs ~0.7 us even with one thread
                 for job in range(n_panels * k_blocks):
-                    _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz)
+                    _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz, kc_max)
                 for task in range(row_blocks * splits):
-                    _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz)
+                    _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz, kc_max)
             else:
                 for job in prange(n_panels * k_blocks):
-                    _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz)
+                    _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz, kc_max)
                 for task in prange(row_blocks * splits):
-                    _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz)
+                    _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz, kc_max)
 
 
 # --- the small, serial path -----------------------------------------------------------------
@@ -560,23 +424,23 @@ def _small_step(acc, base, rows, offset, b, nrows, vectors):
     W = _vector_width(b)
     TW = SMALL_VECTORS * W
     r0, r1, r2, r3, r4, r5 = rows
-    a0 = _shift(r0, offset)[0]
-    a1 = _shift(r1, offset)[0]
-    a2 = _shift(r2, offset)[0] if nrows > 2 else a1
-    a3 = _shift(r3, offset)[0] if nrows > 2 else a1
-    a4 = _shift(r4, offset)[0] if nrows > 4 else a1
-    a5 = _shift(r5, offset)[0] if nrows > 4 else a1
+    a0 = shift(r0, offset)[0]
+    a1 = shift(r1, offset)[0]
+    a2 = shift(r2, offset)[0] if nrows > 2 else a1
+    a3 = shift(r3, offset)[0] if nrows > 2 else a1
+    a4 = shift(r4, offset)[0] if nrows > 4 else a1
+    a5 = shift(r5, offset)[0] if nrows > 4 else a1
     for v in range(vectors):
-        bv = _shift(b, v * VECTOR_BYTES)
+        bv = shift(b, v * VECTOR_BYTES)
         at = base + v * W
-        _fma_vector(acc, at, bv, a0)
-        _fma_vector(acc, at + TW, bv, a1)
+        fma_vector(acc, at, bv, a0)
+        fma_vector(acc, at + TW, bv, a1)
         if nrows > 2:
-            _fma_vector(acc, at + 2 * TW, bv, a2)
-            _fma_vector(acc, at + 3 * TW, bv, a3)
+            fma_vector(acc, at + 2 * TW, bv, a2)
+            fma_vector(acc, at + 3 * TW, bv, a3)
         if nrows > 4:
-            _fma_vector(acc, at + 4 * TW, bv, a4)
-            _fma_vector(acc, at + 5 * TW, bv, a5)
+            fma_vector(acc, at + 4 * TW, bv, a4)
+            fma_vector(acc, at + 5 * TW, bv, a5)
 
 
 @_njit()
@@ -593,29 +457,29 @@ def _small_tile(kc, a, sa0, sa1, mr, b, sb0, nrows, vectors, out, so0, so1, lo, 
     W = _vector_width(a)
     TW = SMALL_VECTORS * W
     acc = _tile_pointer(a)  # MR * NR >= 2 * MR * TW elements
-    _zero_tile(acc)
+    _zero_small_tile(acc)
     last = mr - 1
-    rows = (a, _shift(a, min(1, last) * sa0), _shift(a, min(2, last) * sa0), _shift(a, min(3, last) * sa0),
-            _shift(a, min(4, last) * sa0), _shift(a, min(5, last) * sa0))
+    rows = (a, shift(a, min(1, last) * sa0), shift(a, min(2, last) * sa0), shift(a, min(3, last) * sa0),
+            shift(a, min(4, last) * sa0), shift(a, min(5, last) * sa0))
     for q in range(kc // 2):
         p = 2 * q
-        _small_step(acc, 0, rows, p * sa1, _shift(b, p * sb0), nrows, vectors)
-        _small_step(acc, MR * TW, rows, (p + 1) * sa1, _shift(b, (p + 1) * sb0), nrows, vectors)
+        _small_step(acc, 0, rows, p * sa1, shift(b, p * sb0), nrows, vectors)
+        _small_step(acc, MR * TW, rows, (p + 1) * sa1, shift(b, (p + 1) * sb0), nrows, vectors)
     if kc % 2:
-        _small_step(acc, 0, rows, (kc - 1) * sa1, _shift(b, (kc - 1) * sb0), nrows, vectors)
+        _small_step(acc, 0, rows, (kc - 1) * sa1, shift(b, (kc - 1) * sb0), nrows, vectors)
     whole = lo == 0 and hi == vectors * W and so1 == VECTOR_BYTES // W  # whole vectors into unit-stride rows
     result = _result_pointer(a)  # else the tile's sums, for element-wise stores
     for i in range(nrows):
         for v in range(vectors):
             at = i * TW + v * W
             if whole and i < mr:
-                _store_vector_sum(_shift(out, i * so0 + v * VECTOR_BYTES), acc, at, MR * TW + at, first)
+                store_vector_sum(shift(out, i * so0 + v * VECTOR_BYTES), acc, at, MR * TW + at, first)
             elif not whole:
-                _store_vector_sum(_shift(result, (at // W) * VECTOR_BYTES), acc, at, MR * TW + at, True)
+                store_vector_sum(shift(result, (at // W) * VECTOR_BYTES), acc, at, MR * TW + at, True)
     if not whole:  # (acc itself is only ever read at fixed offsets: so it can live in registers)
         for i in range(mr):
             for j in range(lo, hi):
-                dst = _shift(out, i * so0 + j * so1)
+                dst = shift(out, i * so0 + j * so1)
                 if first:
                     dst[0] = result[i * TW + j]
                 else:
@@ -650,18 +514,18 @@ def _small_block(a, src, ncols, out, first):
     so0, so1 = out.strides
     for i0 in range(0, m, MR):
         mr = min(MR, m - i0)
-        a_i0 = _element_pointer(a, i0, 0)
+        a_i0 = element_pointer(a, i0, 0)
         j0 = 0
         while j0 < ncols:
             if SMALL_VECTORS > 1 and ncols - j0 > W and readable >= 2 * W:
                 start = min(j0, readable - 2 * W)
-                _small_rows(kc, a_i0, sa0, sa1, mr, _element_pointer(src, 0, start), sb0, SMALL_VECTORS,
-                            _element_pointer(out, i0, start), so0, so1, j0 - start, min(2 * W, ncols - start), first)
+                _small_rows(kc, a_i0, sa0, sa1, mr, element_pointer(src, 0, start), sb0, SMALL_VECTORS,
+                            element_pointer(out, i0, start), so0, so1, j0 - start, min(2 * W, ncols - start), first)
                 j0 = start + 2 * W
             else:
                 start = min(j0, readable - W)
-                _small_rows(kc, a_i0, sa0, sa1, mr, _element_pointer(src, 0, start), sb0, 1,
-                            _element_pointer(out, i0, start), so0, so1, j0 - start, min(W, ncols - start), first)
+                _small_rows(kc, a_i0, sa0, sa1, mr, element_pointer(src, 0, start), sb0, 1,
+                            element_pointer(out, i0, start), so0, so1, j0 - start, min(W, ncols - start), first)
                 j0 = start + W
 
 
@@ -682,7 +546,7 @@ def _small_copied(a, b, out):
         rows = capacity // width
         for c0 in range(0, k, rows):
             kc = min(rows, k - c0)
-            buf = _resized(numba.carray(buffer, (kc, width)), kc, width)
+            buf = resized(numba.carray(buffer, (kc, width)), kc, width)
             if b.strides[0] < b.strides[1]:  # columns closer together than rows: read down each column
                 for j in range(nb):
                     for p in range(kc):
@@ -716,7 +580,7 @@ def _small(a, b, out):
     if in_place < k:
         _small_copied(a[:, in_place:], b[in_place:], out)
     if in_place > 0:  # (first: nothing copied before; never a constant: one compiled copy takes both values)
-        _small_block(a[:, :in_place], _resized(b, in_place, max(n, W)), n, out, in_place == k)
+        _small_block(a[:, :in_place], resized(b, in_place, max(n, W)), n, out, in_place == k)
 
 
 # Status codes of _checked_small.
@@ -774,35 +638,19 @@ def _checked_small(a, b, out):
 # the arrays are rebuilt inside, so the kernels still index them through their strides. Integer
 # arguments also mean exactly one compiled specialisation per function, whatever the layouts.
 
-@intrinsic
-def _view(typingctx, address, rows, cols, stride0, stride1, scalar):
-    """The 2-D array of scalar's type at address, with the given shape and byte strides."""
-    dtype = scalar.instance_type
-    array_type = types.Array(dtype, 2, "A")
-
-    def codegen(context, builder, signature, args):
-        address, rows, cols, stride0, stride1, _ = args
-        ary = context.make_array(array_type)(context, builder)
-        data = builder.inttoptr(address, context.get_data_type(dtype).as_pointer())
-        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(dtype)))
-        populate_array(ary, data=data, shape=[rows, cols], strides=[stride0, stride1], itemsize=itemsize, meminfo=None)
-        return ary._getvalue()
-
-    return array_type(types.intp, types.intp, types.intp, types.intp, types.intp, scalar), codegen
-
-
 def _views_of(scalar):
     """Entry points for one dtype: (checked small path, packed path). Their arguments: the unit of
     the strides in bytes (the itemsize for torch's element strides, 1 for NumPy's byte strides),
-    then address, rows, columns and the two strides of a, b and out in turn (+ threads)."""
+    then address, rows, columns and the two strides of a, b and out in turn (+ threads and the
+    cache blocking)."""
 
     def small(unit, pa, m, k, sa0, sa1, pb, kb, n, sb0, sb1, po, mo, no, so0, so1):
-        return _checked_small(_view(pa, m, k, sa0 * unit, sa1 * unit, scalar), _view(pb, kb, n, sb0 * unit, sb1 * unit, scalar),
-                              _view(po, mo, no, so0 * unit, so1 * unit, scalar))
+        return _checked_small(view(pa, m, k, sa0 * unit, sa1 * unit, scalar), view(pb, kb, n, sb0 * unit, sb1 * unit, scalar),
+                              view(po, mo, no, so0 * unit, so1 * unit, scalar))
 
-    def packed(unit, pa, m, k, sa0, sa1, pb, kb, n, sb0, sb1, po, mo, no, so0, so1, threads):
-        _packed(_view(pa, m, k, sa0 * unit, sa1 * unit, scalar), _view(pb, kb, n, sb0 * unit, sb1 * unit, scalar),
-                _view(po, mo, no, so0 * unit, so1 * unit, scalar), threads)
+    def packed(unit, pa, m, k, sa0, sa1, pb, kb, n, sb0, sb1, po, mo, no, so0, so1, threads, kc, mc, nc):
+        _packed(view(pa, m, k, sa0 * unit, sa1 * unit, scalar), view(pb, kb, n, sb0 * unit, sb1 * unit, scalar),
+                view(po, mo, no, so0 * unit, so1 * unit, scalar), threads, kc, mc, nc)
 
     return small, packed
 
@@ -820,14 +668,14 @@ MAX_THREADS = numba.config.NUMBA_NUM_THREADS
 
 def _run(entries, args) -> None:
     """Run the entry points on (unit, a's address, shape, strides, b's..., out's...)."""
-    small, packed, _ = entries
+    small, packed, itemsize = entries
     status = small(*args)
     if status == _OK:
         return
     if status == _RUN_PACKED:
         threads = max(1, min(torch.get_num_threads(), MAX_THREADS))
         numba.set_num_threads(threads)
-        packed(*args, threads)
+        packed(*args, threads, *_BLOCKS[itemsize])
         return
     unit = args[0]  # strides in bytes below, whichever entry point was called
     shapes = f"a {args[2:4]}, b {args[7:9]}, out {args[12:14]}"
@@ -881,21 +729,6 @@ def matmul_2d(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
 _ABI_OK, _ABI_BAD_ARGUMENTS, _ABI_NO_MEMORY = 0, 1, 2  # kernel_abi.h's gemmlab_status
 
 
-@intrinsic
-def _set_thread_count(typingctx, n):
-    """numba.set_num_threads(n) for code cached on disk (1 <= n <= NUMBA_NUM_THREADS, unchecked).
-
-    Numba's own reaches the threading layer through a ctypes pointer, which makes a function that
-    calls it uncacheable; this calls the layer's function by the symbol name Numba gives it when it
-    loads the layer (numba.get_num_threads() does), resolved when the code is loaded."""
-
-    def codegen(context, builder, signature, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(32)]),
-                                            "set_num_threads")
-        builder.call(fn, [context.cast(builder, args[0], signature.args[0], types.int32)])
-        return context.get_dummy_value()
-
-    return types.none(n), codegen
 _ABI_SIGNATURE = types.int32(
     types.int64, types.int64, types.int64, types.int64,  # batch, m, n, k
     types.intp, types.int64, types.int64, types.int64,  # a and its batch, row and column strides
@@ -905,23 +738,26 @@ _ABI_SIGNATURE = types.int32(
 )
 
 
-def _abi_function(scalar, max_threads: int):
-    """The ABI function for one dtype. max_threads (NUMBA_NUM_THREADS) is a closure value, not a
-    global, because closure values are part of Numba's cache key: code cached under another
-    NUMBA_NUM_THREADS is not reused (globals are frozen into cached code unseen)."""
+def _abi_function(scalar, max_threads: int, blocks: tuple[int, int, int]):
+    """The ABI function for one dtype. max_threads (NUMBA_NUM_THREADS) and the cache blocking are
+    closure values, not globals, because closure values are part of Numba's cache key: code cached
+    under another NUMBA_NUM_THREADS or other caches is not reused (globals are frozen into cached
+    code unseen)."""
     size = np.dtype(scalar).itemsize
+    kc, mc, nc = blocks
 
     def gemm(batch, m, n, k, a, a_bs, a_rs, a_cs, b, b_bs, b_rs, b_cs, c, c_bs, c_rs, c_cs, threads):
         for i in range(batch):
-            x = _view(a + i * a_bs * size, m, k, a_rs * size, a_cs * size, scalar)
-            y = _view(b + i * b_bs * size, k, n, b_rs * size, b_cs * size, scalar)
-            z = _view(c + i * c_bs * size, m, n, c_rs * size, c_cs * size, scalar)
+            x = view(a + i * a_bs * size, m, k, a_rs * size, a_cs * size, scalar)
+            y = view(b + i * b_bs * size, k, n, b_rs * size, b_cs * size, scalar)
+            z = view(c + i * c_bs * size, m, n, c_rs * size, c_cs * size, scalar)
             status = _checked_small(x, y, z)
             if status == _RUN_PACKED:
                 use = max(1, min(threads, max_threads))
-                _set_thread_count(use)  # the calling thread's setting, as _run sets it from Python
+                set_thread_count(use)  # the calling thread's setting, as _run sets it from Python
                 try:
-                    _packed(x, y, z, use)
+                    # (int64, not the closure's literal values: the code compiled for the Python path serves)
+                    _packed(x, y, z, use, np.int64(kc), np.int64(mc), np.int64(nc))
                 except Exception:  # what _packed can raise: MemoryError from its buffers
                     return _ABI_NO_MEMORY
             elif status != _OK:
@@ -954,7 +790,7 @@ def _native_kernel() -> tuple[int | None, str | None]:
     if numba.threading_layer() == "workqueue":
         return None, ("products go through Python: Numba's workqueue threading layer cannot run parallel code "
                       "from several threads at once (install tbb, `pip install tbb`, for a thread-safe one)")
-    functions = [_abi_function(np.float32, MAX_THREADS), _abi_function(np.float64, MAX_THREADS)]
+    functions = [_abi_function(np.float32, MAX_THREADS, _BLOCKS[4]), _abi_function(np.float64, MAX_THREADS, _BLOCKS[8])]
     names = [_cpp.CAPSULE_F32.encode(), _cpp.CAPSULE_F64.encode()]
     _ABI_KEEP_ALIVE.extend(functions + names)  # the core keeps the code's address; a capsule, its name's
     f32, f64 = (_new_capsule(fn.address, name, None) for fn, name in zip(functions, names))

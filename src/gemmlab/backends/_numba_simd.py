@@ -1,0 +1,221 @@
+"""The llvmlite pieces under gemmlab's Numba kernel (numba_jit): the host's vector width, stack
+buffers the accumulators live in, pointers into arrays, and vector FMAs written out for the small
+path, where LLVM's loop vectoriser does not reach (see fma_vector).
+
+Numba keys its on-disk cache of numba_jit's functions on numba_jit.py alone: after editing this
+file, touch numba_jit.py (or delete its __pycache__) so that the kernels are compiled again.
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm_binding
+import numba
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+from numba.np.arrayobj import populate_array
+
+# Numba compiles for the CPU it runs on, so the kernels follow the host's vector registers.
+# (NUMBA_CPU_NAME set means code for some other CPU: assume the least.)
+try:
+    _FEATURES = llvm_binding.get_host_cpu_features() if numba.config.CPU_NAME is None else {}
+except RuntimeError:  # the host's features are unknown: assume the least
+    _FEATURES = {}
+WIDE = bool(_FEATURES.get("avx512f"))  # 32 registers of 64 bytes, and LLVM may use them (see stack_pointer)
+VECTOR_BYTES = 64 if WIDE else 32 if _FEATURES.get("avx2") else 16
+
+
+def _prefer_512_bit_vectors(function) -> None:
+    """Let LLVM vectorise this function with 512-bit registers.
+
+    LLVM's default for Intel AVX-512 CPUs is prefer-vector-width=256 (so that code full of short
+    vector loops does not lower the clock); the micro-kernel is written for the 32 zmm registers.
+    llvmlite's attribute set accepts only names it knows, so the string attribute is added beside
+    them; should a later llvmlite refuse it, the kernels still work, with 256-bit vectors."""
+    try:
+        set.add(function.attributes, '"prefer-vector-width"="512"')
+    except Exception:  # pragma: no cover - depends on the llvmlite version
+        pass
+
+
+def stack_pointer(size: int, doc: str):
+    """An intrinsic: a pointer to `size` bytes of stack, of the given dtype (in a function that
+    may use 512-bit vectors)."""
+
+    @intrinsic
+    def pointer(typingctx, dtype):
+        elements = size // (dtype.dtype.bitwidth // 8)
+
+        def codegen(context, builder, signature, args):
+            if WIDE:
+                _prefer_512_bit_vectors(builder.function)
+            return cgutils.alloca_once(builder, context.get_value_type(dtype.dtype), size=elements)
+
+        return types.CPointer(dtype.dtype)(dtype), codegen
+
+    pointer.__doc__ = doc
+    return pointer
+
+
+@intrinsic
+def resized(typingctx, array, rows, cols):
+    """A 2-D array of any layout ("A") on array's data and strides, with shape (rows, cols) (the
+    caller vouches for the memory): the small path reads b and its copy through one type."""
+    result = types.Array(array.dtype, 2, "A")
+
+    def codegen(context, builder, signature, args):
+        src = context.make_array(signature.args[0])(context, builder, args[0])
+        dst = context.make_array(result)(context, builder)
+        populate_array(dst, data=src.data, shape=[args[1], args[2]], strides=cgutils.unpack_tuple(builder, src.strides),
+                       itemsize=src.itemsize, meminfo=src.meminfo, parent=src.parent)
+        if context.enable_nrt:  # the result shares array's memory: one more reference to it
+            context.nrt.incref(builder, signature.args[0], args[0])
+        return dst._getvalue()
+
+    return result(array, types.intp, types.intp), codegen
+
+
+@intrinsic
+def view(typingctx, address, rows, cols, stride0, stride1, scalar):
+    """The 2-D array of scalar's type at address, with the given shape and byte strides."""
+    dtype = scalar.instance_type
+    array_type = types.Array(dtype, 2, "A")
+
+    def codegen(context, builder, signature, args):
+        address, rows, cols, stride0, stride1, _ = args
+        ary = context.make_array(array_type)(context, builder)
+        data = builder.inttoptr(address, context.get_data_type(dtype).as_pointer())
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(dtype)))
+        populate_array(ary, data=data, shape=[rows, cols], strides=[stride0, stride1], itemsize=itemsize, meminfo=None)
+        return ary._getvalue()
+
+    return array_type(types.intp, types.intp, types.intp, types.intp, types.intp, scalar), codegen
+
+
+@intrinsic
+def element_pointer(typingctx, array, i, j):
+    """A pointer to array[i, j] (no bounds check: the caller guarantees 0 <= i, j < shape)."""
+
+    def codegen(context, builder, signature, args):
+        arrty = signature.args[0]
+        ary = context.make_array(arrty)(context, builder, args[0])
+        return cgutils.get_item_pointer2(
+            context, builder, data=ary.data, shape=cgutils.unpack_tuple(builder, ary.shape),
+            strides=cgutils.unpack_tuple(builder, ary.strides), layout=arrty.layout,
+            inds=[args[1], args[2]], wraparound=False, boundscheck=False,
+        )
+
+    return types.CPointer(array.dtype)(array, types.intp, types.intp), codegen
+
+
+@intrinsic
+def offset_pointer(typingctx, array, offset):
+    """A pointer to the element `offset` places after the start of a contiguous 1-D array."""
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.gep(ary.data, [args[1]])
+
+    return types.CPointer(array.dtype)(array, types.intp), codegen
+
+
+@intrinsic
+def shift(typingctx, pointer, nbytes):
+    """pointer moved by nbytes bytes (either way)."""
+
+    def codegen(context, builder, signature, args):
+        raw = builder.bitcast(args[0], ir.IntType(8).as_pointer())
+        return builder.bitcast(builder.gep(raw, [args[1]]), args[0].type)
+
+    return pointer(pointer, types.intp), codegen
+
+
+# Vector operations on raw pointers (byte strides), for the small path: Numba counts references to
+# every array a function receives or makes (a call to NRT_incref / NRT_decref each, several per
+# tile), which cost more than the arithmetic of a small tile. They are written out because LLVM's
+# loop vectoriser handles a loop over one vector of elements only when its unroller leaves the
+# loop alone, which it does not for short ones (8 float64, or 16 float32 in few rows: unrolled
+# first, then left scalar or 128-bit).
+
+def _vector_at(context, builder, pointer_type, pointer, offset):
+    """(pointer, type) of the vector register's worth of elements from pointer[offset]."""
+    vector = ir.VectorType(context.get_value_type(pointer_type.dtype), VECTOR_BYTES * 8 // pointer_type.dtype.bitwidth)
+    return builder.bitcast(builder.gep(pointer, [offset]), vector.as_pointer()), vector
+
+
+@intrinsic
+def fma_vector(typingctx, acc, at, b, a):
+    """acc[at:at + W] += a * b[:W] as one vector FMA (W: one vector register of elements)."""
+
+    def codegen(context, builder, signature, args):
+        acc_at, vector = _vector_at(context, builder, signature.args[0], args[0], args[1])
+        b_at, _ = _vector_at(context, builder, signature.args[2], args[2], context.get_constant(types.intp, 0))
+        lanes = ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count)
+        single = builder.insert_element(ir.Constant(vector, ir.Undefined), args[3], ir.Constant(ir.IntType(32), 0))
+        splat = builder.shuffle_vector(single, single, lanes)
+        # fmuladd: one FMA instruction where the CPU has them, a multiply and an add elsewhere
+        fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                                 f"llvm.fmuladd.v{vector.count}f{signature.args[0].dtype.bitwidth}")
+        result = builder.call(fmuladd, [splat, builder.load(b_at, align=1), builder.load(acc_at, align=1)])
+        builder.store(result, acc_at, align=1)
+        return context.get_dummy_value()
+
+    return types.none(acc, types.intp, b, acc.dtype), codegen
+
+
+def vector_zeroer(count: int):
+    """An intrinsic: zero `count` vectors from a pointer, as straight-line vector stores (a loop of
+    stores, even of whole vectors, becomes a call to memset, after which a tile of accumulators no
+    longer lives in registers)."""
+
+    @intrinsic
+    def zero(typingctx, acc):
+        def codegen(context, builder, signature, args):
+            lanes = VECTOR_BYTES * 8 // signature.args[0].dtype.bitwidth
+            for v in range(count):
+                at, vector = _vector_at(context, builder, signature.args[0], args[0],
+                                        context.get_constant(types.intp, v * lanes))
+                builder.store(ir.Constant(vector, None), at, align=1)
+            return context.get_dummy_value()
+
+        return types.none(acc), codegen
+
+    zero.__doc__ = f"Zero {count} vectors from acc."
+    return zero
+
+
+@intrinsic
+def store_vector_sum(typingctx, dst, acc, at, other, first):
+    """dst[:W] = (or += unless first) acc[at:at + W] + acc[other:other + W], in vector operations."""
+
+    def codegen(context, builder, signature, args):
+        dst_at, _ = _vector_at(context, builder, signature.args[0], args[0], context.get_constant(types.intp, 0))
+        x, _ = _vector_at(context, builder, signature.args[1], args[1], args[2])
+        y, _ = _vector_at(context, builder, signature.args[1], args[1], args[3])
+        total = builder.fadd(builder.load(x, align=1), builder.load(y, align=1))
+        with builder.if_else(args[4]) as (then, otherwise):
+            with then:
+                builder.store(total, dst_at, align=1)
+            with otherwise:
+                builder.store(builder.fadd(builder.load(dst_at, align=1), total), dst_at, align=1)
+        return context.get_dummy_value()
+
+    return types.none(dst, acc, types.intp, types.intp, types.boolean), codegen
+
+
+@intrinsic
+def set_thread_count(typingctx, n):
+    """numba.set_num_threads(n) for code cached on disk (1 <= n <= NUMBA_NUM_THREADS, unchecked).
+
+    Numba's own reaches the threading layer through a ctypes pointer, which makes a function that
+    calls it uncacheable; this calls the layer's function by the symbol name Numba gives it when it
+    loads the layer (numba.get_num_threads() does), resolved when the code is loaded."""
+
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(32)]),
+                                            "set_num_threads")
+        builder.call(fn, [context.cast(builder, args[0], signature.args[0], types.int32)])
+        return context.get_dummy_value()
+
+    return types.none(n), codegen
