@@ -4,7 +4,7 @@ products under a blocking forced small, so that every multi-block path runs on s
 
 import pytest
 import torch
-from conftest import import_or_fail, randn, small_integers, views
+from conftest import import_or_fail, randn, layouts, small_integers
 
 import gemmlab
 from gemmlab import cpu_caches
@@ -135,7 +135,7 @@ def test_products_under_small_blocking(name, dtype, nthreads, small_blocking, th
         out = torch.full((m, n), float("nan"), dtype=dtype)
         matmul_2d(x, y, out)
         assert_exact(out, x, y, what=what)
-    for layout, x, y in views(67, 131, 300, dtype):
+    for layout, x, y in layouts(67, 131, 300, dtype):
         out = torch.full((67, 300), float("nan"), dtype=dtype)
         matmul_2d(x, y, out)
         assert_close_to_reference(out, x, y, what=f"{name} {layout} (67, 131) @ (131, 300) {dtype}, {nthreads} threads")

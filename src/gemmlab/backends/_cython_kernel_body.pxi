@@ -25,6 +25,8 @@
 # runs over one vector's worth of contiguous packed elements with a fixed trip count: gcc turns each
 # into one vector FMA per row (MR x NR_VECTORS per step) and keeps the whole tile in registers.
 # Small products take a serial, unpacked, register-tiled loop.
+# On AVX-512, products whose a rows and b columns run contiguously along k (x @ W.T) with long rows
+# and a short side take a dot-product loop: nothing packed (choose_loop says which loop a product takes).
 
 from cpython.pycapsule cimport PyCapsule_New
 from cython.parallel cimport prange
@@ -601,6 +603,211 @@ cdef void small(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, const real* a, Py_ssiz
                      sb0, sb1, out, so0, so1, in_place == 0)
 
 
+# --- the dot-product loop (x @ W.T) ------------------------------------------------------------
+#
+# Where a's rows and b's columns both run contiguously along k (x @ W.T with W row-major: a layer's
+# forward product), each output is the dot product of a row of a and a column of b, read where
+# they are: nothing is packed or transposed (the packed path's copy of W.T was ~20% of
+# 64x784 @ (50x784).T) and no columns are computed past n (64 for n = 50 there). A tile of
+# DOT_ROWS rows of one operand x DOT_COLS rows of the other keeps DOT_ROWS * DOT_COLS vectors of
+# accumulators over k (24 of the 32 zmm registers), each summing a vector's worth of products of
+# one output; one horizontal sum per output at the end. The loop of csrc/gemm/gemm.cpp's
+# dot_product, chosen by the same rule and thresholds (choose_loop), and like there on AVX-512
+# only (16 registers cannot hold the tile).
+#
+# The operands are seen as two sets of rows along k, x and y: out[i, j] = x_i . y_j. y is the one
+# with more rows: its groups of DOT_COLS rows are the outer loop (each read from memory once, then
+# from L1) and the threads' share; x, the smaller operand, is re-read from cache for each group.
+
+cdef enum:
+    DOT_ROWS = 4
+    DOT_COLS = 6
+    DOT_MIN_K = 512  # rows this long pay for the horizontal sums
+    DOT_MAX_SHORT_SIDE = 64  # m or n at most this: where packing costs most for what it saves
+    DOT_REREAD_BYTES = 1 << 20  # the smaller operand, re-read from cache, at most this size
+    DOT_FMAS_PER_THREAD = 1 << 20  # a fork/join costs about what one core needs for ~1M multiply-adds
+    DOT_TILE_FLOATS = DOT_ROWS * DOT_COLS * (VECTOR_BYTES >> 2)  # double uses half
+    DOT_TAIL_FLOATS = (DOT_ROWS + DOT_COLS) * (VECTOR_BYTES >> 2)
+
+cdef enum:  # the loops product() takes, as choose_loop names them
+    SMALL_LOOP = 0
+    PACKED_LOOP = 1
+    DOT_LOOP = 2
+
+LOOP_NAMES = ("small", "packed", "dot products")
+
+
+cdef inline int choose_loop(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, Py_ssize_t sa1, Py_ssize_t sb0,
+                            Py_ssize_t itemsize) noexcept nogil:
+    """The loop a product takes, the kernel's one rule: dot products where a's rows and b's columns
+    are contiguous along k (sa1 and sb0, their byte steps along k, are the itemsize), k >= DOT_MIN_K,
+    min(m, n) <= DOT_MAX_SHORT_SIDE and the smaller operand is at most DOT_REREAD_BYTES
+    (csrc/gemm/gemm.cpp's in_place_pays, on AVX-512 as there); else the small path up to
+    SMALL_WORK multiply-adds; else the packed one."""
+    cdef Py_ssize_t short_side = min(m, n)
+    if (VECTOR_BYTES == 64 and sa1 == itemsize and sb0 == itemsize and k >= DOT_MIN_K
+            and short_side <= DOT_MAX_SHORT_SIDE and short_side * k * itemsize <= DOT_REREAD_BYTES):
+        return DOT_LOOP
+    return PACKED_LOOP if m * n * k > SMALL_WORK else SMALL_LOOP
+
+
+def loop_for(Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, Py_ssize_t itemsize, Py_ssize_t a_k_step, Py_ssize_t b_k_step):
+    """The loop an (m, k) @ (k, n) product of itemsize-byte elements takes, a stepping a_k_step bytes
+    along k and b b_k_step (for tests and tools): "small", "packed" or "dot products"."""
+    return LOOP_NAMES[choose_loop(m, n, k, a_k_step, b_k_step, itemsize)]
+
+
+cdef struct OneRow:
+    char unused
+
+ctypedef fused dot_rows:  # the rows of x a dot tile computes (TwoRows, FourRows: see the small path)
+    OneRow
+    TwoRows
+    FourRows
+
+
+cdef inline void dot_column(real* acc, const real* y, const real* x0, const real* x1, const real* x2,
+                            const real* x3, int rows) noexcept nogil:
+    """acc[r * DOT_COLS * W + j] += x_r[j] * y[j] for r < rows (1, 2 or 4) and j < W (one vector):
+    one vector FMA per row once vectorised, as in fma_vector."""
+    cdef Py_ssize_t W = VECTOR_BYTES // sizeof(real)
+    cdef Py_ssize_t row = DOT_COLS * W
+    cdef Py_ssize_t j
+    cdef real yv
+    for j in range(W):
+        yv = y[j]
+        acc[j] += x0[j] * yv
+        if rows > 1:
+            acc[row + j] += x1[j] * yv
+        if rows > 2:
+            acc[2 * row + j] += x2[j] * yv
+            acc[3 * row + j] += x3[j] * yv
+
+
+cdef inline void dot_step(real* acc, const real* x0, const real* x1, const real* x2, const real* x3,
+                          const real* y0, const real* y1, const real* y2, const real* y3, const real* y4,
+                          const real* y5, int rows) noexcept nogil:
+    """One vector's worth of k for the whole tile: rows + DOT_COLS vector loads, rows * DOT_COLS FMAs."""
+    cdef Py_ssize_t W = VECTOR_BYTES // sizeof(real)
+    dot_column(acc, y0, x0, x1, x2, x3, rows)
+    dot_column(acc + W, y1, x0, x1, x2, x3, rows)
+    dot_column(acc + 2 * W, y2, x0, x1, x2, x3, rows)
+    dot_column(acc + 3 * W, y3, x0, x1, x2, x3, rows)
+    dot_column(acc + 4 * W, y4, x0, x1, x2, x3, rows)
+    dot_column(acc + 5 * W, y5, x0, x1, x2, x3, rows)
+
+
+cdef inline void copy_padded(real* dst, const real* src, Py_ssize_t count) noexcept nogil:
+    """dst[:W] = src[:count], then zeros (W: one vector)."""
+    cdef Py_ssize_t j
+    for j in range(count):
+        dst[j] = src[j]
+    for j in range(count, VECTOR_BYTES // sizeof(real)):
+        dst[j] = 0
+
+
+cdef inline real lane_sum(real* v) noexcept nogil:
+    """v[0] + ... + v[W - 1] (W: one vector), by halves (overwrites v)."""
+    cdef Py_ssize_t j
+    if VECTOR_BYTES // sizeof(real) > 8:
+        for j in range(8):
+            v[j] += v[j + 8]
+    if VECTOR_BYTES // sizeof(real) > 4:
+        for j in range(4):
+            v[j] += v[j + 4]
+    if VECTOR_BYTES // sizeof(real) > 2:
+        for j in range(2):
+            v[j] += v[j + 2]
+    return v[0] + v[1]
+
+
+cdef void dot_tile(Py_ssize_t k, const real* x, Py_ssize_t sx, Py_ssize_t rows, const real* y, Py_ssize_t sy,
+                   Py_ssize_t cols, real* out, Py_ssize_t sox, Py_ssize_t soy, const dot_rows* shape) noexcept nogil:
+    """out[i * sox + j * soy] = x_i . y_j (byte offsets) for i < rows <= the fused type's rows and
+    j < cols <= DOT_COLS, where x_i (at x + i * sx) and y_j (at y + j * sy) are k contiguous elements.
+
+    Rows past rows (cols) are read as the last one (valid memory) and never stored. The tile's
+    shape is known at compile time, so gcc keeps the accumulators in registers over the k loop."""
+    cdef int nrows = 1 if dot_rows is OneRow else 2 if dot_rows is TwoRows else DOT_ROWS
+    cdef real acc[DOT_TILE_FLOATS]
+    cdef real tail[DOT_TAIL_FLOATS]
+    cdef Py_ssize_t W = VECTOR_BYTES // sizeof(real)
+    cdef Py_ssize_t whole = k - k % W
+    cdef Py_ssize_t q, p, i, j
+    cdef const real* x1 = at(x, min(<Py_ssize_t>1, rows - 1), 0, sx, 0)
+    cdef const real* x2 = at(x, min(<Py_ssize_t>2, rows - 1), 0, sx, 0)
+    cdef const real* x3 = at(x, min(<Py_ssize_t>3, rows - 1), 0, sx, 0)
+    cdef const real* y1 = at(y, min(<Py_ssize_t>1, cols - 1), 0, sy, 0)
+    cdef const real* y2 = at(y, min(<Py_ssize_t>2, cols - 1), 0, sy, 0)
+    cdef const real* y3 = at(y, min(<Py_ssize_t>3, cols - 1), 0, sy, 0)
+    cdef const real* y4 = at(y, min(<Py_ssize_t>4, cols - 1), 0, sy, 0)
+    cdef const real* y5 = at(y, min(<Py_ssize_t>5, cols - 1), 0, sy, 0)
+    for j in range(DOT_ROWS * DOT_COLS * W):
+        acc[j] = 0
+    for q in range(whole // W):
+        p = q * W
+        dot_step(acc, x + p, x1 + p, x2 + p, x3 + p, y + p, y1 + p, y2 + p, y3 + p, y4 + p, y5 + p, nrows)
+    if whole < k:  # the last k % W steps: one more vector step on copies padded with zeros
+        copy_padded(tail, x + whole, k - whole)
+        copy_padded(tail + W, x1 + whole, k - whole)
+        copy_padded(tail + 2 * W, x2 + whole, k - whole)
+        copy_padded(tail + 3 * W, x3 + whole, k - whole)
+        copy_padded(tail + 4 * W, y + whole, k - whole)
+        copy_padded(tail + 5 * W, y1 + whole, k - whole)
+        copy_padded(tail + 6 * W, y2 + whole, k - whole)
+        copy_padded(tail + 7 * W, y3 + whole, k - whole)
+        copy_padded(tail + 8 * W, y4 + whole, k - whole)
+        copy_padded(tail + 9 * W, y5 + whole, k - whole)
+        dot_step(acc, tail, tail + W, tail + 2 * W, tail + 3 * W, tail + 4 * W, tail + 5 * W, tail + 6 * W,
+                 tail + 7 * W, tail + 8 * W, tail + 9 * W, nrows)
+    for i in range(rows):
+        for j in range(cols):
+            at_mut(out, i, j, sox, soy)[0] = lane_sum(acc + (i * DOT_COLS + j) * W)
+
+
+cdef void dot_block(Py_ssize_t k, const real* x, Py_ssize_t sx, Py_ssize_t nx, const real* y, Py_ssize_t sy,
+                    Py_ssize_t lo, Py_ssize_t hi, real* out, Py_ssize_t sox, Py_ssize_t soy) noexcept nogil:
+    """Dot tiles for rows lo..hi of y (lo a multiple of DOT_COLS) against all nx rows of x, y's
+    groups outer; the tile of the fewest rows (1, 2 or DOT_ROWS) that covers x's last ones."""
+    cdef Py_ssize_t jb, j0, cols, ib, i0, rows
+    for jb in range(cdiv(hi - lo, DOT_COLS)):
+        j0 = lo + jb * DOT_COLS
+        cols = min(<Py_ssize_t>DOT_COLS, hi - j0)
+        for ib in range(cdiv(nx, DOT_ROWS)):
+            i0 = ib * DOT_ROWS
+            rows = min(<Py_ssize_t>DOT_ROWS, nx - i0)
+            if rows > 2:
+                dot_tile(k, at(x, i0, 0, sx, 0), sx, rows, at(y, j0, 0, sy, 0), sy, cols,
+                         at_mut(out, i0, j0, sox, soy), sox, soy, <FourRows*>NULL)
+            elif rows == 2:
+                dot_tile(k, at(x, i0, 0, sx, 0), sx, rows, at(y, j0, 0, sy, 0), sy, cols,
+                         at_mut(out, i0, j0, sox, soy), sox, soy, <TwoRows*>NULL)
+            else:
+                dot_tile(k, at(x, i0, 0, sx, 0), sx, rows, at(y, j0, 0, sy, 0), sy, cols,
+                         at_mut(out, i0, j0, sox, soy), sox, soy, <OneRow*>NULL)
+
+
+cdef int dot_products(const real* a, Py_ssize_t sa0, const real* b, Py_ssize_t sb1, real* out, Py_ssize_t so0,
+                      Py_ssize_t so1, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n, int threads) noexcept nogil:
+    """out = a @ b by dot products (choose_loop says when): threads split y's rows, in whole groups."""
+    cdef const real* x = a
+    cdef const real* y = b
+    cdef Py_ssize_t sx = sa0, sy = sb1, nx = m, ny = n, sox = so0, soy = so1
+    cdef Py_ssize_t parts = max(1, min(<Py_ssize_t>threads, m * n * k // DOT_FMAS_PER_THREAD))
+    cdef Py_ssize_t groups, t
+    if m > n:  # b is the smaller operand: re-read it, stream a's rows once
+        x, sx, nx, sox = b, sb1, n, so1
+        y, sy, ny, soy = a, sa0, m, so0
+    if parts == 1:  # plain loops: even a team of one thread costs an OpenMP region
+        dot_block(k, x, sx, nx, y, sy, 0, ny, out, sox, soy)
+        return OK
+    groups = cdiv(ny, DOT_COLS)
+    for t in prange(parts, schedule="static", num_threads=parts):
+        dot_block(k, x, sx, nx, y, sy, groups * t // parts * DOT_COLS, min(ny, groups * (t + 1) // parts * DOT_COLS),
+                  out, sox, soy)
+    return OK
+
+
 # --- checks and the entry points -------------------------------------------------------------
 
 cdef inline void extent(Py_ssize_t address, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t s0, Py_ssize_t s1,
@@ -639,7 +846,10 @@ cdef int product(const real* a, Py_ssize_t m, Py_ssize_t k, Py_ssize_t sa0, Py_s
         return OUT_OVERLAPS_A
     if not disjoint(o_lo, o_hi, b_lo, b_hi):
         return OUT_OVERLAPS_B
-    if m * n * k > SMALL_WORK:
+    cdef int loop = choose_loop(m, n, k, sa1, sb0, sizeof(real))
+    if loop == DOT_LOOP:
+        return dot_products(a, sa0, b, sb1, out, so0, so1, m, k, n, max(1, threads))
+    if loop == PACKED_LOOP:
         return packed(a, sa0, sa1, b, sb0, sb1, out, so0, so1, m, k, n, max(1, threads))
     small(m, k, n, a, sa0, sa1, b, sb0, sb1, out, so0, so1)
     return OK

@@ -144,6 +144,12 @@ def _vector_at(context, builder, pointer_type, pointer, offset):
     return builder.bitcast(builder.gep(pointer, [offset]), vector.as_pointer()), vector
 
 
+def _fmuladd(builder, vector, bits):
+    """LLVM's fmuladd on `vector`: one FMA instruction where the CPU has them, a multiply and an add elsewhere."""
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                          f"llvm.fmuladd.v{vector.count}f{bits}")
+
+
 @intrinsic
 def fma_vector(typingctx, acc, at, b, a):
     """acc[at:at + W] += a * b[:W] as one vector FMA (W: one vector register of elements)."""
@@ -154,14 +160,69 @@ def fma_vector(typingctx, acc, at, b, a):
         lanes = ir.Constant(ir.VectorType(ir.IntType(32), vector.count), [0] * vector.count)
         single = builder.insert_element(ir.Constant(vector, ir.Undefined), args[3], ir.Constant(ir.IntType(32), 0))
         splat = builder.shuffle_vector(single, single, lanes)
-        # fmuladd: one FMA instruction where the CPU has them, a multiply and an add elsewhere
-        fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
-                                                 f"llvm.fmuladd.v{vector.count}f{signature.args[0].dtype.bitwidth}")
-        result = builder.call(fmuladd, [splat, builder.load(b_at, align=1), builder.load(acc_at, align=1)])
+        result = builder.call(_fmuladd(builder, vector, signature.args[0].dtype.bitwidth), [splat, builder.load(b_at, align=1), builder.load(acc_at, align=1)])
         builder.store(result, acc_at, align=1)
         return context.get_dummy_value()
 
     return types.none(acc, types.intp, b, acc.dtype), codegen
+
+
+@intrinsic
+def dot_fmas(typingctx, acc, xs, ys, offset, rows, cols, accumulate):
+    """acc vector r * cols + c (+)= xs[r][offset:][:W] * ys[c][offset:][:W] for r < rows and c < cols
+    (rows, cols and accumulate literals): rows + cols vector loads, rows * cols FMAs, for a tile of
+    dot products (numba_jit's dot-product loop)."""
+    if not all(isinstance(x, types.IntegerLiteral) for x in (rows, cols)) or not isinstance(accumulate, types.BooleanLiteral):
+        return None  # (typed again with literals: numba.literally in the caller)
+    count, n_cols, add = rows.literal_value, cols.literal_value, accumulate.literal_value
+
+    def codegen(context, builder, signature, args):
+        acc_p, xs_v, ys_v, off = args[:4]
+        pointer_type = signature.args[1].dtype
+
+        def load(pointers, i):
+            at, vector = _vector_at(context, builder, pointer_type, builder.extract_value(pointers, i), off)
+            return builder.load(at, align=1), vector
+
+        x = [load(xs_v, r)[0] for r in range(count)]
+        y = [load(ys_v, c)[0] for c in range(n_cols)]
+        vector = x[0].type
+        fmuladd = _fmuladd(builder, vector, pointer_type.dtype.bitwidth)
+        for r in range(count):
+            for c in range(n_cols):
+                at, _ = _vector_at(context, builder, signature.args[0], acc_p,
+                                   context.get_constant(types.intp, (r * n_cols + c) * vector.count))
+                start = builder.load(at, align=1) if add else ir.Constant(vector, None)
+                builder.store(builder.call(fmuladd, [x[r], y[c], start]), at, align=1)
+        return context.get_dummy_value()
+
+    return types.none(acc, xs, ys, types.intp, rows, cols, accumulate), codegen
+
+
+@intrinsic
+def store_lane_sums(typingctx, sums, acc, rows, cols):
+    """sums[v] = the sum of acc's vector v for v < rows * cols (literals): halves added until one
+    lane is left, reading acc at fixed offsets only (so that it stays in registers)."""
+    if not all(isinstance(x, types.IntegerLiteral) for x in (rows, cols)):
+        return None
+    count = rows.literal_value * cols.literal_value
+
+    def codegen(context, builder, signature, args):
+        sums_p, acc_p = args[:2]
+        lanes = VECTOR_BYTES * 8 // signature.args[1].dtype.bitwidth
+        for v in range(count):
+            at, _ = _vector_at(context, builder, signature.args[1], acc_p, context.get_constant(types.intp, v * lanes))
+            x = builder.load(at, align=1)
+            width = lanes
+            while width > 1:
+                width //= 2
+                lo, hi = (ir.Constant(ir.VectorType(ir.IntType(32), width), list(range(s, s + width))) for s in (0, width))
+                x = builder.fadd(builder.shuffle_vector(x, x, lo), builder.shuffle_vector(x, x, hi))
+            total = builder.extract_element(x, ir.Constant(ir.IntType(32), 0))
+            builder.store(total, builder.gep(sums_p, [context.get_constant(types.intp, v)]))
+        return context.get_dummy_value()
+
+    return types.none(sums, acc, rows, cols), codegen
 
 
 def vector_zeroer(count: int):

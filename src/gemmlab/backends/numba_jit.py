@@ -24,6 +24,10 @@ a fixed trip count, which LLVM vectorises (6 x 4 zmm FMAs per step on AVX-512).
 Small products (the notes' 5x784 @ 784x10) pay for neither threads nor packing: one thread runs
 an unpacked register-tiled loop straight from the operands.
 
+On AVX-512, products whose a rows and b columns both run contiguously along k (a layer's x @ W.T)
+with long rows and a short side take a dot-product loop instead: nothing packed, one horizontal sum
+per output (_loop_for says which loop a product takes).
+
 The entry points take each operand as address, shape and strides (plain integers) and rebuild
 any-stride arrays inside, so there is one compiled specialisation per dtype whatever the layouts;
 each dtype is compiled the first time it is used (the small path first, the blocked path at the
@@ -44,8 +48,8 @@ from numba.extending import overload
 
 from gemmlab import cpu_caches
 from gemmlab.backends import by_address, operand_error
-from gemmlab.backends._numba_simd import (VECTOR_BYTES, WIDE, element_pointer, fma_vector, offset_pointer, resized,
-                                          set_thread_count, shift, stack_pointer, store_vector_sum, vector_zeroer, view)
+from gemmlab.backends._numba_simd import (VECTOR_BYTES, WIDE, dot_fmas, element_pointer, fma_vector, offset_pointer, resized,
+                                          set_thread_count, shift, stack_pointer, store_lane_sums, store_vector_sum, vector_zeroer, view)
 
 # --- tile and block sizes --------------------------------------------------------------------
 #
@@ -382,7 +386,11 @@ def _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz, kc_max):
 
 @_njit(parallel=True)
 def _packed(a, b, out, threads, kc_max, mc_max, nc_max):
-    """out = a @ b on `threads` threads, blocked by at most kc_max x mc_max x nc_max (blocking())."""
+    """out = a @ b on `threads` threads, blocked by at most kc_max x mc_max x nc_max (blocking()),
+    or as dot products where _loop_for says so."""
+    if _loop_for(a.shape[0], b.shape[1], a.shape[1], a.strides[1], b.strides[0], a.itemsize) == _DOT_LOOP:
+        _dot_products(a, b, out, threads)
+        return
     m, k = a.shape
     n = b.shape[1]
     NR = _tile_width(a)
@@ -583,6 +591,142 @@ def _small(a, b, out):
         _small_block(a[:, :in_place], resized(b, in_place, max(n, W)), n, out, in_place == k)
 
 
+# --- the dot-product loop (x @ W.T) ------------------------------------------------------------
+#
+# Where a's rows and b's columns both run contiguously along k (x @ W.T with W row-major: a layer's
+# forward product), each output is the dot product of a row of a and a column of b, read where
+# they are: nothing is packed or transposed (the packed path's copy of W.T was ~20% of
+# 64x784 @ (50x784).T) and no columns are computed past n (64 for n = 50 there). A tile of
+# DOT_ROWS rows of one operand x DOT_COLS rows of the other keeps DOT_ROWS * DOT_COLS vector
+# accumulators over k (24 of the 32 zmm registers), each summing a vector's worth of products of
+# one output; one horizontal sum per output at the end. The loop of csrc/gemm/gemm.cpp's
+# dot_product, chosen by the same rule and thresholds (_loop_for), and like there on AVX-512
+# only (16 registers cannot hold the tile).
+#
+# The operands are seen as two sets of rows along k, x and y: out[i, j] = x_i . y_j. y is the one
+# with more rows: its groups of DOT_COLS rows are the outer loop (each read from memory once, then
+# from L1) and the threads' share; x, the smaller operand, is re-read from cache for each group.
+
+DOT_ROWS, DOT_COLS = 4, 6
+DOT_MIN_K = 512  # rows this long pay for the horizontal sums
+DOT_MAX_SHORT_SIDE = 64  # m or n at most this: where packing costs most for what it saves
+DOT_REREAD_BYTES = 1 << 20  # the smaller operand, re-read from cache, at most this size
+DOT_FMAS_PER_THREAD = 1 << 20  # a fork/join costs about what one core needs for ~1M multiply-adds
+
+_SMALL_LOOP, _PACKED_LOOP, _DOT_LOOP = range(3)  # the loops, as _loop_for names them
+LOOP_NAMES = ("small", "packed", "dot products")
+
+
+@_njit()
+def _loop_for(m, n, k, a_k_step, b_k_step, itemsize):
+    """The loop a product takes, the backend's one rule: dot products where a's rows and b's
+    columns are contiguous along k (a_k_step and b_k_step, their steps along k in bytes, are the
+    itemsize), k >= DOT_MIN_K, min(m, n) <= DOT_MAX_SHORT_SIDE and the smaller operand is at most
+    DOT_REREAD_BYTES (csrc/gemm/gemm.cpp's in_place_pays, on AVX-512 as there); else the small path
+    up to SMALL_WORK multiply-adds; else the packed one."""
+    short_side = min(m, n)
+    if (WIDE and a_k_step == itemsize and b_k_step == itemsize and k >= DOT_MIN_K and short_side <= DOT_MAX_SHORT_SIDE
+            and short_side * k * itemsize <= DOT_REREAD_BYTES):
+        return _DOT_LOOP
+    return _PACKED_LOOP if m * n * k > SMALL_WORK else _SMALL_LOOP
+
+
+def loop_for(m: int, k: int, n: int, itemsize: int, a_k_step: int, b_k_step: int) -> str:
+    """The loop an (m, k) @ (k, n) product of itemsize-byte elements takes, a stepping a_k_step bytes
+    along k and b b_k_step (for tests and tools): "small", "packed" or "dot products"."""
+    return LOOP_NAMES[_loop_for(m, n, k, a_k_step, b_k_step, itemsize)]
+
+
+_dot_acc_pointer = stack_pointer(DOT_ROWS * DOT_COLS * VECTOR_BYTES, "A dot tile's accumulators (in registers).")
+_dot_tail_pointer = stack_pointer((DOT_ROWS + DOT_COLS) * VECTOR_BYTES, "A dot tile's last k % W steps, zero-padded.")
+_dot_sums_pointer = stack_pointer(DOT_ROWS * DOT_COLS * 8, "A dot tile's sums.")
+
+
+@_njit(inline="always")
+def _copy_padded(dst, src, count, width):
+    """dst[:width] = src[:count], then zeros."""
+    for j in range(count):
+        dst[j] = src[j]
+    for j in range(count, width):
+        dst[j] = 0
+
+
+@_njit()
+def _dot_tile(k, x, sx, rows, y, sy, cols, out, sox, soy, nrows):
+    """out[i * sox + j * soy] = x_i . y_j (byte offsets) for i < rows <= nrows and j < cols <= DOT_COLS,
+    where x_i (at x + i * sx) and y_j (at y + j * sy) are k >= W contiguous elements. nrows (1, 2 or
+    DOT_ROWS) is a compile-time constant, one compiled copy each, so the tile is straight-line code
+    on fixed offsets that LLVM keeps in registers. Rows past rows (cols) are read as the last one
+    (valid memory) and never stored."""
+    numba.literally(nrows)
+    W = _vector_width(x)
+    acc = _dot_acc_pointer(x)
+    xs = (x, shift(x, min(1, rows - 1) * sx), shift(x, min(2, rows - 1) * sx), shift(x, min(3, rows - 1) * sx))
+    ys = (y, shift(y, min(1, cols - 1) * sy), shift(y, min(2, cols - 1) * sy), shift(y, min(3, cols - 1) * sy),
+          shift(y, min(4, cols - 1) * sy), shift(y, min(5, cols - 1) * sy))
+    whole = k // W
+    dot_fmas(acc, xs, ys, 0, nrows, DOT_COLS, False)
+    for q in range(1, whole):
+        dot_fmas(acc, xs, ys, q * W, nrows, DOT_COLS, True)
+    rest = k - whole * W
+    if rest:  # the last k % W steps: one more vector step on copies padded with zeros
+        tail = _dot_tail_pointer(x)
+        for r in range(DOT_ROWS):
+            _copy_padded(shift(tail, r * VECTOR_BYTES), shift(xs[r], whole * VECTOR_BYTES), rest, W)
+        for c in range(DOT_COLS):
+            _copy_padded(shift(tail, (DOT_ROWS + c) * VECTOR_BYTES), shift(ys[c], whole * VECTOR_BYTES), rest, W)
+        tail_xs = (tail, shift(tail, VECTOR_BYTES), shift(tail, 2 * VECTOR_BYTES), shift(tail, 3 * VECTOR_BYTES))
+        tail_ys = (shift(tail, 4 * VECTOR_BYTES), shift(tail, 5 * VECTOR_BYTES), shift(tail, 6 * VECTOR_BYTES),
+                   shift(tail, 7 * VECTOR_BYTES), shift(tail, 8 * VECTOR_BYTES), shift(tail, 9 * VECTOR_BYTES))
+        dot_fmas(acc, tail_xs, tail_ys, 0, nrows, DOT_COLS, True)
+    sums = _dot_sums_pointer(x)
+    store_lane_sums(sums, acc, nrows, DOT_COLS)
+    for i in range(rows):
+        for j in range(cols):
+            shift(out, i * sox + j * soy)[0] = sums[i * DOT_COLS + j]
+
+
+@_njit()
+def _dot_block(a, b, out, lo, hi):
+    """out = a @ b by dot tiles for rows lo..hi of y (see above: y is whichever of a's rows and b's
+    columns are more; lo a multiple of DOT_COLS), groups of y's rows outer."""
+    m, k = a.shape
+    n = b.shape[1]
+    pa, pb, po = element_pointer(a, 0, 0), element_pointer(b, 0, 0), element_pointer(out, 0, 0)
+    if m <= n:
+        x, sx, nx, y, sy, sox, soy = pa, a.strides[0], m, pb, b.strides[1], out.strides[0], out.strides[1]
+    else:
+        x, sx, nx, y, sy, sox, soy = pb, b.strides[1], n, pa, a.strides[0], out.strides[1], out.strides[0]
+    for j0 in range(lo, hi, DOT_COLS):
+        cols = min(DOT_COLS, hi - j0)
+        yj = shift(y, j0 * sy)
+        for i0 in range(0, nx, DOT_ROWS):
+            rows = min(DOT_ROWS, nx - i0)
+            xi = shift(x, i0 * sx)
+            o = shift(po, i0 * sox + j0 * soy)
+            if rows > 2:
+                _dot_tile(k, xi, sx, rows, yj, sy, cols, o, sox, soy, DOT_ROWS)
+            elif rows == 2:
+                _dot_tile(k, xi, sx, rows, yj, sy, cols, o, sox, soy, 2)
+            else:
+                _dot_tile(k, xi, sx, rows, yj, sy, cols, o, sox, soy, 1)
+
+
+@_njit(parallel=True)
+def _dot_products(a, b, out, threads):
+    """out = a @ b by dot products (_loop_for says when): threads split y's rows, in whole groups."""
+    m, k = a.shape
+    n = b.shape[1]
+    ny = max(m, n)
+    parts = max(1, min(threads, m * n * k // DOT_FMAS_PER_THREAD))
+    if parts == 1:  # plain loops: a parallel region costs ~0.7 us even with one thread
+        _dot_block(a, b, out, 0, ny)
+        return
+    groups = -(-ny // DOT_COLS)
+    for t in prange(parts):
+        _dot_block(a, b, out, groups * t // parts * DOT_COLS, min(ny, groups * (t + 1) // parts * DOT_COLS))
+
+
 # Status codes of _checked_small.
 _OK, _RUN_PACKED, _BAD_SHAPES, _OUT_SELF_OVERLAP, _OUT_OVERLAPS_A, _OUT_OVERLAPS_B = range(6)
 
@@ -625,8 +769,8 @@ def _checked_small(a, b, out):
     if k == 0:
         out[:, :] = 0
         return _OK
-    if m * n * k > SMALL_WORK:
-        return _RUN_PACKED
+    if _loop_for(m, n, k, a.strides[1], b.strides[0], a.itemsize) != _SMALL_LOOP:
+        return _RUN_PACKED  # the packed or the dot-product loop: both in _packed, which takes the threads
     _small(a, b, out)
     return _OK
 
