@@ -63,9 +63,9 @@ def flagged_rows(output: str) -> list[str]:
 
 
 def continuous(clone: Path, base: str, head: str, factor: float, bench: str | None, aslr: bool) -> str:
-    # setarch -R: asv's benchmark processes inherit "no address-space randomisation", so every
-    # process lays out its code, stack and data alike (docs/asv.md, "Recorded runs": with it on, a
-    # 3.2 us product took 5.7 us in about one process in six).
+    # setarch -R: asv's benchmark processes inherit "no address-space randomisation", one source of
+    # per-process speed modes on the microsecond products (docs/asv.md, "Recorded runs": not the
+    # only one; other modes remain with it).
     cmd = [] if aslr or not shutil.which("setarch") else ["setarch", platform.machine(), "-R"]
     cmd += [sys.executable, "-m", "asv", "continuous", "-f", str(factor), base, head]
     if bench:
