@@ -129,7 +129,9 @@ def test_exact_on_small_integers(kernel, dtype, nthreads, threads):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", [(5, 784, 10), (13, 17, 11), (70, 131, 97), (301, 257, 50)], ids=str)
+# (the last three take the dot-product loop where B is held transposed: tests/test_jit_dot.py)
+@pytest.mark.parametrize("shape", [(5, 784, 10), (13, 17, 11), (70, 131, 97), (301, 257, 50), (64, 784, 50),
+                                   (5, 1001, 64), (301, 1000, 7)], ids=str)
 def test_views(kernel, dtype, shape, threads):
     torch.set_num_threads(2)
     fn = kernel_for(kernel)
