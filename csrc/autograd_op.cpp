@@ -196,8 +196,8 @@ at::Tensor linear_autograd(const at::Tensor& x, const at::Tensor& weight, const 
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return native_linear_op().call(x, weight, bias, kernel);
   }
-  check_linear(x, weight, bias);  // before any view could fail with a less helpful message
-  if (x.dim() == 2) return LinearFunction::apply(x, weight, bias, kernel);
+  if (x.dim() == 2) return LinearFunction::apply(x, weight, bias, kernel);  // (the op checks its arguments)
+  check_linear(x, weight, bias);  // before the views below could fail with a less helpful message
   // (*, in) -> (rows, in): a 1-D input is one row, leading dimensions fold into rows.
   const at::Tensor rows = x.dim() == 1 ? x.unsqueeze(0) : x.reshape_symint({-1, x.sym_size(-1)});
   const at::Tensor y = LinearFunction::apply(rows, weight, bias, kernel);
