@@ -11,7 +11,6 @@ unprofiled step time for totals.
 """
 
 import argparse
-import collections
 import statistics
 import time
 
@@ -30,11 +29,7 @@ def per_op(step, steps: int) -> dict[str, tuple[float, float]]:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
-    found = collections.defaultdict(lambda: [0, 0.0])
-    for event in prof.key_averages():
-        found[event.key][0] += event.count
-        found[event.key][1] += event.self_cpu_time_total
-    return {name: (count / steps, us / steps) for name, (count, us) in found.items()}
+    return {e.key: (e.count / steps, e.self_cpu_time_total / steps) for e in prof.key_averages()}  # one entry a key
 
 
 def epoch_seconds(layer: str, rows: int = 60000, batch: int = 64, seed: int = 4) -> float:
