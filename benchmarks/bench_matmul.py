@@ -43,7 +43,6 @@ class PythonLevels(Sampled):
 
     params = (list(PYTHON_LEVELS), case_names([("float32", TINY)]))
     param_names = ["backend", "product"]
-    repeat = (3, 10, 0.5)  # 2 rounds x 3: the fewest samples for which asv's test can say "different"
     timeout = 180
 
     def setup(self, backend, product):

@@ -75,18 +75,24 @@ PRODUCT_CASES = case_names(JUDGED_CASES[:2] if SMOKE else JUDGED_CASES + (EXTRA_
 
 
 class Sampled:
-    """asv's sampling for the judged `time_` benchmarks: each sample is as many warm calls as fill
-    sample_time (asv calibrates `number` after the warm-up), at least 10 and at most 50 samples per
-    process or half a second of them, in two processes (rounds) per commit, which `asv continuous`
-    interleaves between the two commits: 20-100 samples per commit for its Mann-Whitney test, from
-    two processes, so one slow process cannot decide a verdict alone. One call per sample (number = 1)
-    timed a cold call: on the microsecond products its cost moved 10-20% from one process to the next
-    with no code change, and `asv continuous` flagged it (docs/asv.md)."""
+    """asv's sampling for the judged `time_` benchmarks: one sample per process, the mean of as many
+    warm calls as fill sample_time (asv calibrates `number` after the warm-up), from 8 processes
+    (rounds) per commit, which `asv continuous` interleaves between the two commits.
+
+    Why one sample per process: a process's speed is partly decided when it starts (where its pages
+    and code land, where its threads run): on the tiny product every backend and peer ran 3.7-3.9 us
+    in some processes and 4.7-4.9 us in others, and numba's parallel cubes 1.5-2x apart, each steady
+    within its process. Many samples from 2 processes looked to asv's Mann-Whitney test like strong
+    evidence and it flagged unchanged code (docs/asv.md). 8 independent samples per commit are what
+    the test can judge honestly: it can still say "different" (p < 0.002 needs 8 against 8), but only
+    when the processes of one commit are slower than nearly all of the other's. asv.conf.json's
+    forkserver launch makes each of them cheap (the suite is imported once per round, not per
+    benchmark); each benchmark still runs in a fresh process of its own."""
 
     number = 0
-    sample_time = 0.01
-    repeat = (10, 50, 0.5)
-    rounds = 2
+    sample_time = 0.1
+    repeat = 1
+    rounds = 8
     warmup_time = 0.1
     timeout = 120
 

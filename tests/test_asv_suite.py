@@ -64,15 +64,41 @@ def list_benchmarks(**env_vars) -> list[dict]:
 
 def test_default_selection_is_only_sampled_time_benchmarks():
     """Run as `asv continuous` runs it (no GEMMLAB_ASV_* variables), the suite holds only `time_`
-    benchmarks, each sampled at least 3 times in each of 2 processes, a sample being as many warm
-    calls as fill 10 ms (number 0: asv calibrates it; one cold call per sample moved by process):
-    nothing asv would judge from a single number, or read the wrong way round (GFLOP/s)."""
+    benchmarks, sampled once in each of 8 processes per commit, a sample being as many warm calls as
+    fill 0.1 s (number 0: asv calibrates it): nothing asv would judge from a single number, or read
+    the wrong way round (GFLOP/s), and no verdict drawn from many samples of one process."""
     found = list_benchmarks()
     assert {"MatMul.time_matmul", "PeerMatMul.time_matmul", "PythonLevels.time_matmul", "TrainingStep.time_step"} <= {
         b["name"] for b in found}
     for b in found:
         assert b["name"].split(".")[1].startswith("time_"), b
-        assert b["rounds"] >= 2 and b["number"] == 0 and b["sample_time"] >= 0.01 and b["repeat"][0] >= 3, b
+        assert b["rounds"] >= 8 and b["number"] == 0 and b["sample_time"] >= 0.05 and b["repeat"] == 1, b
+
+
+def test_asv_can_judge_one_sample_per_process():
+    """With one sample per process, asv's Mann-Whitney test must still be able to say "different"
+    for Sampled.rounds processes a side (it cannot below 7 against 7 at p < 0.002), and must not for
+    two speed modes shared by both commits in unequal numbers (what several processes of unchanged
+    code give), which many samples from each of 2 processes did."""
+    stats = pytest.importorskip("asv._stats")
+    from benchmarks.common import Sampled
+
+    n = Sampled.rounds
+    fast, slow = [3.7 + 0.01 * i for i in range(n)], [4.8 + 0.01 * i for i in range(n)]
+    assert stats.is_different(fast, [x * 1.25 for x in fast], None, None)  # a 25% slowdown, steady processes
+    modes_a = fast[: n - 2] + slow[: 2]  # 2 of 8 processes in the slow mode ...
+    modes_b = fast[: 2] + slow[: n - 2]  # ... and 6 of 8
+    assert not stats.is_different(modes_a, modes_b, None, None)
+    per_process = [modes_a[i] + 0.001 * j for i in range(n) for j in range(20)]  # what 20 samples a process gave
+    assert stats.is_different(per_process, [modes_b[i] + 0.001 * j for i in range(n) for j in range(20)], None, None)
+
+
+def test_benchmarks_are_forked_from_one_import_per_round():
+    """asv.conf.json's launch method: the suite imported once per round and commit, each benchmark
+    in a fresh process forked from it (8 rounds with "spawn" would re-import torch ~600 times)."""
+    conf = json.loads("\n".join(line for line in (ROOT / "asv.conf.json").read_text().splitlines()
+                                 if not line.lstrip().startswith("//")))
+    assert conf["launch_method"] == "forkserver"
 
 
 def test_products_and_backends_come_from_gemmlab_unchanged():
