@@ -116,7 +116,8 @@ thread_local std::string last_error;
 template <class T>
 int gemm_abi(int64_t batch, int64_t m, int64_t n, int64_t k, const T* a, int64_t a_bs, int64_t a_rs, int64_t a_cs,
              const T* b, int64_t b_bs, int64_t b_rs, int64_t b_cs, T* c, int64_t c_bs, int64_t c_rs, int64_t c_cs,
-             int32_t threads) {
+             int32_t threads, void* /*workspace*/, int64_t /*workspace_bytes*/) {
+  // (registered with no workspace: the cpp kernel keeps its own per-thread packing buffers, gemm.cpp)
   try {
     const gemmlab::CpuPath path = gemmlab::selected_path();
     for (int64_t i = 0; i < batch; ++i) {
@@ -194,7 +195,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "gemmlab's C++ matmul kernels and the dispatch core";
   // The kernels the core knows from the start; the cpp kernel makes no parallel region when given one
   // thread, so entries of any size may run side by side.
-  gemmlab::register_kernel("cpp", &gemm_abi<float>, &gemm_abi<double>, std::numeric_limits<int64_t>::max(),
+  gemmlab::register_kernel("cpp", &gemm_abi<float>, &gemm_abi<double>, std::numeric_limits<int64_t>::max(), 0,
                            &gemm_last_error);
   gemmlab::register_kernel("torch", nullptr, nullptr, 0);
   gemmlab::register_auto_kernel();
@@ -203,13 +204,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Python path must take the call (anything it would reject, autograd, tensor subclasses and modes)");
   m.def(
       "register_kernel",
-      [](const std::string& name, py::handle f32, py::handle f64, int64_t serial_fmas) {
+      [](const std::string& name, py::handle f32, py::handle f64, int64_t serial_fmas, int64_t workspace_bytes) {
         const auto f32_fn = from_capsule<gemmlab_gemm_f32>(f32, "f32", GEMMLAB_CAPSULE_F32);  // f32 checked first
         const auto f64_fn = from_capsule<gemmlab_gemm_f64>(f64, "f64", GEMMLAB_CAPSULE_F64);
-        return gemmlab::register_kernel(name, f32_fn, f64_fn, serial_fmas);
+        return gemmlab::register_kernel(name, f32_fn, f64_fn, serial_fmas, workspace_bytes);
       },
-      py::arg("name"), py::arg("f32"), py::arg("f64"), py::arg("serial_fmas"),
-      "Add a kernel given as PyCapsules of its C ABI functions (kernel_abi.h); returns its id");
+      py::arg("name"), py::arg("f32"), py::arg("f64"), py::arg("serial_fmas"), py::arg("workspace_bytes") = 0,
+      "Add a kernel given as PyCapsules of its C ABI functions (kernel_abi.h) that asks for workspace_bytes of "
+      "scratch memory on every call; returns its id");
   m.attr("AUTO_BUCKET_FIELDS") =
       py::make_tuple("dtype", "device", "log2_m", "log2_k", "log2_n", "log2_batch", "layout", "threads");
   m.def(

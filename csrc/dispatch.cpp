@@ -2,6 +2,7 @@
 // for batched operands with broadcast (stride-0) batch dimensions, without copying any operand.
 
 #include "dispatch.h"
+#include "gemm/aligned_buffer.h"
 
 #include <ATen/EmptyTensor.h>
 #include <ATen/Parallel.h>
@@ -332,14 +333,27 @@ void for_runs(const Problem& pr, int64_t begin, int64_t end, Fn&& fn) {
   }
 }
 
+// The calling thread's workspace for kern (a worker's, when batch entries run side by side), kept
+// between calls (kernel_abi.h). None if it cannot be had: the kernel then allocates for itself.
+std::pair<void*, int64_t> workspace_for(const Kernel& kern) {
+  thread_local AlignedBuffer workspace;
+  if (kern.workspace_bytes == 0) return {nullptr, 0};
+  try {
+    return {workspace.get(kern.workspace_bytes), kern.workspace_bytes};
+  } catch (const std::bad_alloc&) {
+    return {nullptr, 0};
+  }
+}
+
 template <class T, class Fn>
 void run_products(const Kernel& kern, Fn gemm, const Problem& pr, const T* a, const T* b, T* c) {
   const int threads = at::get_num_threads();
   const int64_t fmas = pr.m * pr.n * pr.k;
   const BatchDim inner = pr.batch.empty() ? BatchDim{1, 0, 0, 0} : pr.batch.back();
   auto call = [&](int64_t oa, int64_t ob, int64_t oc, int64_t count, int call_threads) {
+    const auto [workspace, workspace_bytes] = workspace_for(kern);
     const int status = gemm(count, pr.m, pr.n, pr.k, a + oa, inner.sa, pr.a_rs, pr.a_cs, b + ob, inner.sb, pr.b_rs,
-                            pr.b_cs, c + oc, inner.sc, pr.c_rs, pr.c_cs, call_threads);
+                            pr.b_cs, c + oc, inner.sc, pr.c_rs, pr.c_cs, call_threads, workspace, workspace_bytes);
     TORCH_CHECK(status == GEMMLAB_OK, "gemmlab: the ", kern.name, " kernel failed: ",
                 kern.last_error != nullptr ? kern.last_error()
                 : status == GEMMLAB_NO_MEMORY ? "out of memory" : "status " + std::to_string(status));
@@ -386,9 +400,11 @@ int add_kernel(Kernel k) {
 }  // namespace
 
 int register_kernel(const std::string& name, gemmlab_gemm_f32 f32, gemmlab_gemm_f64 f64, int64_t serial_fmas,
-                    gemmlab_last_error last_error) {
+                    int64_t workspace_bytes, gemmlab_last_error last_error) {
   TORCH_CHECK_VALUE((f32 == nullptr) == (f64 == nullptr), "gemmlab: kernel '", name,
                     "' needs both a float32 and a float64 function");
+  TORCH_CHECK_VALUE(workspace_bytes >= 0, "gemmlab: kernel '", name, "' asked for a workspace of ", workspace_bytes,
+                    " bytes");
   std::lock_guard<std::mutex> lock(registering);
   Kernel k;
   k.name = name;
@@ -396,6 +412,7 @@ int register_kernel(const std::string& name, gemmlab_gemm_f32 f32, gemmlab_gemm_
   k.f64 = f64;
   k.serial_fmas = serial_fmas;
   k.last_error = last_error;
+  k.workspace_bytes = workspace_bytes;
   k.is_torch = f32 == nullptr;
   return add_kernel(std::move(k));
 }

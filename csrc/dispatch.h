@@ -28,6 +28,7 @@ struct Kernel {
   // the core may run several at once (the entries of a batch). Above it, one entry at a time.
   int64_t serial_fmas = 0;
   gemmlab_last_error last_error = nullptr;  // optional: what went wrong when the kernel returned an error
+  int64_t workspace_bytes = 0;  // scratch memory the core hands the kernel on every call (kernel_abi.h)
   bool is_torch = false;  // the `torch` backend: at::matmul after the checks (any dtype, CPU or CUDA)
   bool is_auto = false;   // `auto`: each product runs on the kernel chosen for its bucket (below)
 };
@@ -42,7 +43,7 @@ py::list take_trace();
 // module load; see kernel_id).
 // A kernel with no functions is the `torch` kernel.
 int register_kernel(const std::string& name, gemmlab_gemm_f32 f32, gemmlab_gemm_f64 f64, int64_t serial_fmas,
-                    gemmlab_last_error last_error = nullptr);
+                    int64_t workspace_bytes = 0, gemmlab_last_error last_error = nullptr);
 int kernel_id(const std::string& name);  // -1 if none is registered under that name
 const Kernel& kernel(int id);
 

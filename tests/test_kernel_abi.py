@@ -37,8 +37,7 @@ def kernel_id(name: str) -> int:
     if name in ("cpp", "numba"):
         require_backend(name)
         return get_backend(name).native
-    build = cython_ext.load_variant(name.removeprefix("cython-"))
-    return _cpp.register_kernel(name, build.ABI_F32, build.ABI_F64, cython_ext.SERIAL_FMAS)
+    return cython_ext.register_build(name, cython_ext.load_variant(name.removeprefix("cython-")))
 
 
 def small_work(name: str) -> int:
@@ -146,6 +145,37 @@ def test_exact_on_small_integers(kernel, dtype, nthreads, threads):
             assert_exact(product(kernel, a, b), a, b, what=f"{kernel} {name} ({m}, {k}) @ ({k}, {n}), {nthreads} threads")
 
 
+def registered_with_workspace(name: str, workspace_bytes: int) -> int:
+    """Kernel `name` (numba or the chosen Cython build) registered again, under a name of its own,
+    asking the core for `workspace_bytes` of workspace."""
+    if name == "numba":
+        require_backend("numba")
+        from gemmlab.backends import numba_jit
+
+        functions, names = numba_jit._ABI_KEEP_ALIVE[:2], numba_jit._ABI_KEEP_ALIVE[2:4]
+        capsules = [numba_jit._new_capsule(fn.address, n, None) for fn, n in zip(functions, names)]
+        return _cpp.register_kernel(f"numba-{workspace_bytes}", *capsules, numba_jit.SERIAL_FMAS, workspace_bytes)
+    return cython_ext.register_build(f"cython-{workspace_bytes}", cython_ext._kernel, workspace_bytes)
+
+
+@pytest.mark.parametrize("name", FROM_PYTHON)
+@pytest.mark.parametrize("workspace_bytes", [0, 4096, None], ids=["none", "too small", "enough"])
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_packed_products_with_and_without_the_workspace(name, workspace_bytes, nthreads, threads):
+    """The packed paths carve their buffers out of the core's workspace (kernel_abi.h), or allocate
+    them where it is missing or too small: exact either way, on one thread and on two, and on the
+    workspace left over from other products (packing must not rely on what a buffer held)."""
+    torch.set_num_threads(nthreads)
+    if workspace_bytes is None:
+        kernel = kernel_id(name) if name == "numba" else cython_ext.NATIVE_KERNEL
+    else:
+        kernel = registered_with_workspace(name, workspace_bytes)
+    for i, (m, k, n) in enumerate([(300, 257, 301), (67, 259, 97), (301, 600, 50), (97, 31, 513), (300, 257, 301)]):
+        for what, a, b in list(layouts(m, k, n, torch.float64, partial(small_integers, k=k)))[:3]:
+            assert_exact(_cpp.matmul(a, b, kernel), a, b, what=f"{name} {what} ({m}, {k}) @ ({k}, {n}), "
+                         f"workspace {workspace_bytes}, {nthreads} threads")
+
+
 def test_packed_entries_side_by_side_many_times(threads):
     """The numba and Cython kernels declare every product serial-safe: batches of packed entries run
     one entry per thread, concurrently, again and again, always with the right result."""
@@ -175,15 +205,15 @@ def test_register_kernel_refuses_garbage():
     import datetime
 
     f32, f64 = cython_ext._kernel.ABI_F32, cython_ext._kernel.ABI_F64
-    expected_f32 = r"register_kernel: f32 must be a PyCapsule named 'gemmlab\.gemm_f32\.v1'"
-    expected_f64 = r"register_kernel: f64 must be a PyCapsule named 'gemmlab\.gemm_f64\.v1'"
+    expected_f32 = r"register_kernel: f32 must be a PyCapsule named 'gemmlab\.gemm_f32\.v2'"
+    expected_f64 = r"register_kernel: f64 must be a PyCapsule named 'gemmlab\.gemm_f64\.v2'"
     with pytest.raises(TypeError, match=expected_f32 + ".*; got NoneType"):
         _cpp.register_kernel("garbage", None, f64, 0)
     with pytest.raises(TypeError, match=expected_f64 + ".*; got int"):
         _cpp.register_kernel("garbage", f32, 12345, 0)
     with pytest.raises(TypeError, match=expected_f32 + ".*; got str"):
-        _cpp.register_kernel("garbage", "gemmlab.gemm_f32.v1", f64, 0)
-    with pytest.raises(ValueError, match=expected_f32 + ".*; got one named 'gemmlab\\.gemm_f64\\.v1'"):
+        _cpp.register_kernel("garbage", "gemmlab.gemm_f32.v2", f64, 0)
+    with pytest.raises(ValueError, match=expected_f32 + ".*; got one named 'gemmlab\\.gemm_f64\\.v2'"):
         _cpp.register_kernel("garbage", f64, f32, 0)  # the two swapped
     with pytest.raises(ValueError, match=expected_f64 + ".*; got one named 'datetime\\.datetime_CAPI'"):
         _cpp.register_kernel("garbage", f32, datetime.datetime_CAPI, 0)  # a real capsule, of another API
@@ -204,9 +234,8 @@ def test_each_backend_registers_its_kernel_under_its_own_name(name):
 
 def test_reregistering_keeps_the_id():
     build = cython_ext._kernel
-    first = _cpp.register_kernel("cython", build.ABI_F32, build.ABI_F64, cython_ext.SERIAL_FMAS)
-    assert first == cython_ext.NATIVE_KERNEL == _cpp.register_kernel("cython", build.ABI_F32, build.ABI_F64,
-                                                                      cython_ext.SERIAL_FMAS)
+    first = cython_ext.register_build("cython", build)
+    assert first == cython_ext.NATIVE_KERNEL == cython_ext.register_build("cython", build)
 
 
 @pytest.mark.parametrize("name", FROM_PYTHON)

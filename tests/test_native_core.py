@@ -392,9 +392,9 @@ def test_register_kernel_refuses_anything_but_its_capsules():
     capsule = {n: PyCapsule_New(ctypes.addressof(target), buffer, None) for n, buffer in names.items()}
     good_f32, good_f64 = capsule[core.CAPSULE_F32], capsule[core.CAPSULE_F64]
     for f32, f64, error, match in [
-        (None, good_f64, TypeError, r"f32 must be a PyCapsule named 'gemmlab.gemm_f32.v1' \(see kernel_abi.h\); got NoneType"),
-        (good_f32, 1, TypeError, r"f64 must be a PyCapsule named 'gemmlab.gemm_f64.v1' .*; got int"),
-        (good_f64, good_f32, ValueError, r"f32 must be a PyCapsule named 'gemmlab.gemm_f32.v1' .*; got one named 'gemmlab.gemm_f64.v1'"),
+        (None, good_f64, TypeError, r"f32 must be a PyCapsule named 'gemmlab.gemm_f32.v2' \(see kernel_abi.h\); got NoneType"),
+        (good_f32, 1, TypeError, r"f64 must be a PyCapsule named 'gemmlab.gemm_f64.v2' .*; got int"),
+        (good_f64, good_f32, ValueError, r"f32 must be a PyCapsule named 'gemmlab.gemm_f32.v2' .*; got one named 'gemmlab.gemm_f64.v2'"),
         (capsule["gemmlab.gemm_f32.v0"], good_f64, ValueError, r"got one named 'gemmlab.gemm_f32.v0'"),
     ]:
         with pytest.raises(error, match=match):
@@ -402,6 +402,49 @@ def test_register_kernel_refuses_anything_but_its_capsules():
     with pytest.raises(TypeError, match="incompatible function arguments"):
         core.register_kernel("garbage", good_f32, good_f64, "many")
     assert core.kernel_id("garbage") == -1
+
+
+# The ABI's function type (kernel_abi.h), for kernels written in Python with ctypes.
+ABI_GEMM = ctypes.CFUNCTYPE(ctypes.c_int, *[ctypes.c_int64] * 4, *([ctypes.c_void_p] + [ctypes.c_int64] * 3) * 3,
+                            ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64)
+
+
+def test_the_core_keeps_one_workspace_per_thread_for_a_kernel():
+    """kernel_abi.h: a kernel registered with workspace_bytes gets that many bytes, 4096-byte aligned,
+    the same block on every call from one thread and another block on another thread (what makes
+    packing touch its pages once); a kernel registered without gets NULL and 0."""
+    seen = []
+
+    def record(batch, m, n, k, a, a_bs, a_rs, a_cs, b, b_bs, b_rs, b_cs, c, c_bs, c_rs, c_cs, threads, ws, ws_bytes):
+        seen.append((threading.get_ident(), ws, ws_bytes))
+        return 0  # (leaves C as it was: only the arguments are looked at)
+
+    function = ABI_GEMM(record)
+    address = ctypes.cast(function, ctypes.c_void_p).value
+    names = [ctypes.create_string_buffer(n.encode()) for n in (core.CAPSULE_F32, core.CAPSULE_F64)]
+    capsules = [PyCapsule_New(address, name, None) for name in names]
+    with_workspace = core.register_kernel("test-workspace", *capsules, 0, 3 << 20)
+    without = core.register_kernel("test-no-workspace", *capsules, 0)
+    a, b = torch.randn(7, 5), torch.randn(5, 3)
+
+    def calls(kernel, times):
+        for _ in range(times):
+            core.matmul(a, b, kernel)
+
+    calls(with_workspace, 3)
+    other = threading.Thread(target=calls, args=(with_workspace, 2))
+    other.start()
+    other.join()
+    calls(without, 1)
+    assert len(seen) == 6, seen
+    main, there, none = seen[:3], seen[3:5], seen[5]
+    assert len({ws for _, ws, _ in main}) == 1 and len({ws for _, ws, _ in there}) == 1, seen
+    assert main[0][1] != there[0][1] and {main[0][0]} != {there[0][0]}, seen
+    for _, ws, ws_bytes in main + there:
+        assert ws % 4096 == 0 and ws_bytes == 3 << 20, seen
+    assert none[1:] == (None, 0), seen
+    with pytest.raises(ValueError, match="asked for a workspace of -1 bytes"):
+        core.register_kernel("test-bad-workspace", *capsules, 0, -1)
 
 
 def test_kernel_names_and_ids():

@@ -7,39 +7,16 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <new>
 #include <type_traits>
 
+#include "aligned_buffer.h"
 #include "blocking.h"
 #include "five_loops.h"
 
 namespace gemmlab {
 namespace {
 
-// ---- Packing buffers ---------------------------------------------------------------------------
-// One pair per thread, grown on demand and kept for the thread's life: allocating (and page-faulting)
-// a few MiB on every call would cost more than packing them.
-class AlignedBuffer {
- public:
-  ~AlignedBuffer() { std::free(ptr_); }
-  void* get(size_t bytes) {
-    if (bytes > size_) {
-      std::free(ptr_);
-      size_ = 0;
-      const size_t rounded = (bytes + 4095) / 4096 * 4096;  // aligned_alloc wants a multiple
-      ptr_ = std::aligned_alloc(4096, rounded);
-      if (ptr_ == nullptr) throw std::bad_alloc();
-      size_ = rounded;
-    }
-    return ptr_;
-  }
-
- private:
-  void* ptr_ = nullptr;
-  size_t size_ = 0;
-};
-
+// ---- Packing buffers: one pair per thread, kept for the thread's life ---------------------------
 thread_local AlignedBuffer tls_pack_a, tls_pack_b;
 
 // ---- One task, compiled per ISA ----------------------------------------------------------------

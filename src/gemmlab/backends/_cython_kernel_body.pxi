@@ -29,7 +29,7 @@
 # and a short side take a dot-product loop: nothing packed (choose_loop says which loop a product takes).
 
 from cpython.pycapsule cimport PyCapsule_New
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 
@@ -319,9 +319,10 @@ cdef inline void pack_b_job(const real* b, Py_ssize_t sb0, Py_ssize_t sb1, Py_ss
 cdef int run_task(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, Py_ssize_t m, const real* bpack,
                   real* out, Py_ssize_t so0, Py_ssize_t so1, Py_ssize_t n, Py_ssize_t task, Py_ssize_t mc,
                   Py_ssize_t splits, Py_ssize_t n_panels, Py_ssize_t jc, Py_ssize_t ks, Py_ssize_t ksz,
-                  Py_ssize_t kc_max) noexcept nogil:
+                  Py_ssize_t kc_max, real* apack) noexcept nogil:
     """Task `task`: rows rb * mc.. of out (rb = task // splits) against its share (task % splits) of
-    the n_panels panels of the packed super-block (rows ks..ks+ksz of B), in slices of kc_max."""
+    the n_panels panels of the packed super-block (rows ks..ks+ksz of B), in slices of kc_max. apack:
+    room for an mc x kc_max block of A (the running thread's slot of the workspace), or NULL."""
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
     cdef Py_ssize_t rb = task // splits
     cdef Py_ssize_t sp = task - rb * splits
@@ -330,13 +331,14 @@ cdef int run_task(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, Py_ssize_t m, c
     cdef Py_ssize_t t_lo = sp * n_panels // splits
     cdef Py_ssize_t t_hi = (sp + 1) * n_panels // splits
     cdef bint pack_a = t_hi - t_lo > PACK_A_PANELS  # else A is read in place
-    cdef real* apack = NULL
+    cdef real* own = NULL
     cdef Py_ssize_t ib, pb, kc, t, j0, nr, r, r0
     cdef const real* bpanel
-    if pack_a:
-        apack = <real*>malloc(cdiv(mcb, MR) * MR * kc_max * sizeof(real))
-        if apack == NULL:
+    if pack_a and apack == NULL:
+        own = <real*>malloc(cdiv(mcb, MR) * MR * kc_max * sizeof(real))
+        if own == NULL:
             return 1
+        apack = own
     for ib in range(cdiv(ksz, kc_max)):
         pb = ib * kc_max
         kc = min(kc_max, ksz - pb)
@@ -354,23 +356,39 @@ cdef int run_task(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, Py_ssize_t m, c
                 else:
                     update_tile_unpacked(kc, a, sa0, sa1, m, ks + pb, bpanel, out, so0, so1, i0 + r0, j0,
                                          min(<Py_ssize_t>MR, mcb - r0), nr, ks + pb == 0)
-    free(apack)
+    free(own)
     return 0
+
+
+cdef inline Py_ssize_t whole_lines(Py_ssize_t count, Py_ssize_t itemsize) noexcept nogil:
+    """count elements rounded up to whole 64-byte cache lines, in elements: each buffer carved out
+    of the workspace starts on a line of its own."""
+    return cdiv(count * itemsize, 64) * 64 // itemsize
+
+
+cdef Py_ssize_t workspace_elements(Blocks blocks, Py_ssize_t itemsize, Py_ssize_t threads) noexcept nogil:
+    """The most that packed() carves out of a workspace: a packed super-block of B, a block of A per thread."""
+    return (whole_lines(max(<Py_ssize_t>PACK_B_ELEMENTS, blocks.kc * blocks.nc), itemsize)
+            + threads * whole_lines(cdiv(blocks.mc, MR) * MR * blocks.kc, itemsize))
+
+
+def workspace_bytes(Py_ssize_t threads):
+    """The workspace (kernel_abi.h) that covers every product on up to `threads` threads, in bytes."""
+    return max(workspace_elements(float_blocks, 4, threads) * 4, workspace_elements(double_blocks, 8, threads) * 8)
 
 
 cdef int packed(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py_ssize_t sb0, Py_ssize_t sb1,
                 real* out, Py_ssize_t so0, Py_ssize_t so1, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
-                int threads) noexcept nogil:
+                int threads, void* workspace, int64_t workspace_bytes) noexcept nogil:
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
     cdef Blocks blocks = float_blocks if real is float else double_blocks  # read once: the product's blocking
     cdef Py_ssize_t nc_max = min(blocks.nc, cdiv(n, NR) * NR)
     cdef Py_ssize_t ks_max = max(blocks.kc, (PACK_B_ELEMENTS // nc_max) // blocks.kc * blocks.kc)
     cdef Py_ssize_t jb, jc, nc, n_panels, kb, ks, ksz, k_blocks, job, task
-    cdef Py_ssize_t row_blocks, mc, splits
+    cdef Py_ssize_t row_blocks, mc, splits, b_len, a_len
     cdef int failed = 0
-    cdef real* bpack = <real*>malloc(min(k, ks_max) * nc_max * sizeof(real))
-    if bpack == NULL:
-        return NO_MEMORY
+    cdef real* bpack
+    cdef real* apacks = NULL  # one block of A per thread, or NULL: each task allocates its own
     # Tasks: enough equal row blocks (<= MC rows, a multiple of MR) to keep every thread busy;
     # when there are fewer row blocks than threads, the B panels are split between tasks too.
     row_blocks = cdiv(m, blocks.mc)
@@ -378,6 +396,17 @@ cdef int packed(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py
         row_blocks = max(1, min(cdiv(m, MR), threads * cdiv(row_blocks, threads)))
     mc = cdiv(cdiv(m, row_blocks), MR) * MR
     row_blocks = cdiv(m, mc)
+    # The buffers: carved out of the caller's workspace, where it is large enough (its pages stay
+    # touched between calls), else allocated.
+    b_len = whole_lines(min(k, ks_max) * nc_max, sizeof(real))
+    a_len = whole_lines(mc * blocks.kc, sizeof(real))
+    if workspace != NULL and (b_len + threads * a_len) * <int64_t>sizeof(real) <= workspace_bytes:
+        bpack = <real*>workspace
+        apacks = bpack + b_len
+    else:
+        bpack = <real*>malloc(b_len * sizeof(real))
+        if bpack == NULL:
+            return NO_MEMORY
     for jb in range(cdiv(n, nc_max)):
         jc = jb * nc_max
         nc = min(nc_max, n - jc)
@@ -394,14 +423,15 @@ cdef int packed(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py
                     pack_b_job(b, sb0, sb1, job, k_blocks, jc, nc, ks, ksz, blocks.kc, bpack)
                 for task in range(row_blocks * splits):
                     failed += run_task(a, sa0, sa1, m, bpack, out, so0, so1, n, task, mc, splits, n_panels, jc, ks, ksz,
-                                   blocks.kc)
+                                       blocks.kc, apacks)
                 continue
             for job in prange(n_panels * k_blocks, schedule="static", num_threads=threads):
                 pack_b_job(b, sb0, sb1, job, k_blocks, jc, nc, ks, ksz, blocks.kc, bpack)
             for task in prange(row_blocks * splits, schedule="static", num_threads=threads):
                 failed += run_task(a, sa0, sa1, m, bpack, out, so0, so1, n, task, mc, splits, n_panels, jc, ks, ksz,
-                                   blocks.kc)
-    free(bpack)
+                                   blocks.kc, apacks + threadid() * a_len if apacks != NULL else NULL)
+    if apacks == NULL:
+        free(bpack)
     return NO_MEMORY if failed else OK
 
 
@@ -824,8 +854,10 @@ cdef inline bint disjoint(Py_ssize_t x_lo, Py_ssize_t x_hi, Py_ssize_t y_lo, Py_
 
 cdef int product(const real* a, Py_ssize_t m, Py_ssize_t k, Py_ssize_t sa0, Py_ssize_t sa1,
                  const real* b, Py_ssize_t kb, Py_ssize_t n, Py_ssize_t sb0, Py_ssize_t sb1,
-                 real* out, Py_ssize_t mo, Py_ssize_t no, Py_ssize_t so0, Py_ssize_t so1, int threads) noexcept nogil:
-    """Check the arguments, then write a @ b into out; returns a status code."""
+                 real* out, Py_ssize_t mo, Py_ssize_t no, Py_ssize_t so0, Py_ssize_t so1, int threads,
+                 void* workspace=NULL, int64_t workspace_bytes=0) noexcept nogil:
+    """Check the arguments, then write a @ b into out; returns a status code. The packed loop packs
+    into the workspace where it is large enough, else allocates."""
     cdef Py_ssize_t a_lo, a_hi, b_lo, b_hi, o_lo, o_hi
     cdef Py_ssize_t i, j
     if kb != k or mo != m or no != n:
@@ -850,7 +882,7 @@ cdef int product(const real* a, Py_ssize_t m, Py_ssize_t k, Py_ssize_t sa0, Py_s
     if loop == DOT_LOOP:
         return dot_products(a, sa0, b, sb1, out, so0, so1, m, k, n, max(1, threads))
     if loop == PACKED_LOOP:
-        return packed(a, sa0, sa1, b, sb0, sb1, out, so0, so1, m, k, n, max(1, threads))
+        return packed(a, sa0, sa1, b, sb0, sb1, out, so0, so1, m, k, n, max(1, threads), workspace, workspace_bytes)
     small(m, k, n, a, sa0, sa1, b, sb0, sb1, out, so0, so1)
     return OK
 
@@ -965,24 +997,25 @@ cdef extern from "kernel_abi.h":
     const char* GEMMLAB_CAPSULE_F64
     ctypedef int (*gemmlab_gemm_f32)(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, int64_t, int64_t,
                                      const float*, int64_t, int64_t, int64_t, float*, int64_t, int64_t, int64_t,
-                                     int32_t) noexcept nogil
+                                     int32_t, void*, int64_t) noexcept nogil
     ctypedef int (*gemmlab_gemm_f64)(int64_t, int64_t, int64_t, int64_t, const double*, int64_t, int64_t, int64_t,
                                      const double*, int64_t, int64_t, int64_t, double*, int64_t, int64_t, int64_t,
-                                     int32_t) noexcept nogil
+                                     int32_t, void*, int64_t) noexcept nogil
 
 
 cdef int gemm_abi(int64_t batch, int64_t m, int64_t n, int64_t k, const real* a, int64_t a_bs, int64_t a_rs,
                   int64_t a_cs, const real* b, int64_t b_bs, int64_t b_rs, int64_t b_cs, real* c, int64_t c_bs,
-                  int64_t c_rs, int64_t c_cs, int32_t threads) noexcept nogil:
+                  int64_t c_rs, int64_t c_cs, int32_t threads, void* workspace, int64_t workspace_bytes) noexcept nogil:
     """C[i] = A[i] @ B[i] for i < batch (strides in elements, see kernel_abi.h), each entry through
-    the checked product(), which takes byte strides. Thread-safe: it touches only its arguments and
-    buffers of its own; with threads == 1 the packed path runs plain loops, no OpenMP region."""
+    the checked product(), which takes byte strides. Thread-safe: it touches only its arguments, the
+    caller's workspace and buffers of its own; with threads == 1 the packed path runs plain loops, no
+    OpenMP region."""
     cdef int64_t i
     cdef int status
     cdef int64_t size = sizeof(real)
     for i in range(batch):
         status = product(a + i * a_bs, m, k, a_rs * size, a_cs * size, b + i * b_bs, k, n, b_rs * size, b_cs * size,
-                         c + i * c_bs, m, n, c_rs * size, c_cs * size, threads)
+                         c + i * c_bs, m, n, c_rs * size, c_cs * size, threads, workspace, workspace_bytes)
         if status == NO_MEMORY:
             return GEMMLAB_NO_MEMORY
         if status != OK:

@@ -94,6 +94,23 @@ def view(typingctx, address, rows, cols, stride0, stride1, scalar):
 
 
 @intrinsic
+def buffer_at(typingctx, address, length, scalar):
+    """The contiguous 1-D array of `length` elements of scalar's type at address (0 and 0: empty)."""
+    dtype = scalar.instance_type
+    array_type = types.Array(dtype, 1, "C")
+
+    def codegen(context, builder, signature, args):
+        address, length, _ = args
+        ary = context.make_array(array_type)(context, builder)
+        data = builder.inttoptr(address, context.get_data_type(dtype).as_pointer())
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(dtype)))
+        populate_array(ary, data=data, shape=[length], strides=[itemsize], itemsize=itemsize, meminfo=None)
+        return ary._getvalue()
+
+    return array_type(types.intp, types.intp, scalar), codegen
+
+
+@intrinsic
 def element_pointer(typingctx, array, i, j):
     """A pointer to array[i, j] (no bounds check: the caller guarantees 0 <= i, j < shape)."""
 

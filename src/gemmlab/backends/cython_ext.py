@@ -116,15 +116,27 @@ blocking = _kernel.blocking
 SERIAL_FMAS = 2**63 - 1
 
 
+def register_build(name: str, build: ModuleType, workspace_bytes: int | None = None) -> int:
+    """Register a build's C ABI functions with gemmlab's dispatch core under `name`; returns the id.
+    The workspace (kernel_abi.h) covers a thread per CPU unless given: the core keeps it per calling
+    thread and hands it back on every call, so packing touches its pages once; a product on more
+    threads than it covers allocates what is missing."""
+    from gemmlab import _cpp
+
+    if workspace_bytes is None:
+        workspace_bytes = build.workspace_bytes(max(os.cpu_count() or 1, torch.get_num_threads()))
+    return _cpp.register_kernel(name, build.ABI_F32, build.ABI_F64, SERIAL_FMAS, workspace_bytes)
+
+
 def _native_kernel() -> int | None:
-    """The chosen build's C ABI functions registered with gemmlab's dispatch core, which then runs
-    gemmlab.matmul's products on them in one native call; None without the C++ extension (the backend
-    still works, through Python). Registering again (another build forced) keeps the kernel's id."""
+    """The chosen build registered with gemmlab's dispatch core, which then runs gemmlab.matmul's
+    products on it in one native call; None without the C++ extension (the backend still works,
+    through Python). Registering again (another build forced) keeps the kernel's id."""
     try:
-        from gemmlab import _cpp
+        from gemmlab import _cpp  # noqa: F401
     except ImportError:
         return None
-    return _cpp.register_kernel("cython", _kernel.ABI_F32, _kernel.ABI_F64, SERIAL_FMAS)
+    return register_build("cython", _kernel)
 
 
 NATIVE_KERNEL = _native_kernel()

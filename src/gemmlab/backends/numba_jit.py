@@ -48,8 +48,8 @@ from numba.extending import overload
 
 from gemmlab import cpu_caches
 from gemmlab.backends import by_address, operand_error
-from gemmlab.backends._numba_simd import (VECTOR_BYTES, WIDE, dot_fmas, element_pointer, fma_vector, offset_pointer, resized,
-                                          set_thread_count, shift, stack_pointer, store_lane_sums, store_vector_sum, vector_zeroer, view)
+from gemmlab.backends._numba_simd import (VECTOR_BYTES, WIDE, buffer_at, dot_fmas, element_pointer, fma_vector, offset_pointer,
+                                          resized, set_thread_count, shift, stack_pointer, store_lane_sums, store_vector_sum, vector_zeroer, view)
 
 # --- tile and block sizes --------------------------------------------------------------------
 #
@@ -349,11 +349,18 @@ def _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz, kc_max):
     _pack_b_panel(b, ks + pb, min(kc_max, ksz - pb), jc + t * NR, min(NR, nc - t * NR), bpack, t * ksz * NR + pb * NR)
 
 
+@_njit(inline="always")
+def _whole_lines(count, itemsize):
+    """count elements rounded up to whole 64-byte cache lines, in elements: each buffer carved out of
+    the workspace starts on a line of its own."""
+    return -(-(count * itemsize) // 64) * 64 // itemsize
+
+
 @_njit()
-def _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz, kc_max):
+def _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz, kc_max, apacks, a_len):
     """Task `task`: rows rb * mc.. of out (rb = task // splits) against its range of the packed B
     panels (the task's share, task % splits, of the n_panels), over rows ks..ks+ksz of B, in slices
-    of kc_max."""
+    of kc_max. apacks: a_len elements per thread for its block of A, or too short: allocate one."""
     m = a.shape[0]
     n = out.shape[1]
     NR = _tile_width(a)
@@ -364,7 +371,11 @@ def _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz, kc_max):
     t_lo = sp * n_panels // splits
     t_hi = (sp + 1) * n_panels // splits
     pack_a = t_hi - t_lo > PACK_A_PANELS  # else A is read in place
-    apack = np.empty(-(-mcb // MR) * MR * kc_max if pack_a else 0, dtype=a.dtype)
+    slot = numba.get_thread_id()
+    if pack_a and (slot + 1) * a_len <= apacks.size:
+        apack = _part(apacks, slot * a_len, a_len)
+    else:
+        apack = np.empty(-(-mcb // MR) * MR * kc_max if pack_a else 0, dtype=a.dtype)
     for pb in range(0, ksz, kc_max):
         kc = min(kc_max, ksz - pb)
         if pack_a:
@@ -385,9 +396,11 @@ def _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz, kc_max):
 
 
 @_njit(parallel=True)
-def _packed(a, b, out, threads, kc_max, mc_max, nc_max):
+def _packed(a, b, out, threads, kc_max, mc_max, nc_max, workspace):
     """out = a @ b on `threads` threads, blocked by at most kc_max x mc_max x nc_max (blocking()),
-    or as dot products where _loop_for says so."""
+    or as dot products where _loop_for says so. The packing buffers are carved out of `workspace`
+    (kernel_abi.h: the caller keeps it, so its pages stay touched) where it is large enough, else
+    allocated."""
     if _loop_for(a.shape[0], b.shape[1], a.shape[1], a.strides[1], b.strides[0], a.itemsize) == _DOT_LOOP:
         _dot_products(a, b, out, threads)
         return
@@ -396,7 +409,14 @@ def _packed(a, b, out, threads, kc_max, mc_max, nc_max):
     NR = _tile_width(a)
     ncb = min(nc_max, -(-n // NR) * NR)
     ks_max = max(kc_max, (PACK_B_ELEMENTS // ncb) // kc_max * kc_max)
-    bpack = np.empty(min(k, ks_max) * ncb, dtype=a.dtype)
+    b_len = _whole_lines(min(k, ks_max) * ncb, a.itemsize)
+    a_len = _whole_lines(-(-mc_max // MR) * MR * kc_max, a.itemsize)
+    if b_len + threads * a_len <= workspace.size:
+        bpack = _part(workspace, 0, b_len)
+        apacks = _part(workspace, b_len, threads * a_len)
+    else:
+        bpack = np.empty(b_len, dtype=a.dtype)
+        apacks = _part(workspace, 0, 0)
     for jc in range(0, n, ncb):
         nc = min(ncb, n - jc)
         n_panels = -(-nc // NR)
@@ -408,12 +428,12 @@ def _packed(a, b, out, threads, kc_max, mc_max, nc_max):
                 for job in range(n_panels * k_blocks):
                     _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz, kc_max)
                 for task in range(row_blocks * splits):
-                    _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz, kc_max)
+                    _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz, kc_max, apacks, a_len)
             else:
                 for job in prange(n_panels * k_blocks):
                     _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz, kc_max)
                 for task in prange(row_blocks * splits):
-                    _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz, kc_max)
+                    _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz, kc_max, apacks, a_len)
 
 
 # --- the small, serial path -----------------------------------------------------------------
@@ -794,7 +814,7 @@ def _views_of(scalar):
 
     def packed(unit, pa, m, k, sa0, sa1, pb, kb, n, sb0, sb1, po, mo, no, so0, so1, threads, kc, mc, nc):
         _packed(view(pa, m, k, sa0 * unit, sa1 * unit, scalar), view(pb, kb, n, sb0 * unit, sb1 * unit, scalar),
-                view(po, mo, no, so0 * unit, so1 * unit, scalar), threads, kc, mc, nc)
+                view(po, mo, no, so0 * unit, so1 * unit, scalar), threads, kc, mc, nc, buffer_at(0, 0, scalar))
 
     return small, packed
 
@@ -879,6 +899,7 @@ _ABI_SIGNATURE = types.int32(
     types.intp, types.int64, types.int64, types.int64,  # b ...
     types.intp, types.int64, types.int64, types.int64,  # c ...
     types.int32,  # threads
+    types.intp, types.int64,  # the caller's workspace and its size in bytes
 )
 
 
@@ -890,7 +911,8 @@ def _abi_function(scalar, max_threads: int, blocks: tuple[int, int, int]):
     size = np.dtype(scalar).itemsize
     kc, mc, nc = blocks
 
-    def gemm(batch, m, n, k, a, a_bs, a_rs, a_cs, b, b_bs, b_rs, b_cs, c, c_bs, c_rs, c_cs, threads):
+    def gemm(batch, m, n, k, a, a_bs, a_rs, a_cs, b, b_bs, b_rs, b_cs, c, c_bs, c_rs, c_cs, threads, ws, ws_bytes):
+        workspace = buffer_at(ws, ws_bytes // size, scalar)
         for i in range(batch):
             x = view(a + i * a_bs * size, m, k, a_rs * size, a_cs * size, scalar)
             y = view(b + i * b_bs * size, k, n, b_rs * size, b_cs * size, scalar)
@@ -901,7 +923,7 @@ def _abi_function(scalar, max_threads: int, blocks: tuple[int, int, int]):
                 set_thread_count(use)  # the calling thread's setting, as _run sets it from Python
                 try:
                     # (int64, not the closure's literal values: the code compiled for the Python path serves)
-                    _packed(x, y, z, use, np.int64(kc), np.int64(mc), np.int64(nc))
+                    _packed(x, y, z, use, np.int64(kc), np.int64(mc), np.int64(nc), workspace)
                 except Exception:  # what _packed can raise: MemoryError from its buffers
                     return _ABI_NO_MEMORY
             elif status != _OK:
@@ -917,6 +939,17 @@ _new_capsule = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_cha
 
 
 SERIAL_FMAS = 2**63 - 1  # the largest products that may run side by side on threads == 1: all
+
+
+def workspace_bytes(threads: int) -> int:
+    """The workspace (kernel_abi.h) that covers every packed product on up to `threads` threads: the
+    most _packed carves out of it, a packed super-block of B and a block of A per thread."""
+
+    def lines(count: int, itemsize: int) -> int:
+        return -(-count * itemsize // 64) * 64
+
+    return max(lines(max(PACK_B_ELEMENTS, kc * nc), size) + threads * lines(-(-mc // MR) * MR * kc, size)
+               for size, (kc, mc, nc) in _BLOCKS.items())
 
 
 def _native_kernel() -> tuple[int | None, str | None]:
@@ -942,7 +975,9 @@ def _native_kernel() -> tuple[int | None, str | None]:
     # entries out between its threads): the small path is serial, and the packed path then runs
     # plain loops, entering no parallel region (which some threading layers cannot have entered
     # from several threads at once); Numba's thread count is a per-thread setting.
-    return _cpp.register_kernel("numba", f32, f64, SERIAL_FMAS), None
+    # The core keeps the workspace per calling thread and hands it back on every call, so packing
+    # touches its pages once.
+    return _cpp.register_kernel("numba", f32, f64, SERIAL_FMAS, workspace_bytes(MAX_THREADS)), None
 
 
 _ABI_KEEP_ALIVE: list = []
