@@ -152,9 +152,7 @@ def registered_with_workspace(name: str, workspace_bytes: int) -> int:
         require_backend("numba")
         from gemmlab.backends import numba_jit
 
-        functions, names = numba_jit._ABI_KEEP_ALIVE[:2], numba_jit._ABI_KEEP_ALIVE[2:4]
-        capsules = [numba_jit._new_capsule(fn.address, n, None) for fn, n in zip(functions, names)]
-        return _cpp.register_kernel(f"numba-{workspace_bytes}", *capsules, numba_jit.SERIAL_FMAS, workspace_bytes)
+        return numba_jit.register_kernel_as(f"numba-{workspace_bytes}", workspace_bytes)
     return cython_ext.register_build(f"cython-{workspace_bytes}", cython_ext._kernel, workspace_bytes)
 
 

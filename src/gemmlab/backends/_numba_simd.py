@@ -76,6 +76,17 @@ def resized(typingctx, array, rows, cols):
     return result(array, types.intp, types.intp), codegen
 
 
+def _array_at(context, builder, array_type, address, shape, strides):
+    """The code for an array of array_type over the memory at `address` (an integer), not owned;
+    strides in bytes, or None for contiguous 1-D."""
+    data_type = context.get_data_type(array_type.dtype)
+    ary = context.make_array(array_type)(context, builder)
+    itemsize = context.get_constant(types.intp, context.get_abi_sizeof(data_type))
+    populate_array(ary, data=builder.inttoptr(address, data_type.as_pointer()), shape=shape,
+                   strides=[itemsize] if strides is None else strides, itemsize=itemsize, meminfo=None)
+    return ary._getvalue()
+
+
 @intrinsic
 def view(typingctx, address, rows, cols, stride0, stride1, scalar):
     """The 2-D array of scalar's type at address, with the given shape and byte strides."""
@@ -84,11 +95,7 @@ def view(typingctx, address, rows, cols, stride0, stride1, scalar):
 
     def codegen(context, builder, signature, args):
         address, rows, cols, stride0, stride1, _ = args
-        ary = context.make_array(array_type)(context, builder)
-        data = builder.inttoptr(address, context.get_data_type(dtype).as_pointer())
-        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(dtype)))
-        populate_array(ary, data=data, shape=[rows, cols], strides=[stride0, stride1], itemsize=itemsize, meminfo=None)
-        return ary._getvalue()
+        return _array_at(context, builder, array_type, address, [rows, cols], [stride0, stride1])
 
     return array_type(types.intp, types.intp, types.intp, types.intp, types.intp, scalar), codegen
 
@@ -101,11 +108,7 @@ def buffer_at(typingctx, address, length, scalar):
 
     def codegen(context, builder, signature, args):
         address, length, _ = args
-        ary = context.make_array(array_type)(context, builder)
-        data = builder.inttoptr(address, context.get_data_type(dtype).as_pointer())
-        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(dtype)))
-        populate_array(ary, data=data, shape=[length], strides=[itemsize], itemsize=itemsize, meminfo=None)
-        return ary._getvalue()
+        return _array_at(context, builder, array_type, address, [length], None)
 
     return array_type(types.intp, types.intp, scalar), codegen
 

@@ -349,11 +349,13 @@ def _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz, kc_max):
     _pack_b_panel(b, ks + pb, min(kc_max, ksz - pb), jc + t * NR, min(NR, nc - t * NR), bpack, t * ksz * NR + pb * NR)
 
 
-@_njit(inline="always")
 def _whole_lines(count, itemsize):
     """count elements rounded up to whole 64-byte cache lines, in elements: each buffer carved out of
-    the workspace starts on a line of its own."""
+    the workspace starts on a line of its own (compiled below for _packed; plain for workspace_bytes)."""
     return -(-(count * itemsize) // 64) * 64 // itemsize
+
+
+_whole_lines_jit = _njit(inline="always")(_whole_lines)
 
 
 @_njit()
@@ -409,8 +411,8 @@ def _packed(a, b, out, threads, kc_max, mc_max, nc_max, workspace):
     NR = _tile_width(a)
     ncb = min(nc_max, -(-n // NR) * NR)
     ks_max = max(kc_max, (PACK_B_ELEMENTS // ncb) // kc_max * kc_max)
-    b_len = _whole_lines(min(k, ks_max) * ncb, a.itemsize)
-    a_len = _whole_lines(-(-mc_max // MR) * MR * kc_max, a.itemsize)
+    b_len = _whole_lines_jit(min(k, ks_max) * ncb, a.itemsize)
+    a_len = _whole_lines_jit(-(-mc_max // MR) * MR * kc_max, a.itemsize)
     if b_len + threads * a_len <= workspace.size:
         bpack = _part(workspace, 0, b_len)
         apacks = _part(workspace, b_len, threads * a_len)
@@ -944,12 +946,8 @@ SERIAL_FMAS = 2**63 - 1  # the largest products that may run side by side on thr
 def workspace_bytes(threads: int) -> int:
     """The workspace (kernel_abi.h) that covers every packed product on up to `threads` threads: the
     most _packed carves out of it, a packed super-block of B and a block of A per thread."""
-
-    def lines(count: int, itemsize: int) -> int:
-        return -(-count * itemsize // 64) * 64
-
-    return max(lines(max(PACK_B_ELEMENTS, kc * nc), size) + threads * lines(-(-mc // MR) * MR * kc, size)
-               for size, (kc, mc, nc) in _BLOCKS.items())
+    return max((_whole_lines(max(PACK_B_ELEMENTS, kc * nc), size) + threads * _whole_lines(-(-mc // MR) * MR * kc, size))
+               * size for size, (kc, mc, nc) in _BLOCKS.items())
 
 
 def _native_kernel() -> tuple[int | None, str | None]:
@@ -967,19 +965,28 @@ def _native_kernel() -> tuple[int | None, str | None]:
     if numba.threading_layer() == "workqueue":
         return None, ("products go through Python: Numba's workqueue threading layer cannot run parallel code "
                       "from several threads at once (install tbb, `pip install tbb`, for a thread-safe one)")
-    functions = [_abi_function(np.float32, MAX_THREADS, _BLOCKS[4]), _abi_function(np.float64, MAX_THREADS, _BLOCKS[8])]
-    names = [_cpp.CAPSULE_F32.encode(), _cpp.CAPSULE_F64.encode()]
-    _ABI_KEEP_ALIVE.extend(functions + names)  # the core keeps the code's address; a capsule, its name's
-    f32, f64 = (_new_capsule(fn.address, name, None) for fn, name in zip(functions, names))
-    # Any product may run side by side with others on threads == 1 (the core then shares a batch's
-    # entries out between its threads): the small path is serial, and the packed path then runs
-    # plain loops, entering no parallel region (which some threading layers cannot have entered
-    # from several threads at once); Numba's thread count is a per-thread setting.
-    # The core keeps the workspace per calling thread and hands it back on every call, so packing
-    # touches its pages once.
-    return _cpp.register_kernel("numba", f32, f64, SERIAL_FMAS, workspace_bytes(MAX_THREADS)), None
+    return register_kernel_as("numba"), None
 
 
-_ABI_KEEP_ALIVE: list = []
+def register_kernel_as(name: str, workspace: int | None = None) -> int:
+    """The ABI functions registered with gemmlab's dispatch core under `name`, asking for `workspace`
+    bytes of workspace (default: enough for every product on NUMBA_NUM_THREADS threads); the id.
+
+    Any product may run side by side with others on threads == 1 (the core then shares a batch's
+    entries out between its threads): the small path is serial, and the packed path then runs plain
+    loops, entering no parallel region (which some threading layers cannot have entered from several
+    threads at once); Numba's thread count is a per-thread setting. The core keeps the workspace per
+    calling thread and hands it back on every call, so packing touches its pages once."""
+    from gemmlab import _cpp
+
+    if not _ABI_KEEP_ALIVE:  # the core keeps the code's address; a capsule, its name's
+        functions = [_abi_function(np.float32, MAX_THREADS, _BLOCKS[4]), _abi_function(np.float64, MAX_THREADS, _BLOCKS[8])]
+        _ABI_KEEP_ALIVE.extend(functions + [_cpp.CAPSULE_F32.encode(), _cpp.CAPSULE_F64.encode()])
+    f32, f64 = (_new_capsule(fn.address, capsule_name, None) for fn, capsule_name in zip(_ABI_KEEP_ALIVE[:2], _ABI_KEEP_ALIVE[2:]))
+    workspace = workspace_bytes(MAX_THREADS) if workspace is None else workspace
+    return _cpp.register_kernel(name, f32, f64, SERIAL_FMAS, workspace)
+
+
+_ABI_KEEP_ALIVE: list = []  # the two cfuncs (float32, float64), then their capsule names
 NATIVE_KERNEL, _NATIVE_NOTE = _native_kernel()
 NOTE = "; ".join(note for note in (CACHE_NOTE, _NATIVE_NOTE) if note) or None
