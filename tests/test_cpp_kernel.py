@@ -81,6 +81,7 @@ def shapes(dtype):
         ("one short row and column of tiles", mr - 1, 5, nr - 1),
         ("edges in every dimension, B kept whole (ic-outer order)", mc + 13, k_long, nr + 5),
         ("edges in every dimension, B sliced (pc-outer order)", mc + 13, k_long, n_wide),
+        ("one block of rows: B's full panels read in place, its last one packed", mc - 1, k_long, 3 * nr + 5),
         ("long K, narrow output", 2 * mr + 1, 4 * kc + 1, 3),
         ("tall, one column", 8 * mc + 1, 7, 1),
         ("one row, wider than NC", 3, 37, bl["NC"] + nr + 3),
@@ -201,7 +202,8 @@ def guarded():
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_no_access_past_the_end(path, caches, dtype, guarded):
     bl = blocks(dtype)
-    for m, k, n in [(5, 784, 10), (3, 5, 7), (bl["MC"] + 13, bl["KC"] + 9, bl["NR"] + 5), (2 * bl["MR"] + 1, 37, 1),
+    for m, k, n in [(5, 784, 10), (3, 5, 7), (bl["MC"] + 13, bl["KC"] + 9, bl["NR"] + 5), (bl["MC"] - 1, bl["KC"] + 9, 2 * bl["NR"]),
+                    (bl["MC"] - 1, bl["KC"] + 9, 2 * bl["NR"] + 5), (2 * bl["MR"] + 1, 37, 1),
                     (61, 300, 50)]:
         a, b = guarded(m, k, dtype, seed=5), guarded(k, n, dtype, seed=6)
         out = guarded(m, n, dtype)

@@ -34,19 +34,38 @@ inline int64_t even_block(int64_t n, int64_t max, int64_t unit) {
 // for any number of threads; the blocks follow the caches, which the process reads once).
 inline int64_t kc_block(int64_t k, const CacheBlocks& cb) { return even_block(k, cb.kc, 1); }
 
+// Where the macro-kernel finds B's micro-panels (kc k-steps each): panels [0, full) at
+// b + j * panel_stride with k-steps `step` apart, the rest packed at packed + (j - full) * kc * NR.
+// A packed block has full = 0; a B read in place (b_in_place) has its full-width panels in the
+// caller's memory and only its ragged last panel packed.
+template <class T>
+struct BPanels {
+  const T* b;
+  int64_t panel_stride, step, full;
+  const T* packed;
+};
+
+template <class P>
+BPanels<typename P::T> packed_panels(const typename P::T* pb) {
+  return {nullptr, 0, 0, 0, pb};
+}
+
 // The two innermost loops (BLIS's "macro-kernel"): C[0:mc, 0:nc] (+)= packed A block (mc x kc)
-// times packed B block (kc x nc), one micro-kernel call per MR x NR tile: the instance of exactly
+// times the B block (kc x nc), one micro-kernel call per MR x NR tile: the instance of exactly
 // the tile's rows, and of half the width when the tile's columns fit in half a panel.
 template <class P>
-inline void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const typename P::T* pa, const typename P::T* pb,
+inline void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const typename P::T* pa, const BPanels<typename P::T>& b,
                          typename P::T* c, int64_t crs, int64_t ccs, bool accumulate) {
   constexpr int MR = P::MR, NR = P::NR;
-  for (int64_t jr = 0; jr < nc; jr += NR) {
+  for (int64_t jr = 0, j = 0; jr < nc; jr += NR, ++j) {
     const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
     const auto& kernels = nr <= NR / 2 ? P::narrow_kernels : P::kernels;  // skip an all-padding half
+    const bool in_place = j < b.full;
+    const typename P::T* panel = in_place ? b.b + j * b.panel_stride : b.packed + (j - b.full) * kc * NR;
+    const int64_t step = in_place ? b.step : NR;
     for (int64_t ir = 0; ir < mc; ir += MR) {
       const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
-      kernels[mr - 1](kc, pa + ir * kc, pb + jr * kc, c + ir * crs + jr * ccs, crs, ccs, nr, accumulate);
+      kernels[mr - 1](kc, pa + ir * kc, panel, step, c + ir * crs + jr * ccs, crs, ccs, nr, accumulate);
     }
   }
 }
@@ -63,6 +82,22 @@ inline int64_t mc_block(int64_t m, const CacheBlocks& cb) { return even_block(m,
 template <class P>
 inline bool b_resident(int64_t n, int64_t k, const CacheBlocks& cb) {
   return k * nc_block<P>(n, cb) * static_cast<int64_t>(sizeof(typename P::T)) <= B_RESIDENT_BYTES;
+}
+
+// Whether a task reads B's full-width micro-panels where they are instead of packing them: B's
+// rows contiguous (a row-major B, as x in a layer's weight gradient grad.T @ x) and the task's rows
+// one block of A, so each B panel serves only a few micro-kernel calls and packing it would cost
+// about what using it does. Measured on the AVX-512 Xeon, 2 threads, float32 (float64): 50x512 @
+// 512x784 172 -> 145 us (370 -> 260), the 50000-row weight gradient 50x50000 @ 50000x784 24.0 ->
+// 20.2 ms; row strides of 1024 and 4096 elements gained less (50x1024 @ 1024x1024 495 -> 475 us)
+// but did not lose. (Only on the path where that was measured: UNPACKED_MEDIUM.)
+template <class P>
+inline bool b_in_place(const Operands<typename P::T>& op, int64_t rows, const CacheBlocks& cb) {
+  if constexpr (!P::UNPACKED_MEDIUM) {
+    return false;
+  } else {
+    return op.bcs == 1 && rows <= cb.mc;
+  }
 }
 
 // Packing buffer sizes (elements) gemm_task needs for a task of width n.
@@ -90,6 +125,20 @@ inline void gemm_task(const Operands<typename P::T>& op, int64_t m0, int64_t m1,
   const int64_t mc_blk = mc_block<P>(m1 - m0, cb);
   const int64_t nc_blk = nc_block<P>(n1 - n0, cb);
   const bool resident = b_resident<P>(n1 - n0, k, cb);
+  if (b_in_place<P>(op, m1 - m0, cb)) {
+    // One block of rows: per K slice, pack it (and B's ragged last panel, if any) and sweep B.
+    const int64_t mc = m1 - m0, nc = n1 - n0, full = nc / NR;
+    for (int64_t pc = 0; pc < k; pc += kc_blk) {
+      const int64_t kc = std::min(kc_blk, k - pc);
+      const T* b_slice = op.b + pc * op.brs + n0;
+      if (nc > full * NR)
+        pack_b<T, NR, typename P::Transpose>(kc, nc - full * NR, b_slice + full * NR, op.brs, 1, pb);
+      pack_a<T, MR, typename P::Transpose>(mc, kc, op.a + m0 * op.ars + pc * op.acs, op.ars, op.acs, pa);
+      macro_kernel<P>(mc, nc, kc, pa, BPanels<T>{b_slice, NR, op.brs, full, pb}, op.c + m0 * op.crs + n0 * op.ccs,
+                      op.crs, op.ccs, pc != 0);
+    }
+    return;
+  }
   for (int64_t jc = n0; jc < n1; jc += nc_blk) {
     const int64_t nc = std::min(nc_blk, n1 - jc);
     const int64_t nc_padded = round_up(nc, NR);
@@ -104,7 +153,7 @@ inline void gemm_task(const Operands<typename P::T>& op, int64_t m0, int64_t m1,
         for (int64_t pc = 0; pc < k; pc += kc_blk) {
           const int64_t kc = std::min(kc_blk, k - pc);
           pack_a<T, MR, typename P::Transpose>(mc, kc, op.a + ic * op.ars + pc * op.acs, op.ars, op.acs, pa);
-          macro_kernel<P>(mc, nc, kc, pa, pb + pc * nc_padded, c_block + ic * op.crs, op.crs, op.ccs, pc != 0);
+          macro_kernel<P>(mc, nc, kc, pa, packed_panels<P>(pb + pc * nc_padded), c_block + ic * op.crs, op.crs, op.ccs, pc != 0);
         }
       }
     } else {
@@ -114,7 +163,7 @@ inline void gemm_task(const Operands<typename P::T>& op, int64_t m0, int64_t m1,
         for (int64_t ic = m0; ic < m1; ic += mc_blk) {
           const int64_t mc = std::min(mc_blk, m1 - ic);
           pack_a<T, MR, typename P::Transpose>(mc, kc, op.a + ic * op.ars + pc * op.acs, op.ars, op.acs, pa);
-          macro_kernel<P>(mc, nc, kc, pa, pb, c_block + ic * op.crs, op.crs, op.ccs, pc != 0);
+          macro_kernel<P>(mc, nc, kc, pa, packed_panels<P>(pb), c_block + ic * op.crs, op.crs, op.ccs, pc != 0);
         }
       }
     }

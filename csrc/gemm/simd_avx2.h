@@ -17,7 +17,6 @@ struct F32 {
   using V = __m256;
   static constexpr int L = 8;
   GEMMLAB_AVX2_INLINE static V zero() { return _mm256_setzero_ps(); }
-  GEMMLAB_AVX2_INLINE static V load(const T* p) { return _mm256_load_ps(p); }  // 32-byte aligned
   GEMMLAB_AVX2_INLINE static V loadu(const T* p) { return _mm256_loadu_ps(p); }
   GEMMLAB_AVX2_INLINE static V bcast(const T* p) { return _mm256_broadcast_ss(p); }
   GEMMLAB_AVX2_INLINE static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
@@ -59,7 +58,6 @@ struct F64 {
   using V = __m256d;
   static constexpr int L = 4;
   GEMMLAB_AVX2_INLINE static V zero() { return _mm256_setzero_pd(); }
-  GEMMLAB_AVX2_INLINE static V load(const T* p) { return _mm256_load_pd(p); }
   GEMMLAB_AVX2_INLINE static V loadu(const T* p) { return _mm256_loadu_pd(p); }
   GEMMLAB_AVX2_INLINE static V bcast(const T* p) { return _mm256_broadcast_sd(p); }
   GEMMLAB_AVX2_INLINE static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }

@@ -37,7 +37,6 @@ struct F32 {
   using Mask = __mmask16;
   static constexpr int L = 16;
   GEMMLAB_AVX512_INLINE static V zero() { return _mm512_setzero_ps(); }
-  GEMMLAB_AVX512_INLINE static V load(const T* p) { return _mm512_load_ps(p); }  // 64-byte aligned
   GEMMLAB_AVX512_INLINE static V loadu(const T* p) { return _mm512_loadu_ps(p); }
   GEMMLAB_AVX512_INLINE static V bcast(const T* p) { return _mm512_set1_ps(*p); }
   GEMMLAB_AVX512_INLINE static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
@@ -85,7 +84,6 @@ struct F64 {
   using Mask = __mmask8;
   static constexpr int L = 8;
   GEMMLAB_AVX512_INLINE static V zero() { return _mm512_setzero_pd(); }
-  GEMMLAB_AVX512_INLINE static V load(const T* p) { return _mm512_load_pd(p); }
   GEMMLAB_AVX512_INLINE static V loadu(const T* p) { return _mm512_loadu_pd(p); }
   GEMMLAB_AVX512_INLINE static V bcast(const T* p) { return _mm512_set1_pd(*p); }
   GEMMLAB_AVX512_INLINE static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }

@@ -31,8 +31,8 @@ namespace gemmlab {
 
 // Every micro-kernel has this signature (see ukernel_simd.inc for the meaning of the arguments).
 template <class T>
-using MicroKernel = void (*)(int64_t kc, const T* a, const T* b, T* c, int64_t rs, int64_t cs, int nr,
-                             bool accumulate);
+using MicroKernel = void (*)(int64_t kc, const T* a, const T* b, int64_t bs, T* c, int64_t rs, int64_t cs,
+                             int nr, bool accumulate);
 
 // Small-product kernel signature (see ukernel_simd.inc).
 template <class T>

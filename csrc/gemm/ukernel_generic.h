@@ -17,10 +17,10 @@ namespace gemmlab::generic {
 
 // Computes the first NW columns of the NR-wide panel (NW = NR/2 serves narrow panels).
 template <class T, int MR, int NR, int NW, int ROWS>
-__attribute__((noinline)) void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b, T* c,
-                                            int64_t rs, int64_t cs, int nr, bool accumulate) {
+__attribute__((noinline)) void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b, int64_t bs,
+                                            T* c, int64_t rs, int64_t cs, int nr, bool accumulate) {
   T acc[ROWS][NW] = {};
-  for (int64_t p = 0; p < kc; ++p, a += MR, b += NR) {
+  for (int64_t p = 0; p < kc; ++p, a += MR, b += bs) {
 #pragma GCC unroll 16
     for (int r = 0; r < ROWS; ++r) {
       const T ar = a[r];
