@@ -122,9 +122,6 @@ inline void gemm_task(const Operands<typename P::T>& op, int64_t m0, int64_t m1,
   using T = typename P::T;
   constexpr int MR = P::MR, NR = P::NR;
   const int64_t kc_blk = kc_block(k, cb);
-  const int64_t mc_blk = mc_block<P>(m1 - m0, cb);
-  const int64_t nc_blk = nc_block<P>(n1 - n0, cb);
-  const bool resident = b_resident<P>(n1 - n0, k, cb);
   if (b_in_place<P>(op, m1 - m0, cb)) {
     // One block of rows: per K slice, pack it (and B's ragged last panel, if any) and sweep B.
     const int64_t mc = m1 - m0, nc = n1 - n0, full = nc / NR;
@@ -139,6 +136,9 @@ inline void gemm_task(const Operands<typename P::T>& op, int64_t m0, int64_t m1,
     }
     return;
   }
+  const int64_t mc_blk = mc_block<P>(m1 - m0, cb);
+  const int64_t nc_blk = nc_block<P>(n1 - n0, cb);
+  const bool resident = b_resident<P>(n1 - n0, k, cb);
   for (int64_t jc = n0; jc < n1; jc += nc_blk) {
     const int64_t nc = std::min(nc_blk, n1 - jc);
     const int64_t nc_padded = round_up(nc, NR);
