@@ -77,6 +77,7 @@ def shapes(dtype):
         ("A large, many strips of columns", 2 * mc + 3, 3 * kc // 2 + 1, 4 * nr + 5),
         ("long rows, few columns: dot products, k not a whole vector", 13, 601, 23),
         ("long rows, many rows: dot products rows first", 301, 555, 9),
+        ("dot products rows first, more column groups than rows in a group", 203, 777, 29),
         ("short rows, B transposed: in place after packing B", 40, 70, 45),
         ("one short row and column of tiles", mr - 1, 5, nr - 1),
         ("edges in every dimension, B kept whole (ic-outer order)", mc + 13, k_long, nr + 5),

@@ -174,18 +174,31 @@ void in_place_with_packed_b(int64_t m, int64_t n, int64_t k, const Operands<type
 // every column group of B, and A streams from memory once).
 template <class P, class T>
 void dot_block(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t k, const Operands<T>& op) {
-  auto tile = [&](int64_t i0, int64_t j0) {
+  auto tile = [&](int64_t i0, int64_t j0, const T* prefetch_row) {
     const int rows = static_cast<int>(std::min<int64_t>(P::DOT_ROWS, m1 - i0));
     const int cols = static_cast<int>(std::min<int64_t>(P::DOT_COLS, n1 - j0));
     P::dot[rows - 1][cols - 1](k, op.a + i0 * op.ars, op.ars, op.b + j0 * op.bcs, op.bcs,
-                               op.c + i0 * op.crs + j0 * op.ccs, op.crs, op.ccs);
+                               op.c + i0 * op.crs + j0 * op.ccs, op.crs, op.ccs, prefetch_row);
   };
   if (m1 - m0 <= n1 - n0) {
     for (int64_t j0 = n0; j0 < n1; j0 += P::DOT_COLS)
-      for (int64_t i0 = m0; i0 < m1; i0 += P::DOT_ROWS) tile(i0, j0);
+      for (int64_t i0 = m0; i0 < m1; i0 += P::DOT_ROWS) tile(i0, j0, nullptr);
   } else {
-    for (int64_t i0 = m0; i0 < m1; i0 += P::DOT_ROWS)
-      for (int64_t j0 = n0; j0 < n1; j0 += P::DOT_COLS) tile(i0, j0);
+    // A streams from memory once, and the hardware prefetchers idle while a row group is re-read
+    // from L1. Where this thread's rows of A do not fit in L2, the tiles of a row group prefetch
+    // the next group's rows into L2, one row per tile, spread evenly over the tiles (with fewer
+    // tiles than rows, some rows are left to the hardware).
+    const bool prefetch = static_cast<double>(m1 - m0) * static_cast<double>(op.ars) * sizeof(T) > cache_sizes().l2;
+    const int64_t groups = ceil_div(n1 - n0, int64_t(P::DOT_COLS));
+    for (int64_t i0 = m0; i0 < m1; i0 += P::DOT_ROWS) {
+      const int64_t next = i0 + P::DOT_ROWS, next_rows = std::min<int64_t>(P::DOT_ROWS, m1 - next);
+      for (int64_t g = 0; g < groups; ++g) {
+        // tile g takes row `first` of the next group when no earlier tile took it
+        const int64_t first = ceil_div(g * P::DOT_ROWS, groups);
+        const bool takes = prefetch && first < next_rows && first < ceil_div((g + 1) * P::DOT_ROWS, groups);
+        tile(i0, n0 + g * P::DOT_COLS, takes ? op.a + (next + first) * op.ars : nullptr);
+      }
+    }
   }
 }
 

@@ -41,6 +41,7 @@ using SmallKernel = void (*)(int64_t k, const T* a, int64_t ars, int64_t acs, co
 
 // Dot-product kernel signature (see ukernel_simd.inc).
 template <class T>
-using DotKernel = void (*)(int64_t k, const T* a, int64_t ars, const T* b, int64_t bcs, T* c, int64_t crs, int64_t ccs);
+using DotKernel = void (*)(int64_t k, const T* a, int64_t ars, const T* b, int64_t bcs, T* c, int64_t crs, int64_t ccs,
+                           const T* prefetch_row);
 
 }  // namespace gemmlab
