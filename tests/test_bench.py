@@ -172,7 +172,8 @@ def check_bench_json(data, shapes, dtypes, backends, threads, repeats):
     fields = {f.name for f in dataclasses.fields(bench.Result)}
     for r in results:
         assert set(r) == fields
-        assert isinstance(r["repeats"], int) and 3 <= r["repeats"] <= max(3, repeats) and r["calls_per_repeat"] >= 1
+        assert isinstance(r["repeats"], int) and 3 * rounds <= r["repeats"] <= max(3, repeats) * rounds
+        assert r["calls_per_repeat"] >= 1
         assert 0 < r["seconds"] < 10
         assert r["batch"] == 1 and math.isclose(r["gflops"], 2 * r["m"] * r["k"] * r["n"] / r["seconds"] / 1e9)
         same = [x for x in results if (x["m"], x["k"], x["n"], x["dtype"]) == (r["m"], r["k"], r["n"], r["dtype"])]
@@ -218,15 +219,16 @@ TRAIN_WORK = ["product 64x784 @ 784x50, fwd+bwd", "train step, batch 64", "train
               f"{QUICK_ROWS}x784->50->1 MSE, fwd+bwd"]
 
 
-def check_train_results(results, backends, repeats):
+def check_train_results(results, backends, repeats, rounds=1):
     """One checked, timed result per work item and layer (torch.nn.Linear first), in that order,
-    each time related to torch.nn.Linear's for the same work."""
+    each time related to torch.nn.Linear's for the same work, over `rounds` rounds."""
     layers = (bench.TORCH_LINEAR, *backends)
     assert [(r["work"], r["layer"]) for r in results] == [(w, layer) for w in TRAIN_WORK for layer in layers]
     fields = {f.name for f in dataclasses.fields(bench.TrainResult)}
     for r in results:
         assert set(r) == fields
-        assert isinstance(r["repeats"], int) and 3 <= r["repeats"] <= max(3, repeats) and r["calls_per_repeat"] >= 1
+        assert isinstance(r["repeats"], int) and 3 * rounds <= r["repeats"] <= max(3, repeats) * rounds
+        assert r["calls_per_repeat"] >= 1
         assert 0 < r["seconds"] < 10
         base = next(x for x in results if x["work"] == r["work"] and x["layer"] == bench.TORCH_LINEAR)
         assert math.isclose(r["time_vs_torch"], r["seconds"] / base["seconds"])
@@ -244,14 +246,16 @@ def test_run_train_checks_every_layer_against_torch_linear():
 
 def test_bench_train_command_writes_table_and_json(tmp_path, capsys, threads):
     out_json = tmp_path / "train.json"
-    argv = ["bench-train", "--quick", "--backend", "cython", "--threads", "1", "--repeats", "3", "--json", str(out_json)]
+    argv = ["bench-train", "--quick", "--backend", "cython", "--threads", "1", "--repeats", "3", "--rounds", "2",
+            "--json", str(out_json)]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "x torch.nn.Linear" in out and "1 thread(s)" in out and "WRONG" not in out
+    assert "x torch.nn.Linear" in out and "1 thread(s)" in out and "2 interleaved round(s)" in out and "WRONG" not in out
     data = json.loads(out_json.read_text())
-    assert set(data) == {"machine", "rtol", "results"} and data["rtol"] == bench.TRAIN_RTOL
+    assert set(data) == {"machine", "rtol", "rounds", "results"} and data["rtol"] == bench.TRAIN_RTOL
+    assert data["rounds"] == 2
     check_machine(data["machine"], 1)
-    check_train_results(data["results"], ["cython"], 3)
+    check_train_results(data["results"], ["cython"], 3, rounds=2)
     for r in data["results"]:  # every result is a row of the table, with its numbers
         assert re.search(rf"{re.escape(r['work'])} +│ {re.escape(r['layer'])} +│ .* {r['time_vs_torch']:.2f} +│ +"
                          rf"{r['error_ratio']:.2g} │", out), r

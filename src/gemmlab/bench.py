@@ -460,25 +460,30 @@ def _difference_ratio(got: list[torch.Tensor], want: list[torch.Tensor]) -> floa
     return max(float((g - w).abs().max() / (TRAIN_RTOL * w.abs().max())) for g, w in zip(got, want, strict=True))
 
 
-def run_train(backends, repeats: int = 7, rows: int = NETWORK_ROWS, on_result=None) -> list[TrainResult]:
-    """Each work item (train_work) on torch.nn.Linear, then gemmlab.nn.Linear on each backend: a first
-    step checked against torch.nn.Linear's from the same initial weights and data, then timed."""
+def run_train(backends, repeats: int = 7, rows: int = NETWORK_ROWS, on_result=None, rounds: int = 1) -> list[TrainResult]:
+    """Each work item (train_work) on torch.nn.Linear and gemmlab.nn.Linear on each backend: a first
+    step checked against torch.nn.Linear's from the same initial weights and data, then all of them
+    timed in `rounds` interleaved rounds (a noisy stretch of the machine hits each layer kind alike;
+    no NumPy BLAS runs here, so nothing spins between them)."""
     results = []
     for work, build in train_work(rows).items():
-        want, base = None, None
-        for layer in (TORCH_LINEAR, *backends):
+        layers = (TORCH_LINEAR, *backends)
+        steps, errors, want = {}, {}, None
+        for layer in layers:
             step, state = build(layer)
             got = _observed(step, state)
             want = want if want is not None else got
-            err = 0.0 if layer == TORCH_LINEAR else _difference_ratio(got, want)
-            t = measure(step, repeats=repeats)
-            base = base if base is not None else t.per_call
-            result = TrainResult(work, layer, t.per_call, t.per_call / base, err, t.repeats, t.calls_per_repeat)
+            steps[layer], errors[layer] = step, 0.0 if layer == TORCH_LINEAR else _difference_ratio(got, want)
+        timed = measure_rounds(steps, rounds, interleave=True, repeats=repeats)
+        base = timed[TORCH_LINEAR].per_call
+        for layer in layers:
+            t = timed[layer]
+            result = TrainResult(work, layer, t.per_call, t.per_call / base, errors[layer], t.repeats, t.calls_per_repeat)
             results.append(result)
             if on_result:
                 on_result(result)
     return results
 
 
-def train_to_json(results: list[TrainResult]) -> dict:
-    return {"machine": machine(), "rtol": TRAIN_RTOL, "results": [asdict(r) for r in results]}
+def train_to_json(results: list[TrainResult], rounds: int = 1) -> dict:
+    return {"machine": machine(), "rtol": TRAIN_RTOL, "rounds": rounds, "results": [asdict(r) for r in results]}

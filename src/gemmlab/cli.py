@@ -302,7 +302,7 @@ def run_bench_train(args: argparse.Namespace) -> int:
     info = bench.machine()
     console.print(f"{info['cpu']} ({info['capability']}), {info['threads']} thread(s), torch {info['torch']}")
     table = Table(title="gemmlab bench-train: median time per call; time as a ratio to torch.nn.Linear's in the same run "
-                        "(above 1: slower)")
+                        f"(above 1: slower); {args.rounds} interleaved round(s)")
     for col in ("work", "layer", "per call", "x torch.nn.Linear", "error/bound"):
         table.add_column(col, justify="left" if col in ("work", "layer") else "right")
     wrong = []
@@ -314,12 +314,12 @@ def run_bench_train(args: argparse.Namespace) -> int:
                       f"{r.error_ratio:.2g}" + ("" if r.error_ratio <= 1.0 else " WRONG"))
 
     with console.status("benchmarking...") as status:
-        results = bench.run_train(args.backend, repeats=args.repeats, rows=500 if args.quick else 50000,
+        results = bench.run_train(args.backend, repeats=args.repeats, rows=500 if args.quick else 50000, rounds=args.rounds,
                                   on_result=lambda r: (status.update(f"{r.work}: {r.layer} done"), add(r)))
     console.print(table)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(bench.train_to_json(results), f, indent=2)
+            json.dump(bench.train_to_json(results, args.rounds), f, indent=2)
         console.print(f"raw numbers written to {args.json}")
     for r in wrong:
         console.print(f"[red]WRONG: {r.layer} on {r.work} differs from torch.nn.Linear by {r.error_ratio:.3g}x the allowed error")
@@ -473,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_bench.add_argument("--backend", nargs="+", choices=[AUTO, *BACKENDS], default=list(autotune.CANDIDATES))
     train_bench.add_argument("--threads", type=int, help="torch.set_num_threads (all parallel backends follow it)")
     train_bench.add_argument("--repeats", type=int, default=7)
+    train_bench.add_argument("--rounds", type=int, default=3, help="time every layer kind this many times, round by "
+                             "round, and report the median round (a noisy stretch hits all alike)")
     train_bench.add_argument("--json", metavar="FILE", help="write the raw numbers")
     train_bench.add_argument("--quick", action="store_true", help="500 rows instead of 50000 in the full-batch network "
                              "(a smoke test, not a measurement)")
