@@ -19,5 +19,6 @@ cdef enum:
     # L2 (<= 192 KiB).
     REF_KC = 256
     REF_MC = 96
+    REF_MC_DOUBLE = REF_MC
 
 include "_cython_kernel_body.pxi"

@@ -12,5 +12,6 @@ cdef enum:
     # derives what runs from this CPU's):
     REF_KC = 256  # KC x NR panel of B: 16 KiB (float32) in L1
     REF_MC = 96  # MC x KC block of A: <= 192 KiB (float64) in L2
+    REF_MC_DOUBLE = REF_MC
 
 include "_cython_kernel_body.pxi"

@@ -1,7 +1,7 @@
 # The body of gemmlab's Cython kernel, shared by every build variant.
 #
 # Each variant (_cython_kernel.pyx: portable SSE2; _cython_kernel_avx2.pyx; _cython_kernel_avx512.pyx)
-# defines VARIANT and the enum constants VECTOR_BYTES, NR_VECTORS, REF_KC and REF_MC, then includes
+# defines VARIANT and the enum constants VECTOR_BYTES, NR_VECTORS, REF_KC, REF_MC (float32) and REF_MC_DOUBLE, then includes
 # this file; setup.py compiles each with its own instruction-set flags, and cython_ext picks at run time
 # the best one the CPU supports.
 #
@@ -66,7 +66,7 @@ cdef enum:
 
 # The constants of this build, for tests and reports (NR in elements is NR_BYTES / itemsize; KC,
 # MC, NC: the reference blocking, blocking(dtype) gives the one in use).
-BLOCKING = {"MR": MR, "NR_BYTES": NR_BYTES, "VECTOR_BYTES": VECTOR_BYTES, "KC": REF_KC, "MC": REF_MC, "NC": REF_NC,
+BLOCKING = {"MR": MR, "NR_BYTES": NR_BYTES, "VECTOR_BYTES": VECTOR_BYTES, "KC": REF_KC, "MC": REF_MC, "MC_DOUBLE": REF_MC_DOUBLE, "NC": REF_NC,
             "PACK_B_ELEMENTS": PACK_B_ELEMENTS, "SMALL_WORK": SMALL_WORK, "PACK_A_PANELS": PACK_A_PANELS}
 
 
@@ -79,10 +79,15 @@ cdef Blocks float_blocks, double_blocks  # set by _use_caches, at import
 cdef dict caches_used  # what they were derived from
 
 
+cdef tuple reference(Py_ssize_t itemsize):
+    """The reference (KC, MC, NC) for this element size."""
+    return (REF_KC, REF_MC if itemsize == 4 else REF_MC_DOUBLE, REF_NC)
+
+
 cdef Blocks derived(dict caches, Py_ssize_t itemsize):
     cdef Blocks blocks
     blocks.kc, blocks.mc, blocks.nc = cpu_caches.derive_blocking(caches, itemsize, MR, NR_BYTES // itemsize,
-                                                                 (REF_KC, REF_MC, REF_NC))
+                                                                 reference(itemsize))
     return blocks
 
 
@@ -104,7 +109,7 @@ def blocking(dtype="float32"):
     cdef Py_ssize_t itemsize = {"float32": 4, "float64": 8}[dtype]
     cdef Blocks blocks = float_blocks if itemsize == 4 else double_blocks
     return {"path": VARIANT, "MR": MR, "NR": NR_BYTES // itemsize, "KC": blocks.kc, "MC": blocks.mc, "NC": blocks.nc,
-            "reference": (REF_KC, REF_MC, REF_NC), "caches": dict(caches_used)}
+            "reference": reference(itemsize), "caches": dict(caches_used)}
 
 
 _use_caches()
