@@ -62,13 +62,18 @@ PATH = "avx512" if WIDE else "avx2" if VECTOR_BYTES == 32 else "generic"  # for 
 # The reference cache blocking, chosen on the Xeon these kernels were tuned on (L1d 48 KiB, L2 2 MiB
 # per core, see gemmlab.cpu_caches); the blocking in use is derived from it for this CPU's caches
 # (blocking(), below) and passed to the packed path at each call.
-# KC: the B micro-panel (KC x NR) is reused by every MR panel of the A block, so it should sit in
-# L1 with room to spare: KC * NR_BYTES = 32 KiB of the 48.
-KC = max(64, min(384, 32768 // NR_BYTES))
-# MC: the packed A block (MC x KC) is streamed once per B micro-panel and should stay in L2: at most
-# 192 KiB for float64 (192 rows on AVX-512). Tasks are also made smaller when that balances the
-# threads (see _plan).
-MC = max(MR, 196608 // (KC * 8) // MR * MR)
+# KC: the B micro-panel (KC x NR) is reused by every MR panel of the A block. With 16 registers it
+# sits in L1 with room to spare (KC * NR_BYTES = 32 KiB of the 48). On AVX-512 a deeper slice paid
+# more than keeping the panel in L1: KC 512 (a 128 KiB panel, streamed from L2) loads and stores the
+# C tiles a quarter as often as KC 128 (measured with the Cython build's identical tile, see
+# _cython_kernel_avx512.pyx; here KC 256 alone gave 2-4% float32, 7-11% float64, 34% on 50000x784
+# @ 784x50, 2 threads).
+KC = 512 if WIDE else max(64, min(384, 32768 // NR_BYTES))
+# MC: the packed A block (MC x KC) is streamed once per B micro-panel and should stay in L2: on
+# AVX-512 768 KiB (384 float32 rows, 192 float64), else at most 192 KiB for float64. Tasks are also
+# made smaller when that balances the threads (see _plan).
+MC = 384 if WIDE else max(MR, 196608 // (KC * 8) // MR * MR)  # float32
+MC_DOUBLE = 192 if WIDE else MC
 # NC: the packed block of B is shared by all threads and read from L2/L3.
 NC = 4096
 # Packing as much of k as fits PACK_B_ELEMENTS at once keeps parallel regions (a few us each) to
@@ -95,6 +100,11 @@ _BLOCKS: dict[int, tuple[int, int, int]] = {}  # itemsize -> (KC, MC, NC) in use
 _CACHES: dict = {}  # the cache sizes they were derived from
 
 
+def _reference(itemsize: int) -> tuple[int, int, int]:
+    """The reference (KC, MC, NC) for this element size."""
+    return KC, MC if itemsize == 4 else MC_DOUBLE, NC
+
+
 def _use_caches(caches: dict | None = None) -> None:
     """Derive KC, MC, NC from these cache sizes ({'L1d', 'L2', 'L3', 'source'}, as
     gemmlab.cpu_caches.cache_sizes() gives them), or from this CPU's. A testing hook after import:
@@ -102,7 +112,7 @@ def _use_caches(caches: dict | None = None) -> None:
     core keep what was derived at import."""
     caches = cpu_caches.cache_sizes() if caches is None else caches
     for itemsize in (4, 8):
-        _BLOCKS[itemsize] = cpu_caches.derive_blocking(caches, itemsize, MR, NR_BYTES // itemsize, (KC, MC, NC))
+        _BLOCKS[itemsize] = cpu_caches.derive_blocking(caches, itemsize, MR, NR_BYTES // itemsize, _reference(itemsize))
     _CACHES.clear()
     _CACHES.update(caches)
 
@@ -114,7 +124,7 @@ def blocking(dtype: str = "float32") -> dict:
     itemsize = {"float32": 4, "float64": 8}[dtype]
     kc, mc, nc = _BLOCKS[itemsize]
     return {"path": PATH, "MR": MR, "NR": NR_BYTES // itemsize, "KC": kc, "MC": mc, "NC": nc,
-            "reference": (KC, MC, NC), "caches": dict(_CACHES)}
+            "reference": _reference(itemsize), "caches": dict(_CACHES)}
 
 
 _use_caches()
