@@ -172,8 +172,7 @@ def check_bench_json(data, shapes, dtypes, backends, threads, repeats):
     fields = {f.name for f in dataclasses.fields(bench.Result)}
     for r in results:
         assert set(r) == fields
-        assert isinstance(r["repeats"], int) and 3 * rounds <= r["repeats"] <= max(3, repeats) * rounds
-        assert r["calls_per_repeat"] >= 1
+        assert isinstance(r["repeats"], int) and 3 <= r["repeats"] <= max(3, repeats) and r["calls_per_repeat"] >= 1
         assert 0 < r["seconds"] < 10
         assert r["batch"] == 1 and math.isclose(r["gflops"], 2 * r["m"] * r["k"] * r["n"] / r["seconds"] / 1e9)
         same = [x for x in results if (x["m"], x["k"], x["n"], x["dtype"]) == (r["m"], r["k"], r["n"], r["dtype"])]
