@@ -225,6 +225,23 @@ def test_tune_reports_a_wrong_backend_and_never_chooses_it(tuned_table, capsys, 
     assert [e.product for e in autotune.read().values()] == ["9x17 @ 17x5 RR"]  # nothing saved for it
 
 
+def test_tune_times_the_candidates_together_in_interleaved_rounds(tuned_table, monkeypatch):
+    """One noisy stretch must not decide a bucket: the right candidates of a product are timed in
+    --rounds rounds taken in turn through them, and the fastest by its median of rounds wins."""
+    from gemmlab import timing
+
+    calls = []
+
+    def fake_rounds(fns, rounds, interleave, **options):
+        calls.append((sorted(fns), rounds, interleave, options["repeats"]))
+        return {name: timing.Timing(0.0, {"cpp": 1.0, "torch": 2.0}.get(name, 3.0), rounds * 3, 1) for name in fns}
+
+    monkeypatch.setattr(timing, "measure_rounds", fake_rounds)
+    assert cli.main(["tune", "--shape", "9", "17", "5", "--backend", "numba", "cpp", "torch", "--rounds", "4"]) == 0
+    assert calls == [(["cpp", "numba", "torch"], 4, True, 3)]
+    assert [(e.backend, e.seconds) for e in autotune.read().values()] == [("cpp", {"numba": 3.0, "cpp": 1.0, "torch": 2.0})]
+
+
 def test_tune_defaults_to_the_mlp_preset(tuned_table, monkeypatch):
     asked = []
     monkeypatch.setattr(autotune, "products", lambda presets, shapes, dtype: asked.append((presets, shapes, dtype)) or [])

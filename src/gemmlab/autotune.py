@@ -309,33 +309,40 @@ def candidates(dtype: torch.dtype = torch.float32) -> list[str]:
     return [name for name in CANDIDATES if BACKENDS[name].available and dtype in BACKENDS[name].dtypes]
 
 
-def tune_product(product: Product, names: Iterable[str], timer: Callable[[str, Callable], float]) -> Entry:
+def tune_product(product: Product, names: Iterable[str],
+                 timer: Callable[[dict[str, Callable]], dict[str, float]]) -> Entry:
     """Check each backend's result on the product against the float64 reference, time the right
-    ones with timer(name, fn) -> seconds per call of fn, and choose (see choose)."""
+    ones together with timer({name: fn}) -> {name: seconds per call of fn}, and choose (see choose)."""
     from gemmlab.dispatch import matmul
     from gemmlab.reference import error_ratio
 
     a, b = product.a, product.b
-    seconds = {}
-    for name in names:
-        run = lambda name=name: matmul(a, b, backend=name)  # noqa: E731
-        seconds[name] = timer(name, run) if error_ratio(run(), a, b) <= 1.0 else None
+    runs = {name: lambda name=name: matmul(a, b, backend=name) for name in names}
+    right = {name: run for name, run in runs.items() if error_ratio(run(), a, b) <= 1.0}
+    timed = timer(right)
+    seconds = {name: timed.get(name) for name in names}
     chosen = choose(seconds)
     key = bucket(a, b)
     layout = key[bucket_fields().index("layout")]
     return Entry(key, chosen, f"{product.what} {layout}", seconds)
 
 
-def tune(found: list[Product], names: list[str], repeats: int = 7, on_product=None) -> list[Entry]:
-    """tune_product on each product (timed with gemmlab.timing.measure), saving the table after
-    each one (so an interrupted run keeps what it measured) and installing it in this process."""
+def tune(found: list[Product], names: list[str], repeats: int = 3, rounds: int = 3, on_product=None) -> list[Entry]:
+    """tune_product on each product, the candidates timed in `rounds` interleaved rounds of
+    `repeats` samples (gemmlab.timing.measure_rounds: a noisy stretch of the machine hits them
+    alike; one blocked timing each once let a 20% slow stretch choose the slower of two backends),
+    saving the table after each product (so an interrupted run keeps what it measured) and
+    installing it in this process."""
     from gemmlab.bench import warm_up
-    from gemmlab.timing import measure
+    from gemmlab.timing import measure_rounds
+
+    def timer(fns):
+        return {name: t.per_call for name, t in measure_rounds(fns, rounds, interleave=True, repeats=repeats).items()}
 
     warm_up()
     results = []
     for product in found:
-        entry = tune_product(product, names, lambda _, fn: measure(fn, repeats=repeats).per_call)
+        entry = tune_product(product, names, timer)
         if entry.backend is not None:
             save([entry])
         results.append(entry)

@@ -385,7 +385,7 @@ def run_tune(args: argparse.Namespace) -> int:
             add(product, entry)
             progress.update(task, advance=1, description=f"measured {product.what}")
 
-        autotune.tune(found, names, repeats=args.repeats, on_product=done)
+        autotune.tune(found, names, repeats=args.repeats, rounds=args.rounds, on_product=done)
     console.print(table)
     console.print(f"tuned table written to {autotune.table_path()}")
     for name, what, dtype in wrong:
@@ -489,7 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--backend", nargs="+", choices=autotune.CANDIDATES,
                       help="the candidates (default: those available; torch is the yardstick, keep it in)")
     tune.add_argument("--threads", type=int, help="torch.set_num_threads: tables are kept per thread count")
-    tune.add_argument("--repeats", type=int, default=7, help="timed samples per backend (at least 3)")
+    tune.add_argument("--repeats", type=int, default=3, help="timed samples per backend and round (at least 3)")
+    tune.add_argument("--rounds", type=int, default=3, help="rounds, taken in turn through the backends; each "
+                      "backend's time is the median of its rounds' medians")
     tune.add_argument("--show", action="store_true", help="print the tuned table and exit")
     tune.add_argument("--clear", action="store_true", help="delete the tuned table and exit")
     tune.set_defaults(func=run_tune)
