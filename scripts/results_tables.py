@@ -66,7 +66,9 @@ def train_table(data: dict) -> list[str]:
         rows += [r["work"]] if r["work"] not in rows else []
         columns += [r["layer"]] if r["layer"] not in columns else []
         cells[r["work"], r["layer"]] = f"{_time(r['seconds'])} ({r['time_vs_torch']:.2f})"
-    head = [f"{data['machine']['date']}, {_machine(data['machine'])}. Median time; in brackets, time over "
+    rounds = data.get("rounds", 1)
+    median = f"Median of {rounds} interleaved rounds' medians" if rounds > 1 else "Median time"
+    head = [f"{data['machine']['date']}, {_machine(data['machine'])}. {median}; in brackets, time over "
             "`torch.nn.Linear`'s in the same run (above 1: slower).", ""]
     return head + _table(rows, columns, cells, "work")
 
