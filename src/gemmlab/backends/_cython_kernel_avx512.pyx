@@ -13,7 +13,7 @@ cdef enum:
     # derives what runs from this CPU's):
     # KC x NR panel of B: 128 KiB, streamed from L2; MC x KC block of A: 768 KiB in L2 (of 2 MiB).
     # Measured on the Xeon, 2 threads, 256^3-4096^3, against KC 128 / MC 192 (B's panel in L1):
-    # float32 1.10-1.19x (KC 512 / MC 192: 1.07-1.15x), float64 1.04-1.09x (MC 384: 0.95-1.09x).
+    # float32 1.10-1.19x (KC 512 / MC 192: 1.07-1.15x), float64 1.03-1.09x (MC 384: 1.01-1.09x).
     REF_KC = 512
     REF_MC = 384  # float32
     REF_MC_DOUBLE = 192
