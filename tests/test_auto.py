@@ -262,6 +262,27 @@ def test_no_table_is_no_warning(tuned_table, recwarn):
     assert not [w for w in recwarn if issubclass(w.category, TunedTableWarning)]
 
 
+def first_auto_product(folder: str, results) -> None:
+    """In a fresh process: install a table, then run the first product on auto (which loads it)."""
+    import os
+
+    os.environ["GEMMLAB_CACHE_DIR"] = folder  # an empty folder: no tuned file
+    a, b = randn(9, 17, seed=1), randn(17, 5, seed=2)
+    autotune.install(table(entry(a, b, "numba")))
+    got = gemmlab.matmul(a, b, backend="auto")
+    results.put((autotune.status()["buckets"], torch.equal(got, gemmlab.matmul(a, b, backend="numba"))))
+
+
+def test_loading_auto_keeps_a_table_installed_before(tuned_table):
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=first_auto_product, args=(str(tuned_table.parent), results))
+    process.start()
+    buckets, same = results.get(timeout=300)
+    process.join(timeout=60)
+    assert (buckets, same) == (1, True), "the first product on auto replaced the table the program installed"
+
+
 def save_entries(folder: str, worker: int, count: int, start) -> None:
     """In a process of its own: save `count` entries one at a time, each in a bucket of its own."""
     import os

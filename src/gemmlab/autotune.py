@@ -197,7 +197,7 @@ def clear(path: Path | None = None) -> bool:
 
 
 # --- the table in the core -----------------------------------------------------------------------
-_in_use: dict[tuple, Entry] = {}  # what this process's core holds
+_in_use: dict[tuple, Entry] | None = None  # what this process's core holds (None: nothing put in yet)
 
 
 def install(entries: dict[tuple, Entry] | None = None) -> dict[tuple, Entry]:
@@ -222,13 +222,20 @@ def install(entries: dict[tuple, Entry] | None = None) -> dict[tuple, Entry]:
     return usable
 
 
+def install_once() -> None:
+    """install() the tuned file's table, unless this process has put a table into the core already
+    (loading the auto backend must not undo a table a program installed before its first product)."""
+    if _in_use is None:
+        install()
+
+
 def status() -> dict:
     """For `gemmlab info`: the table's path, whether this process uses a tuned table, how many buckets."""
     from gemmlab.registry import AUTO_BACKEND
 
     info = AUTO_BACKEND.info()  # loading the auto backend installs the table
     return {"path": str(table_path()), "available": info["available"], "reason": info["reason"],
-            "buckets": len(_in_use)}
+            "buckets": len(_in_use or {})}
 
 
 # --- measuring ---------------------------------------------------------------------------------------
