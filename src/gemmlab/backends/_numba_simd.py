@@ -151,6 +151,23 @@ def shift(typingctx, pointer, nbytes):
     return pointer(pointer, types.intp), codegen
 
 
+@intrinsic
+def prefetch(typingctx, array, offset):
+    """Ask for the cache line of array's element `offset` (a contiguous 1-D array; the element may lie
+    past its end: a prefetch never faults) to be brought into L1 for reading."""
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        address = builder.bitcast(builder.gep(ary.data, [args[1]]), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        hint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32]),
+                                              "llvm.prefetch.p0")
+        builder.call(hint, [address, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])  # read, keep in L1, data
+        return context.get_dummy_value()
+
+    return types.none(array, types.intp), codegen
+
+
 # Vector operations on raw pointers (byte strides), for the small path: Numba counts references to
 # every array a function receives or makes (a call to NRT_incref / NRT_decref each, several per
 # tile), which cost more than the arithmetic of a small tile. They are written out because LLVM's

@@ -49,7 +49,7 @@ from numba.extending import overload
 from gemmlab import cpu_caches
 from gemmlab.backends import by_address, operand_error
 from gemmlab.backends._numba_simd import (VECTOR_BYTES, WIDE, buffer_at, dot_fmas, element_pointer, fma_vector, offset_pointer,
-                                          resized, set_thread_count, shift, stack_pointer, store_lane_sums, store_vector_sum, vector_zeroer, view)
+                                          prefetch, resized, set_thread_count, shift, stack_pointer, store_lane_sums, store_vector_sum, vector_zeroer, view)
 
 # --- tile and block sizes --------------------------------------------------------------------
 #
@@ -64,16 +64,16 @@ PATH = "avx512" if WIDE else "avx2" if VECTOR_BYTES == 32 else "generic"  # for 
 # (blocking(), below) and passed to the packed path at each call.
 # KC: the B micro-panel (KC x NR) is reused by every MR panel of the A block. With 16 registers it
 # sits in L1 with room to spare (KC * NR_BYTES = 32 KiB of the 48). On AVX-512 a deeper slice paid
-# more than keeping the panel in L1: KC 512 (a 128 KiB panel, streamed from L2) loads and stores the
-# C tiles a quarter as often as KC 128 (measured with the Cython build's identical tile, see
-# _cython_kernel_avx512.pyx; here KC 256 alone gave 2-4% float32, 7-11% float64, 34% on 50000x784
-# @ 784x50, 2 threads).
-KC = 512 if WIDE else max(64, min(384, 32768 // NR_BYTES))
+# more than keeping the panel in L1: KC 1024 (a 256 KiB float32 panel, software-prefetched from L2
+# B_PREFETCH k-steps ahead by the micro-kernel) loads and stores the C tiles an eighth as often as
+# KC 128. Measured with the Cython build's identical tile (see _cython_kernel_avx512.pyx); here,
+# earlier, KC 256 alone gave 2-4% float32, 7-11% float64, 34% on 50000x784 @ 784x50, 2 threads.
+KC = 1024 if WIDE else max(64, min(384, 32768 // NR_BYTES))
 # MC: the packed A block (MC x KC) is streamed once per B micro-panel and should stay in L2: on
-# AVX-512 768 KiB (384 float32 rows, 192 float64), else at most 192 KiB for float64. Tasks are also
+# AVX-512 768 KiB (192 float32 rows, 96 float64), else at most 192 KiB for float64. Tasks are also
 # made smaller when that balances the threads (see _plan).
-MC = 384 if WIDE else max(MR, 196608 // (KC * 8) // MR * MR)  # float32
-MC_DOUBLE = 192 if WIDE else MC
+MC = 192 if WIDE else max(MR, 196608 // (KC * 8) // MR * MR)  # float32
+MC_DOUBLE = 96 if WIDE else MC
 # NC: the packed block of B is shared by all threads and read from L2/L3.
 NC = 4096
 # Packing as much of k as fits PACK_B_ELEMENTS at once keeps parallel regions (a few us each) to
@@ -95,6 +95,8 @@ SMALL_WORK = 64 * 64 * 64
 SMALL_VECTORS = 2 if WIDE else 1
 SMALL_BUFFER_BYTES = 32768
 SMALL_CHUNK_ROWS = 16
+# The micro-kernel fetches its B panel this many k-steps ahead (see KC).
+B_PREFETCH = 16
 
 _BLOCKS: dict[int, tuple[int, int, int]] = {}  # itemsize -> (KC, MC, NC) in use
 _CACHES: dict = {}  # the cache sizes they were derived from
@@ -270,7 +272,10 @@ def _update_tile(kc, apanel, bpanel, out, i0, j0, mr, nr, first):
     keeps the stack tile in registers."""
     acc = _zeroed_tile(out)
     NR = _tile_width(bpanel)
+    LINE = NR * 64 // NR_BYTES  # elements per 64-byte cache line
     for p in range(kc):
+        for line in range(NR_BYTES // 64):
+            prefetch(bpanel, (p + B_PREFETCH) * NR + line * LINE)
         _fma_tile_row(acc, bpanel, p * NR, apanel[p * MR], apanel[p * MR + 1], apanel[p * MR + 2],
                       apanel[p * MR + 3], apanel[p * MR + 4], apanel[p * MR + 5])
     _store_tile(acc, out, i0, j0, mr, nr, first)
@@ -336,17 +341,15 @@ def _store_tile(acc, out, i0, j0, mr, nr, first):
 
 @_njit()
 def _plan(m, n_panels, threads, mc_max):
-    """Rows per task (at most mc_max) and how many column ranges: enough equal tasks to keep every
-    thread busy."""
+    """How many row blocks (of at most mc_max rows) and how many column ranges: enough tasks to keep
+    every thread busy, a whole number of row blocks per thread (_run_task shares out the rows)."""
     row_blocks = -(-m // mc_max)
     if threads > 1:
         row_blocks = max(1, min(-(-m // MR), threads * -(-row_blocks // threads)))
-    mc = -(-(-(-m // row_blocks)) // MR) * MR
-    row_blocks = -(-m // mc)
     splits = 1
     if row_blocks < threads:
         splits = max(1, min(n_panels, threads // row_blocks))
-    return mc, row_blocks, splits
+    return row_blocks, splits
 
 
 @_njit()
@@ -369,17 +372,19 @@ _whole_lines_jit = _njit(inline="always")(_whole_lines)
 
 
 @_njit()
-def _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz, kc_max, apacks, a_len):
-    """Task `task`: rows rb * mc.. of out (rb = task // splits) against its range of the packed B
-    panels (the task's share, task % splits, of the n_panels), over rows ks..ks+ksz of B, in slices
-    of kc_max. apacks: a_len elements per thread for its block of A, or too short: allocate one."""
+def _run_task(a, bpack, out, task, row_blocks, splits, n_panels, jc, ks, ksz, kc_max, apacks, a_len):
+    """Task `task`: row block rb = task // splits of out (the MR-tall row panels shared out as evenly
+    as row_blocks blocks allow) against its range of the packed B panels (the task's share,
+    task % splits, of the n_panels), over rows ks..ks+ksz of B, in slices of kc_max. apacks: a_len
+    elements per thread for its block of A, or too short: allocate one."""
     m = a.shape[0]
     n = out.shape[1]
     NR = _tile_width(a)
     rb = task // splits
     sp = task - rb * splits
-    i0 = rb * mc
-    mcb = min(mc, m - i0)
+    row_panels = -(-m // MR)
+    i0 = row_panels * rb // row_blocks * MR
+    mcb = min(m, row_panels * (rb + 1) // row_blocks * MR) - i0
     t_lo = sp * n_panels // splits
     t_hi = (sp + 1) * n_panels // splits
     pack_a = t_hi - t_lo > PACK_A_PANELS  # else A is read in place
@@ -432,7 +437,7 @@ def _packed(a, b, out, threads, kc_max, mc_max, nc_max, workspace):
     for jc in range(0, n, ncb):
         nc = min(ncb, n - jc)
         n_panels = -(-nc // NR)
-        mc, row_blocks, splits = _plan(m, n_panels, threads, mc_max)
+        row_blocks, splits = _plan(m, n_panels, threads, mc_max)
         for ks in range(0, k, ks_max):
             ksz = min(ks_max, k - ks)
             k_blocks = -(-ksz // kc_max)
@@ -440,12 +445,12 @@ def _packed(a, b, out, threads, kc_max, mc_max, nc_max, workspace):
                 for job in range(n_panels * k_blocks):
                     _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz, kc_max)
                 for task in range(row_blocks * splits):
-                    _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz, kc_max, apacks, a_len)
+                    _run_task(a, bpack, out, task, row_blocks, splits, n_panels, jc, ks, ksz, kc_max, apacks, a_len)
             else:
                 for job in prange(n_panels * k_blocks):
                     _pack_b_job(b, bpack, job, k_blocks, jc, nc, ks, ksz, kc_max)
                 for task in prange(row_blocks * splits):
-                    _run_task(a, bpack, out, task, mc, splits, n_panels, jc, ks, ksz, kc_max, apacks, a_len)
+                    _run_task(a, bpack, out, task, row_blocks, splits, n_panels, jc, ks, ksz, kc_max, apacks, a_len)
 
 
 # --- the small, serial path -----------------------------------------------------------------
