@@ -230,18 +230,7 @@ def _pack_a_block(a, i0, mc, p0, kc, apack):
     for r0 in range(0, mc, MR):
         mr = min(MR, mc - r0)
         base = r0 * kc
-        if mr == MR and a.strides[1] == a.itemsize:  # whole panel of contiguous rows: one pass of writes
-            r = _clamped_rows(i0 + r0, a.shape[0])
-            dst = _part(apack, base, kc * MR)
-            for p in range(kc):
-                col = np.uintp(p0 + p)
-                dst[p * MR] = a[r[0], col]
-                dst[p * MR + 1] = a[r[1], col]
-                dst[p * MR + 2] = a[r[2], col]
-                dst[p * MR + 3] = a[r[3], col]
-                dst[p * MR + 4] = a[r[4], col]
-                dst[p * MR + 5] = a[r[5], col]
-        elif a.strides[0] <= a.strides[1]:  # column-major-like: walk down the column first
+        if a.strides[0] <= a.strides[1]:  # column-major-like: walk down the column first
             for p in range(kc):
                 for i in range(mr):
                     apack[base + p * MR + i] = a[i0 + r0 + i, p0 + p]
