@@ -144,6 +144,12 @@ cdef inline Py_ssize_t cdiv(Py_ssize_t x, Py_ssize_t y) noexcept nogil:
     return (x + y - 1) // y
 
 
+cdef inline Py_ssize_t part_start(Py_ssize_t extent, Py_ssize_t unit, Py_ssize_t parts, Py_ssize_t i) noexcept nogil:
+    """Where part i of [0, extent) starts when it is cut into `parts` parts as even as whole `unit`s
+    allow (part i ends where part i + 1 starts; part `parts` starts at extent)."""
+    return min(extent, cdiv(extent, unit) * i // parts * unit)
+
+
 cdef inline void row_pointers(const real* a, Py_ssize_t i0, Py_ssize_t last, Py_ssize_t p0, Py_ssize_t sa0,
                               Py_ssize_t sa1, const real** rows) noexcept nogil:
     """rows[i] = &a[min(i0 + i, last), p0] for i < MR: the rows of a tile, those past the last one
@@ -284,8 +290,7 @@ cdef void update_tile(Py_ssize_t kc, const real* ap, const real* bp, real* out, 
     """The micro-kernel: out tile (i0, j0) = (or +=) packed A panel ap (kc x MR) times packed B panel bp (kc x NR)."""
     cdef real acc[TILE_FLOATS]  # the MR x NR accumulators
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
-    cdef Py_ssize_t p, j
-    cdef Py_ssize_t line
+    cdef Py_ssize_t p, j, line
     for j in range(MR * NR):
         acc[j] = 0
     for p in range(kc):
@@ -342,11 +347,10 @@ cdef int run_task(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, Py_ssize_t m, c
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
     cdef Py_ssize_t rb = task // splits
     cdef Py_ssize_t sp = task - rb * splits
-    cdef Py_ssize_t row_panels = cdiv(m, MR)
-    cdef Py_ssize_t i0 = row_panels * rb // row_blocks * MR
-    cdef Py_ssize_t mcb = min(m, row_panels * (rb + 1) // row_blocks * MR) - i0
-    cdef Py_ssize_t t_lo = sp * n_panels // splits
-    cdef Py_ssize_t t_hi = (sp + 1) * n_panels // splits
+    cdef Py_ssize_t i0 = part_start(m, MR, row_blocks, rb)
+    cdef Py_ssize_t mcb = part_start(m, MR, row_blocks, rb + 1) - i0
+    cdef Py_ssize_t t_lo = part_start(n_panels, 1, splits, sp)
+    cdef Py_ssize_t t_hi = part_start(n_panels, 1, splits, sp + 1)
     cdef bint pack_a = t_hi - t_lo > PACK_A_PANELS  # else A is read in place
     cdef real* own = NULL
     cdef Py_ssize_t ib, pb, kc, t, j0, nr, r, r0
@@ -841,16 +845,15 @@ cdef int dot_products(const real* a, Py_ssize_t sa0, const real* b, Py_ssize_t s
     cdef const real* y = b
     cdef Py_ssize_t sx = sa0, sy = sb1, nx = m, ny = n, sox = so0, soy = so1
     cdef Py_ssize_t parts = max(1, min(<Py_ssize_t>threads, m * n * k // DOT_FMAS_PER_THREAD))
-    cdef Py_ssize_t groups, t
+    cdef Py_ssize_t t
     if m > n:  # b is the smaller operand: re-read it, stream a's rows once
         x, sx, nx, sox = b, sb1, n, so1
         y, sy, ny, soy = a, sa0, m, so0
     if parts == 1:  # plain loops: even a team of one thread costs an OpenMP region
         dot_block(k, x, sx, nx, y, sy, 0, ny, out, sox, soy)
         return OK
-    groups = cdiv(ny, DOT_COLS)
     for t in prange(parts, schedule="static", num_threads=parts):
-        dot_block(k, x, sx, nx, y, sy, groups * t // parts * DOT_COLS, min(ny, groups * (t + 1) // parts * DOT_COLS),
+        dot_block(k, x, sx, nx, y, sy, part_start(ny, DOT_COLS, parts, t), part_start(ny, DOT_COLS, parts, t + 1),
                   out, sox, soy)
     return OK
 

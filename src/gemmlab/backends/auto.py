@@ -1,8 +1,9 @@
 """Backend `auto`: each product on the backend chosen for its bucket (see gemmlab.autotune).
 
 The choice is made in the C++ dispatch core, where `auto` is a kernel of its own; loading this
-module puts the tuned table (if there is a usable one, and no table was installed before) into the core. Where the core declines a
-product (a tensor subclass, a dispatch mode), the Python road runs torch's kernel.
+module puts the tuned table (if there is a usable one, and no table was installed before) into the
+core. Where the core declines a product (a tensor subclass, a dispatch mode), the Python road runs
+torch's kernel.
 """
 
 from gemmlab import autotune

@@ -371,6 +371,13 @@ def _whole_lines(count, itemsize):
 _whole_lines_jit = _njit(inline="always")(_whole_lines)
 
 
+@_njit(inline="always")
+def _part_start(extent, unit, parts, i):
+    """Where part i of [0, extent) starts when it is cut into `parts` parts as even as whole `unit`s
+    allow (part i ends where part i + 1 starts; part `parts` starts at extent)."""
+    return min(extent, -(-extent // unit) * i // parts * unit)
+
+
 @_njit()
 def _run_task(a, bpack, out, task, row_blocks, splits, n_panels, jc, ks, ksz, kc_max, apacks, a_len):
     """Task `task`: row block rb = task // splits of out (the MR-tall row panels shared out as evenly
@@ -382,11 +389,10 @@ def _run_task(a, bpack, out, task, row_blocks, splits, n_panels, jc, ks, ksz, kc
     NR = _tile_width(a)
     rb = task // splits
     sp = task - rb * splits
-    row_panels = -(-m // MR)
-    i0 = row_panels * rb // row_blocks * MR
-    mcb = min(m, row_panels * (rb + 1) // row_blocks * MR) - i0
-    t_lo = sp * n_panels // splits
-    t_hi = (sp + 1) * n_panels // splits
+    i0 = _part_start(m, MR, row_blocks, rb)
+    mcb = _part_start(m, MR, row_blocks, rb + 1) - i0
+    t_lo = _part_start(n_panels, 1, splits, sp)
+    t_hi = _part_start(n_panels, 1, splits, sp + 1)
     pack_a = t_hi - t_lo > PACK_A_PANELS  # else A is read in place
     slot = numba.get_thread_id()
     if pack_a and (slot + 1) * a_len <= apacks.size:
@@ -759,9 +765,8 @@ def _dot_products(a, b, out, threads):
     if parts == 1:  # plain loops: a parallel region costs ~0.7 us even with one thread
         _dot_block(a, b, out, 0, ny)
         return
-    groups = -(-ny // DOT_COLS)
     for t in prange(parts):
-        _dot_block(a, b, out, groups * t // parts * DOT_COLS, min(ny, groups * (t + 1) // parts * DOT_COLS))
+        _dot_block(a, b, out, _part_start(ny, DOT_COLS, parts, t), _part_start(ny, DOT_COLS, parts, t + 1))
 
 
 # Status codes of _checked_small.
