@@ -205,6 +205,21 @@ def fma_vector(typingctx, acc, at, b, a):
 
 
 @intrinsic
+def copy_vector(typingctx, dst, at, src, offset):
+    """dst[at:at + W] = src[offset:offset + W] as one vector load and store. An element-by-element
+    copy between two arrays that might overlap stays scalar (LLVM may not reorder its loads and
+    stores): packing a panel of B that way cost numba 8% of a 1024^3 product against Cython's 3%."""
+
+    def codegen(context, builder, signature, args):
+        dst_at, _ = _vector_at(context, builder, signature.args[0], args[0], args[1])
+        src_at, _ = _vector_at(context, builder, signature.args[2], args[2], args[3])
+        builder.store(builder.load(src_at, align=1), dst_at, align=1)
+        return context.get_dummy_value()
+
+    return types.none(dst, types.intp, src, types.intp), codegen
+
+
+@intrinsic
 def dot_fmas(typingctx, acc, xs, ys, offset, rows, cols, accumulate):
     """acc vector r * cols + c (+)= xs[r][offset:][:W] * ys[c][offset:][:W] for r < rows and c < cols
     (rows, cols and accumulate literals): rows + cols vector loads, rows * cols FMAs, for a tile of

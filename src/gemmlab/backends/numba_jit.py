@@ -48,7 +48,7 @@ from numba.extending import overload
 
 from gemmlab import cpu_caches
 from gemmlab.backends import by_address, operand_error
-from gemmlab.backends._numba_simd import (VECTOR_BYTES, WIDE, buffer_at, dot_fmas, element_pointer, fma_vector, offset_pointer,
+from gemmlab.backends._numba_simd import (VECTOR_BYTES, WIDE, buffer_at, copy_vector, dot_fmas, element_pointer, fma_vector, offset_pointer,
                                           prefetch, resized, set_thread_count, shift, stack_pointer, store_lane_sums, store_vector_sum, vector_zeroer, view)
 
 # --- tile and block sizes --------------------------------------------------------------------
@@ -201,13 +201,15 @@ def _part(array, offset, length):
 def _pack_b_panel(b, p0, kc, j0, nr, bpack, offset):
     """bpack[offset + p * NR + j] = b[p0 + p, j0 + j], zero for j >= nr."""
     NR = _tile_width(bpack)
+    W = _vector_width(bpack)
     z = bpack.dtype.type(0)
     dst = _part(bpack, offset, kc * NR)
     if nr == NR and b.strides[1] == b.itemsize:
+        to = offset_pointer(dst, 0)
         for p in range(kc):
-            src = _row(b, p0 + p, j0, NR)
-            for j in range(NR):
-                dst[p * NR + j] = src[j]
+            src = element_pointer(b, p0 + p, j0)
+            for v in range(NR // W):
+                copy_vector(to, p * NR + v * W, src, v * W)
     elif b.strides[1] == b.itemsize:  # the last, narrower panel: contiguous reads all the same
         for p in range(kc):
             src = _row(b, p0 + p, j0, nr)
@@ -227,22 +229,25 @@ def _pack_b_panel(b, p0, kc, j0, nr, bpack, offset):
 def _pack_a_block(a, i0, mc, p0, kc, apack):
     """MR-tall panels of a[i0:i0+mc, p0:p0+kc]: apack[(r // MR) * MR * kc + p * MR + r % MR]."""
     z = apack.dtype.type(0)
+    # Unsigned indices into a, and panels that start at index 0: no negative-index code per element.
     for r0 in range(0, mc, MR):
         mr = min(MR, mc - r0)
-        base = r0 * kc
+        panel = _part(apack, r0 * kc, kc * MR)
         if a.strides[0] <= a.strides[1]:  # column-major-like: walk down the column first
             for p in range(kc):
+                col = np.uintp(p0 + p)
                 for i in range(mr):
-                    apack[base + p * MR + i] = a[i0 + r0 + i, p0 + p]
+                    panel[p * MR + i] = a[np.uintp(i0 + r0 + i), col]
                 for i in range(mr, MR):
-                    apack[base + p * MR + i] = z
+                    panel[p * MR + i] = z
         else:
             for i in range(mr):
+                row = np.uintp(i0 + r0 + i)
                 for p in range(kc):
-                    apack[base + p * MR + i] = a[i0 + r0 + i, p0 + p]
+                    panel[p * MR + i] = a[row, np.uintp(p0 + p)]
             for i in range(mr, MR):
                 for p in range(kc):
-                    apack[base + p * MR + i] = z
+                    panel[p * MR + i] = z
 
 
 # --- the micro-kernel and its write-back -----------------------------------------------------
