@@ -448,7 +448,10 @@ cdef int packed(const real* a, Py_ssize_t sa0, Py_ssize_t sa1, const real* b, Py
                 continue
             for job in prange(n_panels * k_blocks, schedule="static", num_threads=threads):
                 pack_b_job(b, sb0, sb1, job, k_blocks, jc, nc, ks, ksz, blocks.kc, bpack)
-            for task in prange(row_blocks * splits, schedule="static", num_threads=threads):
+            # Handed out as threads come free: cores do not always run at one speed (two one-thread
+            # products on this VM's two CPUs at once ran up to 20% apart), and a static share left
+            # the faster thread waiting (scripts/profile_kernel.py: 7% of the CPU time at 1024^3).
+            for task in prange(row_blocks * splits, schedule="dynamic", num_threads=threads):
                 failed += run_task(a, sa0, sa1, m, bpack, out, so0, so1, n, task, row_blocks, splits, n_panels, jc, ks, ksz,
                                    blocks.kc, apacks + threadid() * a_len if apacks != NULL else NULL)
     if apacks == NULL:
