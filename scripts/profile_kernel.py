@@ -57,8 +57,9 @@ def _product(backend: str, a, b, out):
         import torch
         return lambda: torch.matmul(a, b, out=out)
     if backend == "numpy @":
+        import numpy
         x, y, z = a.numpy(), b.numpy(), out.numpy()
-        return lambda: __import__("numpy").matmul(x, y, out=z)
+        return lambda: numpy.matmul(x, y, out=z)
     import gemmlab
     return lambda: gemmlab.matmul(a, b, backend=backend, out=out)
 
@@ -111,7 +112,7 @@ def child(args) -> None:
     seconds = time.perf_counter() - start
     _control("disable")
     del limits
-    print(json.dumps({"products": products, "seconds": seconds}))
+    print(json.dumps({"products": products, "seconds": seconds, "pid": os.getpid()}))
 
 
 # --- the driver ------------------------------------------------------------------------------
@@ -137,9 +138,8 @@ def profile(backend: str, args) -> dict:
             os.makedirs(args.reports, exist_ok=True)
             with open(os.path.join(args.reports, f"{backend.replace(' @', '')}.txt"), "w") as file:
                 file.write(report)
-        for map_file in re.findall(r"perf-\d+\.map", report):
-            if os.path.exists(f"/tmp/{map_file}"):
-                os.remove(f"/tmp/{map_file}")
+        if os.path.exists(perf_map := f"/tmp/perf-{result['pid']}.map"):  # read by perf report, no longer needed
+            os.remove(perf_map)
     return result | {"samples": parse_report(report)}
 
 
