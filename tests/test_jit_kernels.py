@@ -310,3 +310,15 @@ def test_a_build_that_fails_to_load_shows_in_gemmlab_info():
     row = next(line for line in table if line.startswith("│ cython "))
     assert f"{SUPPORTED[1]} build of the kernel; the {SUPPORTED[0]} build this CPU supports failed to load" in row
     assert "yes" in row
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="Numba starts one thread per CPU: with one CPU the count cannot change")
+def test_loading_numba_keeps_torchs_thread_count():
+    """Starting Numba's OpenMP layer sets the calling thread's OpenMP thread count, which torch reads
+    as its own: the backend must load without changing what the program asked torch for."""
+    # torch applies its setting to OpenMP at its first use of threads; used here before Numba loads.
+    code = ("import torch, gemmlab; torch.set_num_threads(1); torch.get_num_threads(); a = torch.randn(256, 256); "
+            "gemmlab.matmul(a, a, backend='numba'); print(torch.get_num_threads())")
+    run = run_python("-c", code)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split()[-1] == "1", run.stdout

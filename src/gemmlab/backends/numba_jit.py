@@ -986,8 +986,7 @@ def _native_kernel() -> tuple[int | None, str | None]:
         from gemmlab import _cpp
     except ImportError:
         return None, None
-    numba.get_num_threads()  # loads the threading layer now: threading_layer() needs it, as the cached cfuncs do
-    if numba.threading_layer() == "workqueue":
+    if numba.threading_layer() == "workqueue":  # (loaded at import, below)
         return None, ("products go through Python: Numba's workqueue threading layer cannot run parallel code "
                       "from several threads at once (install tbb, `pip install tbb`, for a thread-safe one)")
     return register_kernel_as("numba"), None
@@ -1013,5 +1012,16 @@ def register_kernel_as(name: str, workspace: int | None = None) -> int:
 
 
 _ABI_KEEP_ALIVE: list = []  # the two cfuncs (float32, float64), then their capsule names
+def _load_threading_layer() -> None:
+    """Load Numba's threading layer now (threading_layer() needs it, as the cached cfuncs do) and
+    keep torch's thread count: starting Numba's OpenMP layer sets the calling thread's OpenMP thread
+    count, which torch reads as its own, to NUMBA_NUM_THREADS (a program that had asked torch for
+    one thread ran its next products on two)."""
+    threads = torch.get_num_threads()
+    numba.get_num_threads()
+    torch.set_num_threads(threads)
+
+
+_load_threading_layer()
 NATIVE_KERNEL, _NATIVE_NOTE = _native_kernel()
 NOTE = "; ".join(note for note in (CACHE_NOTE, _NATIVE_NOTE) if note) or None
