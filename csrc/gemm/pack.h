@@ -50,12 +50,10 @@ inline void pack_panels(int64_t n, int64_t kc, const T* src, int64_t ls, int64_t
   for (int64_t i0 = 0; i0 < n; i0 += W, src += W * ls, dst += W * kc) {
     const int lanes = static_cast<int>(std::min<int64_t>(W, n - i0));
     if (ls == 1 && lanes == W) {
-      // Lanes contiguous (a transposed A, a row-major B): each k-step is one W-value copy. Unrolled
-      // first, so that it becomes vector moves: as a loop, gcc made it a memmove call per k-step.
+      // Lanes contiguous (a transposed A, a row-major B): each k-step is one W-value copy.
       for (int64_t p = 0; p < kc; ++p) {
         const T* s = src + p * ks;
         T* d = dst + p * W;
-#pragma GCC unroll 64
         for (int i = 0; i < W; ++i) d[i] = s[i];
       }
       continue;
