@@ -151,6 +151,42 @@ def test_results_do_not_depend_on_thread_count(path, threads):
             assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2]), (m, k, n, b.stride())
 
 
+@pytest.fixture
+def slow_first_task():
+    """The thread owning a product's first task sleeps before each of its row blocks, so that the
+    other threads run some of them (gemm.cpp's TaskBoard): the sharing is exercised, not left to
+    timing."""
+    cpp._set_task_sharing_test(2000)
+    yield
+    cpp._set_task_sharing_test(0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_threads_share_tasks(path, caches, dtype, threads, slow_first_task):
+    """Row blocks run by a thread other than their task's owner, through every phase kind (the
+    usual order, one K slice of one column block per phase; the resident order, a column block per
+    phase) and both splits (N and M): the same result as one thread, element for element, and right."""
+    bl = blocks(dtype)
+    cases = [  # each task has several row blocks; A too large for the in-place loop under small caches too
+        ("square: the N split, K slices", max(4 * bl["MC"] + 3, 201), max(2 * bl["KC"] + 5, 133), max(4 * bl["NR"] + 7, 135)),
+        ("narrow B kept whole: the resident order", max(6 * bl["MC"] + 1, 701), max(bl["KC"] + 9, 301), 50),
+        ("wider than NC: several column blocks", max(3 * bl["MC"] + 5, 301), 37, 2 * bl["NC"] + bl["NR"] + 3),
+    ]
+    for what, m, k, n in cases:
+        assert cpp.loop_for(m, k, n, str(dtype).removeprefix("torch.")) == "packed", what
+        for name, a, b in layouts(m, k, n, dtype):
+            if name not in ("contiguous", "a transposed", "sliced"):  # layouts the packed loops take
+                continue
+            torch.set_num_threads(1)
+            alone = run(a, b)
+            torch.set_num_threads(2)
+            before = cpp._items_run_by_helpers()
+            shared = run(a, b)
+            assert cpp._items_run_by_helpers() > before, f"{what}: no row block was run by the other thread"
+            assert torch.equal(shared, alone), f"{path}, {caches}: {what} {(m, k, n)} {name}"
+            assert_close_to_reference(shared, a, b, what=f"{path}, {caches}, tasks shared: {what} {(m, k, n)} {name}")
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_strided_out_is_written_exactly(path, dtype):
     """Outputs that are views: every element of the view written, nothing around it touched."""

@@ -1,6 +1,7 @@
 // The five loops around the micro-kernel (BLIS's jc, pc, ic, jr, ir), for one task: one
-// rectangle of C, the whole K range. Threads run disjoint tasks (see gemm.cpp), each packing into
-// its own buffers, so the loops need no synchronisation.
+// rectangle of C, the whole K range. Each thread owns one task (see gemm.cpp) and packs into its
+// own buffers; a thread that helps with another's task runs whole row blocks of it (TaskLoops), so
+// no two threads ever write the same part of C or of a buffer.
 //
 //   jc: NC-wide column blocks of C and B                 (packed B block: L2/L3)
 //    pc: KC-deep slices of K: pack B[pc, jc] once
@@ -76,8 +77,6 @@ constexpr int64_t B_RESIDENT_BYTES = 1 << 20;
 
 template <class P>
 inline int64_t nc_block(int64_t n, const CacheBlocks& cb) { return even_block(n, cb.nc, P::NR); }
-template <class P>
-inline int64_t mc_block(int64_t m, const CacheBlocks& cb) { return even_block(m, cb.mc, P::MR); }
 
 template <class P>
 inline bool b_resident(int64_t n, int64_t k, const CacheBlocks& cb) {
@@ -107,23 +106,79 @@ inline int64_t pack_b_size(int64_t n, int64_t k, const CacheBlocks& cb) {
   return b_resident<P>(n, k, cb) ? k * nc_block<P>(n, cb) : kc_block(k, cb) * nc_block<P>(n, cb);
 }
 
-// C[m0:m1, n0:n1] = A[m0:m1, :] @ B[:, n0:n1] under blocking cb, with pa and pb sized by
-// pack_a_size/pack_b_size.
+// C[m0:m1, n0:n1] = A[m0:m1, :] @ B[:, n0:n1] under blocking cb, cut into phases and items so that
+// threads can share one task (gemm.cpp): a phase packs a B block into pb, its items are the MC-tall
+// row blocks that use it, each packing its own A blocks into the pa of whichever thread runs it. Any
+// thread may run any item of a phase whose B block is packed; a phase's B buffer is reused by the
+// next phase only once all its items have run.
 //
-// Usual order (jc, pc, ic): a packed B slice serves every MC block of rows before the next slice.
-// When all of K of the B block fits in half of L2 (skinny B, as in x @ W of an MLP layer) it is
-// packed once and the order becomes jc, ic, pc: each row block of A is then read in one sweep
-// (whole rows streaming from memory, rather than one KC-wide strip of every row per pass) and its
-// C tiles stay in cache across the K slices instead of being re-read from memory once per slice.
-// Both orders add the K slices into each element in the same order, so results are identical.
+// Usual order (jc, pc, ic): a phase is one KC-deep slice of one NC-wide column block, and an item
+// adds that slice's product into its rows of C. When all of K of the B block fits in half of L2
+// (skinny B, as in x @ W of an MLP layer) it is packed once and the order becomes jc, ic, pc: a
+// phase is a whole column block, and an item its rows' whole product. Each row block of A is then
+// read in one sweep (whole rows streaming from memory, rather than one KC-wide strip of every row
+// per pass) and its C tiles stay in cache across the K slices instead of being re-read from memory
+// once per slice. Both orders add the K slices into each element in the same order, so results are
+// identical, whoever runs the items.
+template <class P>
+struct TaskLoops {
+  using T = typename P::T;
+  const Operands<T>& op;
+  int64_t m0, m1, n0, n1, k;
+  int64_t kc_blk, mc_blk, nc_blk;
+  bool resident;
+
+  TaskLoops(const Operands<T>& op, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t k, const CacheBlocks& cb)
+      : op(op), m0(m0), m1(m1), n0(n0), n1(n1), k(k), kc_blk(kc_block(k, cb)), mc_blk(even_block(m1 - m0, cb.mc, P::MR)),
+        nc_blk(nc_block<P>(n1 - n0, cb)),
+        resident(b_resident<P>(n1 - n0, k, cb)) {}
+
+  int64_t slices_per_phase() const { return resident ? 1 : ceil_div(k, kc_blk); }
+  int64_t phases() const { return ceil_div(n1 - n0, nc_blk) * slices_per_phase(); }
+  int64_t items() const { return ceil_div(m1 - m0, mc_blk); }
+  int64_t pack_a_elements() const { return mc_blk * kc_blk; }
+  int64_t pack_b_elements() const { return (resident ? k : kc_blk) * nc_blk; }
+
+  // Phase `phase`'s column block and (usual order) K slice.
+  void locate(int64_t phase, int64_t* jc, int64_t* nc, int64_t* pc) const {
+    *jc = n0 + phase / slices_per_phase() * nc_blk;
+    *nc = std::min(nc_blk, n1 - *jc);
+    *pc = resident ? 0 : phase % slices_per_phase() * kc_blk;
+  }
+
+  void pack_phase(int64_t phase, T* pb) const {
+    int64_t jc, nc, pc;
+    locate(phase, &jc, &nc, &pc);
+    const T* b_block = op.b + jc * op.bcs;
+    const int64_t nc_padded = round_up(nc, P::NR);
+    for (int64_t s = pc; s < (resident ? k : pc + 1); s += kc_blk)
+      pack_b<T, P::NR, typename P::Transpose>(std::min(kc_blk, k - s), nc, b_block + s * op.brs, op.brs, op.bcs,
+                                              pb + (resident ? s * nc_padded : 0));
+  }
+
+  void run_item(int64_t phase, int64_t item, T* pa, const T* pb) const {
+    int64_t jc, nc, pc;
+    locate(phase, &jc, &nc, &pc);
+    const int64_t ic = m0 + item * mc_blk, mc = std::min(mc_blk, m1 - ic), nc_padded = round_up(nc, P::NR);
+    T* c_block = op.c + ic * op.crs + jc * op.ccs;
+    for (int64_t s = pc; s < (resident ? k : pc + 1); s += kc_blk) {
+      const int64_t kc = std::min(kc_blk, k - s);
+      pack_a<T, P::MR, typename P::Transpose>(mc, kc, op.a + ic * op.ars + s * op.acs, op.ars, op.acs, pa);
+      macro_kernel<P>(mc, nc, kc, pa, packed_panels<P>(pb + (resident ? s * nc_padded : 0)), c_block, op.crs, op.ccs,
+                      s != 0);
+    }
+  }
+};
+
+// The whole of a task on one thread, with pa and pb sized by pack_a_size/pack_b_size.
 template <class P>
 inline void gemm_task(const Operands<typename P::T>& op, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t k,
                       typename P::T* pa, typename P::T* pb, const CacheBlocks& cb) {
   using T = typename P::T;
   constexpr int MR = P::MR, NR = P::NR;
-  const int64_t kc_blk = kc_block(k, cb);
   if (b_in_place<P>(op, m1 - m0, cb)) {
     // One block of rows: per K slice, pack it (and B's ragged last panel, if any) and sweep B.
+    const int64_t kc_blk = kc_block(k, cb);
     const int64_t mc = m1 - m0, nc = n1 - n0, full = nc / NR;
     for (int64_t pc = 0; pc < k; pc += kc_blk) {
       const int64_t kc = std::min(kc_blk, k - pc);
@@ -136,37 +191,10 @@ inline void gemm_task(const Operands<typename P::T>& op, int64_t m0, int64_t m1,
     }
     return;
   }
-  const int64_t mc_blk = mc_block<P>(m1 - m0, cb);
-  const int64_t nc_blk = nc_block<P>(n1 - n0, cb);
-  const bool resident = b_resident<P>(n1 - n0, k, cb);
-  for (int64_t jc = n0; jc < n1; jc += nc_blk) {
-    const int64_t nc = std::min(nc_blk, n1 - jc);
-    const int64_t nc_padded = round_up(nc, NR);
-    const T* b_block = op.b + jc * op.bcs;
-    T* c_block = op.c + jc * op.ccs;
-    if (resident) {
-      for (int64_t pc = 0; pc < k; pc += kc_blk)
-        pack_b<T, NR, typename P::Transpose>(std::min(kc_blk, k - pc), nc, b_block + pc * op.brs, op.brs, op.bcs,
-                                             pb + pc * nc_padded);
-      for (int64_t ic = m0; ic < m1; ic += mc_blk) {
-        const int64_t mc = std::min(mc_blk, m1 - ic);
-        for (int64_t pc = 0; pc < k; pc += kc_blk) {
-          const int64_t kc = std::min(kc_blk, k - pc);
-          pack_a<T, MR, typename P::Transpose>(mc, kc, op.a + ic * op.ars + pc * op.acs, op.ars, op.acs, pa);
-          macro_kernel<P>(mc, nc, kc, pa, packed_panels<P>(pb + pc * nc_padded), c_block + ic * op.crs, op.crs, op.ccs, pc != 0);
-        }
-      }
-    } else {
-      for (int64_t pc = 0; pc < k; pc += kc_blk) {
-        const int64_t kc = std::min(kc_blk, k - pc);
-        pack_b<T, NR, typename P::Transpose>(kc, nc, b_block + pc * op.brs, op.brs, op.bcs, pb);
-        for (int64_t ic = m0; ic < m1; ic += mc_blk) {
-          const int64_t mc = std::min(mc_blk, m1 - ic);
-          pack_a<T, MR, typename P::Transpose>(mc, kc, op.a + ic * op.ars + pc * op.acs, op.ars, op.acs, pa);
-          macro_kernel<P>(mc, nc, kc, pa, packed_panels<P>(pb), c_block + ic * op.crs, op.crs, op.ccs, pc != 0);
-        }
-      }
-    }
+  const TaskLoops<P> loops(op, m0, m1, n0, n1, k, cb);
+  for (int64_t phase = 0; phase < loops.phases(); ++phase) {
+    loops.pack_phase(phase, pb);
+    for (int64_t item = 0; item < loops.items(); ++item) loops.run_item(phase, item, pa, pb);
   }
 }
 

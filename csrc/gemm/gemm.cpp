@@ -7,7 +7,11 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <thread>
 #include <type_traits>
+#include <vector>
 
 #include "aligned_buffer.h"
 #include "blocking.h"
@@ -26,6 +30,88 @@ struct Task {
   int64_t m0, m1, n0, n1;
 };
 
+// ---- Threads sharing their tasks ----------------------------------------------------------------
+// The threads of a product do not run at equal speeds (the development VM's two vCPUs measured up to
+// 20% apart), and with one fixed task each the faster one waited for the slower: 8.5-9.2% of the CPU
+// time of a 2-thread 1024^3 product (scripts/profile_kernel.py; MKL's threads waited 0.4%). So a
+// thread that has run its own task runs items (row blocks, five_loops.h) of another task's open
+// phase: it packs their A blocks into its own buffer and reads the B block the owner packed.
+//
+// A task's board says which items are free. `claim` holds the open phase (counted from 1; 0 before
+// the first) in its high half and the next free item in its low half, and whoever takes an item adds
+// one to it. The owner opens a phase by storing (phase, 0) once its B block is packed, and packs the
+// next one only when the items others took from it have all been run (`taken_done`). Only owners
+// wait, and only for items that are being run, so no thread waits for one that is waiting.
+struct alignas(64) TaskBoard {
+  std::atomic<uint64_t> claim{0};
+  std::atomic<int64_t> taken_done{0};  // items of this task run by other threads, all phases
+  const void* packed_b = nullptr;      // the owner's B buffer: set before the first phase opens
+};
+constexpr int PHASE_SHIFT = 32;
+constexpr uint64_t ITEM_MASK = (uint64_t(1) << PHASE_SHIFT) - 1, FINISHED_PHASE = ITEM_MASK;
+
+// Testing hook (set_task_sharing_test): the owner of task 0 sleeps this long before each item it
+// takes, so that other threads take some; and the items taken from others so far.
+std::atomic<int> owner_delay_us{0};
+std::atomic<int64_t> items_taken{0};
+
+// A spinning wait's step: a pause instruction, or a yield after a while (more threads than cores).
+inline void wait_step(int* spins) {
+#ifdef GEMMLAB_HAVE_X86
+  if (++*spins < 1000) return _mm_pause();
+#endif
+  std::this_thread::yield();
+}
+
+template <class P>
+void run_own_task(const TaskLoops<P>& loops, TaskBoard& board, bool delayed) {
+  using T = typename P::T;
+  T* pa = static_cast<T*>(tls_pack_a.get(sizeof(T) * loops.pack_a_elements()));
+  T* pb = static_cast<T*>(tls_pack_b.get(sizeof(T) * loops.pack_b_elements()));
+  board.packed_b = pb;
+  const int64_t items = loops.items();
+  int64_t own = 0;
+  for (int64_t phase = 0; phase < loops.phases(); ++phase) {
+    loops.pack_phase(phase, pb);
+    board.claim.store(uint64_t(phase + 1) << PHASE_SHIFT, std::memory_order_release);
+    for (;;) {
+      if (delayed) std::this_thread::sleep_for(std::chrono::microseconds(owner_delay_us.load()));
+      const int64_t item = static_cast<int64_t>(board.claim.fetch_add(1, std::memory_order_relaxed) & ITEM_MASK);
+      if (item >= items) break;
+      loops.run_item(phase, item, pa, pb);
+      ++own;
+    }
+    for (int spins = 0; own + board.taken_done.load(std::memory_order_acquire) < (phase + 1) * items;)
+      wait_step(&spins);
+  }
+  board.claim.store(FINISHED_PHASE << PHASE_SHIFT, std::memory_order_release);
+}
+
+// Runs free items of another thread's task until its last phase has none left; returns at once if its
+// owner has not begun it (that thread will run it all).
+template <class P>
+void help_with_task(const TaskLoops<P>& loops, TaskBoard& board) {
+  using T = typename P::T;
+  T* pa = static_cast<T*>(tls_pack_a.get(sizeof(T) * loops.pack_a_elements()));
+  const uint64_t items = static_cast<uint64_t>(loops.items()), last_phase = static_cast<uint64_t>(loops.phases());
+  for (int spins = 0;;) {
+    uint64_t seen = board.claim.load(std::memory_order_acquire);
+    if (seen >> PHASE_SHIFT == 0 || seen >> PHASE_SHIFT == FINISHED_PHASE) return;
+    if ((seen & ITEM_MASK) >= items) {  // the phase's items are all taken: wait for the next phase
+      if (seen >> PHASE_SHIFT == last_phase) return;
+      wait_step(&spins);
+      continue;
+    }
+    const uint64_t taken = board.claim.fetch_add(1, std::memory_order_acq_rel);
+    const uint64_t phase = taken >> PHASE_SHIFT, item = taken & ITEM_MASK;
+    if (phase == 0 || phase == FINISHED_PHASE || item >= items) continue;
+    loops.run_item(static_cast<int64_t>(phase - 1), static_cast<int64_t>(item), pa,
+                   static_cast<const T*>(board.packed_b));
+    board.taken_done.fetch_add(1, std::memory_order_release);
+    items_taken.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
 template <class P>
 void run_task(const Operands<typename P::T>& op, const Task<typename P::T>& t, int64_t k, const CacheBlocks& cb) {
   using T = typename P::T;
@@ -36,35 +122,41 @@ void run_task(const Operands<typename P::T>& op, const Task<typename P::T>& t, i
 
 // The entry points of path P, compiled for its ISA: `flatten` inlines the loops and the packing into
 // them (the micro-kernels themselves are noinline and carry their own target). `task` runs one task
-// of the packed path; `pack_whole_b` packs all of B for the in-place loop (in_place_with_packed_b).
+// of the packed path alone; `own_task` and `help` run a shared one (see TaskBoard); `pack_whole_b`
+// packs all of B for the in-place loop (in_place_with_packed_b).
+#define GEMMLAB_TASK_ENTRIES(TARGET, PATH)                                                                    \
+  TARGET __attribute__((flatten)) static void task(const Operands<T>& op, const Task<T>& t, int64_t k,        \
+                                                   const CacheBlocks& cb) {                                   \
+    run_task<PATH>(op, t, k, cb);                                                                             \
+  }                                                                                                           \
+  TARGET __attribute__((flatten)) static void own_task(const TaskLoops<PATH>& loops, TaskBoard& board,       \
+                                                       bool delayed) {                                        \
+    run_own_task<PATH>(loops, board, delayed);                                                                \
+  }                                                                                                           \
+  TARGET __attribute__((flatten)) static void help(const TaskLoops<PATH>& loops, TaskBoard& board) {          \
+    help_with_task<PATH>(loops, board);                                                                       \
+  }
 template <class P>
 struct Compiled;
 template <class T>
 struct Compiled<GenericPath<T>> {
-  __attribute__((flatten)) static void task(const Operands<T>& op, const Task<T>& t, int64_t k, const CacheBlocks& cb) {
-    run_task<GenericPath<T>>(op, t, k, cb);
-  }
+  GEMMLAB_TASK_ENTRIES(, GenericPath<T>)
 };
 #ifdef GEMMLAB_HAVE_X86
 template <class T>
 struct Compiled<Avx2Path<T>> {
-  GEMMLAB_TARGET_AVX2 __attribute__((flatten)) static void task(const Operands<T>& op, const Task<T>& t, int64_t k,
-                                                                 const CacheBlocks& cb) {
-    run_task<Avx2Path<T>>(op, t, k, cb);
-  }
+  GEMMLAB_TASK_ENTRIES(GEMMLAB_TARGET_AVX2, Avx2Path<T>)
 };
 template <class T>
 struct Compiled<Avx512Path<T>> {
-  GEMMLAB_TARGET_AVX512 __attribute__((flatten)) static void task(const Operands<T>& op, const Task<T>& t, int64_t k,
-                                                                   const CacheBlocks& cb) {
-    run_task<Avx512Path<T>>(op, t, k, cb);
-  }
+  GEMMLAB_TASK_ENTRIES(GEMMLAB_TARGET_AVX512, Avx512Path<T>)
   GEMMLAB_TARGET_AVX512 __attribute__((flatten)) static void pack_whole_b(int64_t k, int64_t n, const Operands<T>& op,
                                                                            T* dst) {
     pack_b<T, Avx512Path<T>::NR, typename Avx512Path<T>::Transpose>(k, n, op.b, op.brs, op.bcs, dst);
   }
 };
 #endif
+#undef GEMMLAB_TASK_ENTRIES
 
 // ---- The in-place path --------------------------------------------------------------------------
 // No packing: the small kernel reads A and B where they are (B's and C's rows must be contiguous,
@@ -250,10 +342,10 @@ InPlace in_place_pays(int64_t m, int64_t n, int64_t k, const Operands<T>& op) {
 }
 
 // ---- Thread partitioning -----------------------------------------------------------------------
-// Split C into a tm x tn grid of tasks, one per thread. Each task packs its own share of A and all
-// the B columns it needs (and vice versa), so a split along M re-packs B tm times and a split along
-// N re-packs A tn times. Pick the grid with the least re-packing, and of equal ones the split along
-// N. (Counting a transposing pack double, as this once did, split row-major squares along M, which
+// Split C into a tm x tn grid of tasks, one per thread (shared at the end: TaskBoard). Each task
+// packs its own share of A and all the B columns it needs (and vice versa), so a split along M
+// re-packs B tm times and a split along N re-packs A tn times. Pick the grid with the least
+// re-packing, and of equal ones the split along N. (Counting a transposing pack double, as this once did, split row-major squares along M, which
 // measured slower on the 2-thread Xeon: N over M 1.02-1.05x at 512^3-1024^3 float32 and float64,
 // 1.03-1.27x at 4096^3, equal at 2048^3; threads sharing one packed B, BLIS-style, gained nothing
 // over either.) K is never split: that keeps every element's summation order, and so the result,
@@ -290,19 +382,36 @@ void packed_product(int64_t m, int64_t n, int64_t k, const Operands<typename P::
   const CacheBlocks cb = derive_blocks<P>(cache_sizes());  // a few integer operations on sizes read once
   const Grid grid = choose_grid<P>(m, n, k, threads);
   const int tasks = grid.tm * grid.tn;
-  auto run = [&](int64_t first, int64_t last) {
-    for (int64_t t = first; t < last; ++t) {
-      Task<T> task_rect;
-      split(m, P::MR, grid.tm, static_cast<int>(t / grid.tn), &task_rect.m0, &task_rect.m1);
-      split(n, P::NR, grid.tn, static_cast<int>(t % grid.tn), &task_rect.n0, &task_rect.n1);
-      if (task_rect.m0 < task_rect.m1 && task_rect.n0 < task_rect.n1) Compiled<P>::task(op, task_rect, k, cb);
-    }
+  auto task_rect = [&](int t) {
+    Task<T> rect;
+    split(m, P::MR, grid.tm, t / grid.tn, &rect.m0, &rect.m1);
+    split(n, P::NR, grid.tn, t % grid.tn, &rect.n0, &rect.n1);
+    return rect;
   };
-  if (tasks == 1) {
-    run(0, 1);  // no parallel region at all: a single-thread call costs no fork/join
-  } else {
-    at::parallel_for(0, tasks, 1, run);
-  }
+  if (tasks == 1) return Compiled<P>::task(op, task_rect(0), k, cb);  // no parallel region: no fork/join
+  std::vector<TaskBoard> boards(tasks);
+  auto loops_of = [&](int t) {
+    const Task<T> r = task_rect(t);
+    return TaskLoops<P>(op, r.m0, r.m1, r.n0, r.n1, k, cb);
+  };
+  auto shared = [&](int t) {  // a task of one row block (b_in_place) has nothing to share
+    const Task<T> r = task_rect(t);
+    return r.m0 < r.m1 && r.n0 < r.n1 && !b_in_place<P>(op, r.m1 - r.m0, cb);
+  };
+  at::parallel_for(0, tasks, 1, [&](int64_t first, int64_t last) {
+    for (int t = static_cast<int>(first); t < last; ++t) {
+      if (shared(t)) {
+        Compiled<P>::own_task(loops_of(t), boards[t], t == 0 && owner_delay_us.load(std::memory_order_relaxed) > 0);
+      } else {
+        const Task<T> r = task_rect(t);
+        if (r.m0 < r.m1 && r.n0 < r.n1) Compiled<P>::task(op, r, k, cb);
+      }
+    }
+    for (int d = 1; d < tasks; ++d) {  // then the others' tasks, the next one first
+      const int t = static_cast<int>((last - 1 + d) % tasks);
+      if ((t < first || t >= last) && shared(t)) Compiled<P>::help(loops_of(t), boards[t]);
+    }
+  });
 }
 
 // C = A @ B on path P: the loop in_place_pays picks.
@@ -337,6 +446,9 @@ auto on_path(CpuPath path, const F& f) {
 }
 
 }  // namespace
+
+void set_task_sharing_test(int owner_delay_us_) { owner_delay_us.store(owner_delay_us_); }
+int64_t items_run_by_helpers() { return items_taken.load(); }
 
 template <class T>
 void gemm(int64_t m, int64_t n, int64_t k, const Operands<T>& op, int threads) {

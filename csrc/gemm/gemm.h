@@ -50,6 +50,12 @@ constexpr double DOT_REREAD_BYTES = 1 << 20;
 // microseconds, about what one core needs for ~1M multiply-adds.
 constexpr int64_t FMAS_PER_THREAD = 1 << 20;
 
+// Testing hooks for threads sharing tasks (gemm.cpp): make the thread that owns a product's first
+// task sleep this many microseconds before each item it takes (0: never), so that the others take some;
+// and how many items threads have taken from others' tasks in this process.
+void set_task_sharing_test(int owner_delay_us);
+int64_t items_run_by_helpers();
+
 // The register and cache blocking a path uses for one element type now (for tests and tools), and
 // the reference cache blocking it was derived from (blocking.h).
 struct BlockingInfo {
