@@ -1,0 +1,103 @@
+"""Two builds of gemmlab, A and B, timed against each other on a noisy machine.
+
+Each build runs in a process of its own (PYTHONPATH=its src folder, so two checkouts built in place
+can be compared without reinstalling), kept alive for the whole run. The parent alternates them in
+short blocks (the order swapped every pair) with torch's @ after each pair, so that a change in the
+machine's speed between blocks hits both builds alike. Per size and dtype it prints the median and
+quartiles of B's speed over A's, one ratio per pair, and each build's median ratio to torch's @.
+
+    git worktree add /tmp/old HEAD~1 && (cd /tmp/old && python setup.py build_ext --inplace)
+    .venv/bin/python scripts/compare_builds.py /tmp/old/src src --backend cpp --size 256 1024 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def serve(threads: int) -> None:
+    """Child: read 'n dtype repeats what' lines, answer each with the median seconds of one call."""
+    import torch
+
+    import gemmlab
+
+    torch.set_num_threads(threads)
+    operands = {}
+    for line in sys.stdin:
+        n, dtype, repeats, what = line.rstrip("\n").split(" ", 3)
+        n, repeats = int(n), int(repeats)
+        if (n, dtype) not in operands:
+            g = torch.Generator().manual_seed(0)
+            a, b = (torch.randn(n, n, generator=g, dtype=getattr(torch, dtype)) for _ in range(2))
+            operands[n, dtype] = a, b, torch.empty(n, n, dtype=a.dtype)
+        a, b, out = operands[n, dtype]
+        call = (lambda: torch.matmul(a, b, out=out)) if what == "torch @" else (lambda: gemmlab.matmul(a, b, backend=what, out=out))
+        call()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        print(statistics.median(times), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("a", help="build A's src folder (the one holding gemmlab/)")
+    parser.add_argument("b", help="build B's src folder")
+    parser.add_argument("--backend", default="cpp")
+    parser.add_argument("--size", type=int, nargs="+", default=[256, 1024], help="square products size^3")
+    parser.add_argument("--dtype", nargs="+", default=["float32", "float64"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--pairs", type=int, default=15, help="blocks per build, per size and dtype")
+    parser.add_argument("--block-seconds", type=float, default=0.15)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        return serve(args.threads)
+
+    def start(src):
+        env = dict(os.environ, PYTHONPATH=os.path.abspath(src))
+        command = [sys.executable, os.path.abspath(__file__), "a", "b", "--serve", "--threads", str(args.threads)]
+        return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+    builds = {"A": start(args.a), "B": start(args.b)}
+
+    def seconds(build, n, dtype, repeats, what):
+        child = builds[build]
+        child.stdin.write(f"{n} {dtype} {repeats} {what}\n")
+        child.stdin.flush()
+        answer = child.stdout.readline()
+        if not answer:
+            raise SystemExit(f"build {build} stopped (see its error above)")
+        time.sleep(0.05)  # let the last call's idle threads settle before the next block
+        return float(answer)
+
+    print(f"{args.backend}, {args.threads} thread(s); B's speed over A's per pair, and each build's speed over torch @")
+    for n in args.size:
+        for dtype in args.dtype:
+            first = seconds("A", n, dtype, 1, args.backend)  # warm up both, and size the blocks
+            seconds("B", n, dtype, 1, args.backend)
+            repeats = max(3, int(args.block_seconds / first))
+            b_over_a, a_vs_torch, b_vs_torch = [], [], []
+            for pair in range(args.pairs):
+                t = {build: seconds(build, n, dtype, repeats, args.backend) for build in (("A", "B") if pair % 2 == 0 else ("B", "A"))}
+                torch_time = seconds("B", n, dtype, repeats, "torch @")
+                b_over_a.append(t["A"] / t["B"])
+                a_vs_torch.append(torch_time / t["A"])
+                b_vs_torch.append(torch_time / t["B"])
+            q1, median, q3 = statistics.quantiles(b_over_a, n=4) if len(b_over_a) > 1 else [b_over_a[0]] * 3
+            print(f"{n}^3 {dtype}: B/A {median:.3f} (quartiles {q1:.3f}-{q3:.3f}); x torch @: A {statistics.median(a_vs_torch):.3f}, "
+                  f"B {statistics.median(b_vs_torch):.3f}", flush=True)
+    for child in builds.values():
+        child.stdin.close()
+        child.wait()
+
+
+if __name__ == "__main__":
+    main()

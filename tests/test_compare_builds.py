@@ -1,0 +1,20 @@
+"""scripts/compare_builds.py: two builds (here the same one twice) timed against each other."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_one_build_against_itself():
+    src = str(ROOT / "src")
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_builds.py"), src, src, "--backend", "cpp",
+                          "--size", "96", "--dtype", "float64", "--threads", "1", "--pairs", "3", "--block-seconds", "0.01"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    line = run.stdout.splitlines()[-1]
+    match = re.fullmatch(r"96\^3 float64: B/A (\S+) \(quartiles (\S+)-(\S+)\); x torch @: A (\S+), B (\S+)", line)
+    assert match, run.stdout
+    assert all(float(x) > 0 for x in match.groups())
