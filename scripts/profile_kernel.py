@@ -28,7 +28,7 @@ FREQUENCY = 4000  # samples per second per CPU
 # (category, pattern on "dso|symbol"): the first that matches wins.
 CATEGORIES = (
     ("micro-kernel", re.compile(r"micro_kernel|update_tile|small_tile|dot_tile|gemm_kernel")),
-    ("threads", re.compile(r"libgomp|libiomp|omppool|workqueue|tbbpool|blas_thread_server")),
+    ("threads", re.compile(r"libgomp|libiomp|omppool|workqueue|tbbpool|blas_thread_server|wait_for_others")),
     ("rest of the product", re.compile(r"_cpp\.|_cython_kernel|numba_jit|\[JIT\]|mkl_|openblas|libtorch_cpu|mem(move|cpy|set)")),
 )
 OTHER = "other"

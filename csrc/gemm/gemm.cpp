@@ -56,7 +56,9 @@ std::atomic<int> owner_delay_us{0};
 std::atomic<int64_t> items_taken{0};
 
 // A spinning wait's step: a pause instruction, or a yield after a while (more threads than cores).
-inline void wait_step(int* spins) {
+// Not inlined, so that a profile tells waiting from work (scripts/profile_kernel.py counts it as
+// thread runtime).
+__attribute__((noinline)) void wait_for_others(int* spins) {
 #ifdef GEMMLAB_HAVE_X86
   if (++*spins < 1000) return _mm_pause();
 #endif
@@ -82,7 +84,7 @@ void run_own_task(const TaskLoops<P>& loops, TaskBoard& board, bool delayed) {
       ++own;
     }
     for (int spins = 0; own + board.taken_done.load(std::memory_order_acquire) < (phase + 1) * items;)
-      wait_step(&spins);
+      wait_for_others(&spins);
   }
   board.claim.store(FINISHED_PHASE << PHASE_SHIFT, std::memory_order_release);
 }
@@ -99,7 +101,7 @@ void help_with_task(const TaskLoops<P>& loops, TaskBoard& board) {
     if (seen >> PHASE_SHIFT == 0 || seen >> PHASE_SHIFT == FINISHED_PHASE) return;
     if ((seen & ITEM_MASK) >= items) {  // the phase's items are all taken: wait for the next phase
       if (seen >> PHASE_SHIFT == last_phase) return;
-      wait_step(&spins);
+      wait_for_others(&spins);
       continue;
     }
     const uint64_t taken = board.claim.fetch_add(1, std::memory_order_acq_rel);
