@@ -3,8 +3,9 @@
 Each build runs in a process of its own (PYTHONPATH=its src folder, so two checkouts built in place
 can be compared without reinstalling), kept alive for the whole run. The parent alternates them in
 short blocks (the order swapped every pair) with torch's @ after each pair, so that a change in the
-machine's speed between blocks hits both builds alike. Per size and dtype it prints the median and
-quartiles of B's speed over A's, one ratio per pair, and each build's median ratio to torch's @.
+machine's speed between blocks hits both builds alike; NumPy's @ follows all pairs in a block of its
+own (OpenBLAS's idle threads spin after it). Per size and dtype it prints the median and quartiles
+of B's speed over A's, one ratio per pair, and each build's median speed over the best peer's.
 
     git worktree add /tmp/old HEAD~1 && (cd /tmp/old && python setup.py build_ext --inplace)
     .venv/bin/python scripts/compare_builds.py /tmp/old/src src --backend cpp --size 256 1024 --threads 2
@@ -21,28 +22,32 @@ import time
 
 
 def serve(threads: int) -> None:
-    """Child: read 'n dtype repeats what' lines, answer each with the median seconds of one call."""
+    """Child: read 'n dtype repeats what' lines, answer each with the median seconds of one call of
+    `what` (a backend, "torch @" or "numpy @", as gemmlab bench runs them)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
-    import gemmlab
+    from gemmlab.bench import NUMPY_AT, TORCH_AT, _products
 
     torch.set_num_threads(threads)
-    operands = {}
+    operands, calls = {}, {}
     for line in sys.stdin:
         n, dtype, repeats, what = line.rstrip("\n").split(" ", 3)
         n, repeats = int(n), int(repeats)
         if (n, dtype) not in operands:
             g = torch.Generator().manual_seed(0)
-            a, b = (torch.randn(n, n, generator=g, dtype=getattr(torch, dtype)) for _ in range(2))
-            operands[n, dtype] = a, b, torch.empty(n, n, dtype=a.dtype)
-        a, b, out = operands[n, dtype]
-        call = (lambda: torch.matmul(a, b, out=out)) if what == "torch @" else (lambda: gemmlab.matmul(a, b, backend=what, out=out))
-        call()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
+            operands[n, dtype] = [torch.randn(n, n, generator=g, dtype=getattr(torch, dtype)) for _ in range(2)]
+        if (n, dtype, what) not in calls:
+            backends = [] if what in (TORCH_AT, NUMPY_AT) else [what]
+            calls[n, dtype, what] = _products(backends, *operands[n, dtype], direct=False)[0][what]
+        call = calls[n, dtype, what]
+        with threadpool_limits(limits=threads, user_api="blas"):  # NumPy's BLAS on as many threads as torch
             call()
-            times.append(time.perf_counter() - start)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                call()
+                times.append(time.perf_counter() - start)
         print(statistics.median(times), flush=True)
 
 
@@ -78,22 +83,34 @@ def main() -> None:
         time.sleep(0.05)  # let the last call's idle threads settle before the next block
         return float(answer)
 
-    print(f"{args.backend}, {args.threads} thread(s); B's speed over A's per pair, and each build's speed over torch @")
+    from gemmlab.bench import cpu_model
+
+    def flops(n):
+        return 2 * n**3 / 1e9
+
+    print(f"{cpu_model()}, {args.backend}, {args.threads} thread(s): B's speed over A's per pair, and each build's "
+          "median speed over the best peer's (torch @ after each pair, numpy @ in a block of its own after all pairs)")
     for n in args.size:
         for dtype in args.dtype:
             first = seconds("A", n, dtype, 1, args.backend)  # warm up both, and size the blocks
             seconds("B", n, dtype, 1, args.backend)
             repeats = max(3, int(args.block_seconds / first))
-            b_over_a, a_vs_torch, b_vs_torch = [], [], []
+            b_over_a, a_times, b_times, torch_times = [], [], [], []
             for pair in range(args.pairs):
                 t = {build: seconds(build, n, dtype, repeats, args.backend) for build in (("A", "B") if pair % 2 == 0 else ("B", "A"))}
-                torch_time = seconds("B", n, dtype, repeats, "torch @")
+                torch_times.append(seconds("B", n, dtype, repeats, "torch @"))
                 b_over_a.append(t["A"] / t["B"])
-                a_vs_torch.append(torch_time / t["A"])
-                b_vs_torch.append(torch_time / t["B"])
+                a_times.append(t["A"])
+                b_times.append(t["B"])
+            # NumPy's @ last, in a block of its own: OpenBLAS's idle threads spin for a while after it
+            numpy_time = seconds("B", n, dtype, 3 * repeats, "numpy @")
+            time.sleep(1)
+            torch_time = statistics.median(torch_times)
+            best_peer = min(torch_time, numpy_time)
             q1, median, q3 = statistics.quantiles(b_over_a, n=4) if len(b_over_a) > 1 else [b_over_a[0]] * 3
-            print(f"{n}^3 {dtype}: B/A {median:.3f} (quartiles {q1:.3f}-{q3:.3f}); x torch @: A {statistics.median(a_vs_torch):.3f}, "
-                  f"B {statistics.median(b_vs_torch):.3f}", flush=True)
+            print(f"{n}^3 {dtype}: B/A {median:.3f} (quartiles {q1:.3f}-{q3:.3f}); x best peer: "
+                  f"A {best_peer / statistics.median(a_times):.3f}, B {best_peer / statistics.median(b_times):.3f} "
+                  f"(torch @ {flops(n) / torch_time:.1f}, numpy @ {flops(n) / numpy_time:.1f} GFLOP/s)", flush=True)
     for child in builds.values():
         child.stdin.close()
         child.wait()

@@ -15,6 +15,7 @@ def test_one_build_against_itself():
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     line = run.stdout.splitlines()[-1]
-    match = re.fullmatch(r"96\^3 float64: B/A (\S+) \(quartiles (\S+)-(\S+)\); x torch @: A (\S+), B (\S+)", line)
+    match = re.fullmatch(r"96\^3 float64: B/A (\S+) \(quartiles (\S+)-(\S+)\); x best peer: A (\S+), B (\S+) "
+                         r"\(torch @ (\S+), numpy @ (\S+) GFLOP/s\)", line)
     assert match, run.stdout
     assert all(float(x) > 0 for x in match.groups())
