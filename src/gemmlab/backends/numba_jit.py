@@ -1012,6 +1012,8 @@ def register_kernel_as(name: str, workspace: int | None = None) -> int:
 
 
 _ABI_KEEP_ALIVE: list = []  # the two cfuncs (float32, float64), then their capsule names
+
+
 def _load_threading_layer() -> None:
     """Load Numba's threading layer now (threading_layer() needs it, as the cached cfuncs do) and
     keep torch's thread count: starting Numba's OpenMP layer sets the calling thread's OpenMP thread
