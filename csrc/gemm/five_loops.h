@@ -99,13 +99,6 @@ inline bool b_in_place(const Operands<typename P::T>& op, int64_t rows, const Ca
   }
 }
 
-// Packing buffer sizes (elements) gemm_task needs for a task of width n.
-inline int64_t pack_a_size(const CacheBlocks& cb) { return cb.mc * cb.kc; }
-template <class P>
-inline int64_t pack_b_size(int64_t n, int64_t k, const CacheBlocks& cb) {
-  return b_resident<P>(n, k, cb) ? k * nc_block<P>(n, cb) : kc_block(k, cb) * nc_block<P>(n, cb);
-}
-
 // C[m0:m1, n0:n1] = A[m0:m1, :] @ B[:, n0:n1] under blocking cb, cut into phases and items so that
 // threads can share one task (gemm.cpp): a phase packs a B block into pb, its items are the MC-tall
 // row blocks that use it, each packing its own A blocks into the pa of whichever thread runs it. Any
@@ -136,6 +129,8 @@ struct TaskLoops {
   int64_t slices_per_phase() const { return resident ? 1 : ceil_div(k, kc_blk); }
   int64_t phases() const { return ceil_div(n1 - n0, nc_blk) * slices_per_phase(); }
   int64_t items() const { return ceil_div(m1 - m0, mc_blk); }
+  // Packing buffer sizes (elements). They also hold what the B-in-place loop of gemm_task packs: its
+  // one block of rows (at most mc_blk) and B's ragged last panel (kc_blk x NR).
   int64_t pack_a_elements() const { return mc_blk * kc_blk; }
   int64_t pack_b_elements() const { return (resident ? k : kc_blk) * nc_blk; }
 
@@ -170,7 +165,7 @@ struct TaskLoops {
   }
 };
 
-// The whole of a task on one thread, with pa and pb sized by pack_a_size/pack_b_size.
+// The whole of a task on one thread, with pa and pb sized by its TaskLoops' pack_*_elements.
 template <class P>
 inline void gemm_task(const Operands<typename P::T>& op, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t k,
                       typename P::T* pa, typename P::T* pb, const CacheBlocks& cb) {

@@ -66,7 +66,7 @@ __attribute__((noinline)) void wait_for_others(int* spins) {
 }
 
 template <class P>
-void run_own_task(const TaskLoops<P>& loops, TaskBoard& board, bool delayed) {
+void run_own_task(const TaskLoops<P>& loops, TaskBoard& board, int delay_us) {
   using T = typename P::T;
   T* pa = static_cast<T*>(tls_pack_a.get(sizeof(T) * loops.pack_a_elements()));
   T* pb = static_cast<T*>(tls_pack_b.get(sizeof(T) * loops.pack_b_elements()));
@@ -77,7 +77,7 @@ void run_own_task(const TaskLoops<P>& loops, TaskBoard& board, bool delayed) {
     loops.pack_phase(phase, pb);
     board.claim.store(uint64_t(phase + 1) << PHASE_SHIFT, std::memory_order_release);
     for (;;) {
-      if (delayed) std::this_thread::sleep_for(std::chrono::microseconds(owner_delay_us.load()));
+      if (delay_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(delay_us));
       const int64_t item = static_cast<int64_t>(board.claim.fetch_add(1, std::memory_order_relaxed) & ITEM_MASK);
       if (item >= items) break;
       loops.run_item(phase, item, pa, pb);
@@ -117,8 +117,9 @@ void help_with_task(const TaskLoops<P>& loops, TaskBoard& board) {
 template <class P>
 void run_task(const Operands<typename P::T>& op, const Task<typename P::T>& t, int64_t k, const CacheBlocks& cb) {
   using T = typename P::T;
-  T* pa = static_cast<T*>(tls_pack_a.get(sizeof(T) * pack_a_size(cb)));
-  T* pb = static_cast<T*>(tls_pack_b.get(sizeof(T) * pack_b_size<P>(t.n1 - t.n0, k, cb)));
+  const TaskLoops<P> loops(op, t.m0, t.m1, t.n0, t.n1, k, cb);  // its buffers serve the B-in-place loop too
+  T* pa = static_cast<T*>(tls_pack_a.get(sizeof(T) * loops.pack_a_elements()));
+  T* pb = static_cast<T*>(tls_pack_b.get(sizeof(T) * loops.pack_b_elements()));
   gemm_task<P>(op, t.m0, t.m1, t.n0, t.n1, k, pa, pb, cb);
 }
 
@@ -132,8 +133,8 @@ void run_task(const Operands<typename P::T>& op, const Task<typename P::T>& t, i
     run_task<PATH>(op, t, k, cb);                                                                             \
   }                                                                                                           \
   TARGET __attribute__((flatten)) static void own_task(const TaskLoops<PATH>& loops, TaskBoard& board,       \
-                                                       bool delayed) {                                        \
-    run_own_task<PATH>(loops, board, delayed);                                                                \
+                                                       int delay_us) {                                        \
+    run_own_task<PATH>(loops, board, delay_us);                                                               \
   }                                                                                                           \
   TARGET __attribute__((flatten)) static void help(const TaskLoops<PATH>& loops, TaskBoard& board) {          \
     help_with_task<PATH>(loops, board);                                                                       \
@@ -403,7 +404,7 @@ void packed_product(int64_t m, int64_t n, int64_t k, const Operands<typename P::
   at::parallel_for(0, tasks, 1, [&](int64_t first, int64_t last) {
     for (int t = static_cast<int>(first); t < last; ++t) {
       if (shared(t)) {
-        Compiled<P>::own_task(loops_of(t), boards[t], t == 0 && owner_delay_us.load(std::memory_order_relaxed) > 0);
+        Compiled<P>::own_task(loops_of(t), boards[t], t == 0 ? owner_delay_us.load(std::memory_order_relaxed) : 0);
       } else {
         const Task<T> r = task_rect(t);
         if (r.m0 < r.m1 && r.n0 < r.n1) Compiled<P>::task(op, r, k, cb);
