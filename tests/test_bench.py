@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from gemmlab import bench, cli
+from gemmlab import bench, cli, timing
 from gemmlab.registry import get_backend
 
 
@@ -36,6 +36,26 @@ def test_run_checks_and_relates_every_result_to_the_peers():
         best = min(x.seconds for x in same if x.backend in bench.PEERS)
         assert math.isclose(r.ratio_to_torch, base.seconds / r.seconds)
         assert math.isclose(r.ratio_to_best_peer, best / r.seconds)
+
+
+def test_each_result_carries_its_timings_spread(monkeypatch):
+    """The spread column is the spread of that result's own samples (every round), peers included."""
+    seen = {}
+
+    def fake_rounds(fns, rounds, interleave=False, **options):
+        out = {}
+        for i, name in enumerate(fns):
+            samples = (1e-3, 1e-3, (2 + i) * 1e-3) * rounds  # a different spread for each candidate
+            out[name] = timing.Timing(1e-3, 1e-3, len(samples), 1, samples)
+            seen[name] = out[name].spread
+        return out
+
+    monkeypatch.setattr(bench, "measure_rounds", fake_rounds)
+    results = bench.run(["cpp", "numba"], ["float32"], [(9, 7, 5)], repeats=3, rounds=2)
+    assert [r.backend for r in results] == [bench.TORCH_AT, "cpp", "numba", bench.NUMPY_AT]
+    assert len({r.spread for r in results[:3]}) == 3
+    for r in results:
+        assert r.spread == seen[r.backend] > 0
 
 
 def test_presets_hold_the_issue_shapes():
@@ -179,7 +199,7 @@ def check_bench_json(data, shapes, dtypes, backends, threads, repeats):
         assert math.isclose(r["ratio_to_torch"], same[0]["seconds"] / r["seconds"])
         best = min(x["seconds"] for x in same if x["backend"] in bench.PEERS)
         assert math.isclose(r["ratio_to_best_peer"], best / r["seconds"])
-        assert 0 <= r["error_ratio"] <= 1, r
+        assert 0 <= r["error_ratio"] <= 1 and r["spread"] >= 0, r
 
 
 def test_bench_command_writes_table_json_and_plot(tmp_path, capsys, threads):
@@ -195,7 +215,7 @@ def test_bench_command_writes_table_json_and_plot(tmp_path, capsys, threads):
     for dtype, peak in data["peak"].items():
         assert f"measured peak {dtype}: {peak['gflops']:.0f} GFLOP/s" in out
     for r in data["results"]:  # every result is a row of the table, with its numbers
-        assert re.search(rf"{r['m']}x{r['k']}x{r['n']} +│ {r['dtype']} +│ {re.escape(r['backend'])} +│ .* {r['gflops']:.1f} +│ "
+        assert re.search(rf"{r['m']}x{r['k']}x{r['n']} +│ {r['dtype']} +│ {re.escape(r['backend'])} +│ .* {100 * r['spread']:.0f}% +│ +{r['gflops']:.1f} +│ "
                          rf"+{r['ratio_to_torch']:.2f} +│ +{r['ratio_to_best_peer']:.2f} +│ .* {r['error_ratio']:.2g} │", out), r
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

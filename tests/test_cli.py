@@ -16,7 +16,7 @@ from rich.console import Console
 import gemmlab
 from gemmlab import autotune, cli
 
-TIMING_FIELDS = {"first_call", "per_call", "repeats", "calls_per_repeat", "error_ratio"}
+TIMING_FIELDS = {"first_call", "per_call", "repeats", "calls_per_repeat", "samples", "error_ratio"}
 
 
 def table_rows(text: str) -> dict[str, list[str]]:
@@ -44,7 +44,7 @@ def check_ladder_json(data, shape, dtype, threads, names, repeats):
         assert set(r) == TIMING_FIELDS, name
         assert isinstance(r["repeats"], int) and isinstance(r["calls_per_repeat"], int)
         assert r["repeats"] == max(3, repeats) or 3 <= r["repeats"] < repeats  # slow ones get fewer, never under 3
-        assert r["calls_per_repeat"] >= 1
+        assert r["calls_per_repeat"] >= 1 and len(r["samples"]) == r["repeats"]  # each repeat's seconds per call
         assert 0 < r["per_call"] < 10 and 0 < r["first_call"] < 60
         assert 0 <= r["error_ratio"] <= 1, name
 

@@ -60,6 +60,17 @@ def test_slow_functions_get_fewer_repeats_but_at_least_three(clock):
     assert (t.calls_per_repeat, t.repeats) == (1, 4)  # max_total / (1/8 s a repeat) = 4 of the 7 asked for
 
 
+def test_spread_is_the_interquartile_range_over_the_median(clock):
+    steady = timing.measure(clock([2.0**-3]), repeats=5, min_repeat_time=2.0**-4, max_total=100.0)
+    assert steady.samples == (2.0**-3,) * 5 and steady.spread == 0
+    # after the two calls measure() does not time: repeats at 1/8, 1/8, 1/4, 1/4, 1/2 s
+    jumpy = timing.measure(clock([2.0**-3] * 4 + [2.0**-2] * 2 + [2.0**-1]), repeats=5, min_repeat_time=2.0**-4,
+                           max_total=100.0)
+    assert jumpy.samples == (2.0**-3, 2.0**-3, 2.0**-2, 2.0**-2, 2.0**-1)
+    assert jumpy.spread == (3 / 8 - 1 / 8) / (1 / 4)  # quartiles 1/8 and 3/8 (statistics.quantiles), median 1/4
+    assert timing.Timing(1.0, 1.0, 1, 1).spread == 0  # no samples
+
+
 def test_measure_on_the_real_clock():
     calls = []
     t = timing.measure(lambda: calls.append(1), repeats=5, min_repeat_time=1e-3, max_total=1.0)
@@ -95,6 +106,8 @@ def test_rounds_report_the_median_round(clock):
     fn = clock([2.0**-3] * 5 + [2.0**-1] * 5 + [2.0**-2] * 5)  # three rounds of 5 calls, each at its own speed
     (t,) = timing.measure_rounds({"f": fn}, rounds=3, repeats=3, min_repeat_time=2.0**-4, max_total=100.0).values()
     assert (t.first_call, t.per_call, t.repeats, t.calls_per_repeat) == (2.0**-3, 2.0**-2, 9, 1)
+    # the spread pools every round's repeats: quartiles 1/8 and 1/2 around the median 1/4
+    assert t.samples == (2.0**-3,) * 3 + (2.0**-1,) * 3 + (2.0**-2,) * 3 and t.spread == 1.5
     with pytest.raises(ValueError, match="rounds must be at least 1"):
         timing.measure_rounds({"f": fn}, rounds=0)
 

@@ -69,6 +69,7 @@ class Result:
     gflops: float
     ratio_to_torch: float  # torch @'s time / this backend's time, same shape and dtype, same run
     ratio_to_best_peer: float  # the faster peer's time / this time (peers: torch @, numpy @)
+    spread: float  # its timed repeats' interquartile range over their median (every round): this run's noise
     error_ratio: float  # max |err| / allowed error against the float64 reference; <= 1 passes
     repeats: int
     calls_per_repeat: int
@@ -285,8 +286,8 @@ def run(backends, dtypes, shapes, repeats: int = 7, on_result=None, *, device: s
             best_peer = min(timed[p].per_call for p in PEERS if p in timed)
             for name, t in timed.items():
                 result = Result(name, dtype_name, batch, m, k, n, t.per_call, flops / t.per_call / 1e9,
-                                timed[TORCH_AT].per_call / t.per_call, best_peer / t.per_call, errors[name], t.repeats,
-                                t.calls_per_repeat)
+                                timed[TORCH_AT].per_call / t.per_call, best_peer / t.per_call, t.spread, errors[name],
+                                t.repeats, t.calls_per_repeat)
                 results.append(result)
                 if on_result:
                     on_result(result)

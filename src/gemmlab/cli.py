@@ -261,17 +261,18 @@ def run_bench(args: argparse.Namespace) -> int:
                   + ", ".join(f"{name} {_format_seconds(t)}" for name, t in first_calls.items()))
     how = [f"{args.rounds} rounds, {'interleaved' if args.interleave else 'blocked'}"] if args.rounds > 1 else []
     how += ["each backend's 2-D kernel called directly into a preallocated output"] if args.direct else []
-    table = Table(title="gemmlab bench: median time per call; speed as a ratio to the peers in the same run"
-                        + "".join(f"; {h}" for h in how))
-    for col in ("m x k x n", "dtype", "backend", "per call", "GFLOP/s", "x torch @", "x best peer", "% of measured peak",
-                "error/bound"):
+    table = Table(title="gemmlab bench: median time per call and the spread of its repeats (interquartile range over "
+                        "the median, every round: a ratio nearer 1 than its rows' spreads decides nothing); speed as a "
+                        "ratio to the peers in the same run" + "".join(f"; {h}" for h in how))
+    for col in ("m x k x n", "dtype", "backend", "per call", "spread", "GFLOP/s", "x torch @", "x best peer",
+                "% of measured peak", "error/bound"):
         table.add_column(col, justify="left" if col in ("m x k x n", "dtype", "backend") else "right")
     wrong = []
 
     def add(r):
         if not r.error_ratio <= 1.0:
             wrong.append(r)
-        table.add_row(r.label, r.dtype, r.backend, _format_seconds(r.seconds), f"{r.gflops:.1f}",
+        table.add_row(r.label, r.dtype, r.backend, _format_seconds(r.seconds), f"{100 * r.spread:.0f}%", f"{r.gflops:.1f}",
                       f"{r.ratio_to_torch:.2f}", f"{r.ratio_to_best_peer:.2f}",
                       f"{100 * r.gflops / peaks[r.dtype].gflops:.0f}" if r.dtype in peaks else "-",
                       f"{r.error_ratio:.2g}" + ("" if r.error_ratio <= 1.0 else " WRONG"))

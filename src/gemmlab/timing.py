@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 Timer = Callable[[], Callable[[], float]]
@@ -20,6 +20,16 @@ class Timing:
     per_call: float  # median seconds per call over the repeats (over rounds: the median of the rounds' medians)
     repeats: int
     calls_per_repeat: int
+    samples: tuple[float, ...] = field(default=(), compare=False, repr=False)  # seconds per call, each repeat (every round)
+
+    @property
+    def spread(self) -> float:
+        """The samples' interquartile range over their median: how far this function's timings moved
+        while it was measured, the noise a ratio between two of them carries (0 with under 2 samples)."""
+        if len(self.samples) < 2:
+            return 0.0
+        q1, _, q3 = statistics.quantiles(self.samples, n=4)
+        return (q3 - q1) / statistics.median(self.samples)
 
 
 def wall_timer() -> Callable[[], float]:
@@ -66,7 +76,7 @@ def measure(fn: Callable[[], object], repeats: int = 7, min_repeat_time: float =
         for _ in range(number):
             fn()
         samples.append(stop() / number)
-    return Timing(first, statistics.median(samples), repeats, number)
+    return Timing(first, statistics.median(samples), repeats, number, tuple(samples))
 
 
 def measure_rounds(fns: dict[str, Callable[[], object]], rounds: int = 1, interleave: bool = False,
@@ -74,7 +84,7 @@ def measure_rounds(fns: dict[str, Callable[[], object]], rounds: int = 1, interl
     """measure(fn, **options) for each of fns, `rounds` times: blocked (each function's rounds back
     to back) or interleaved (round by round through all of them, so that a slow stretch of a noisy
     machine hits each alike). A function's Timing: its first round's first call and calls per
-    repeat, the median of its rounds' medians, the repeats of all its rounds. One round is measure()."""
+    repeat, the median of its rounds' medians, the repeats and samples of all its rounds. One round is measure()."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1; got {rounds}")
     order = [name for _ in range(rounds) for name in fns] if interleave else [name for name in fns for _ in range(rounds)]
@@ -82,4 +92,4 @@ def measure_rounds(fns: dict[str, Callable[[], object]], rounds: int = 1, interl
     for name in order:
         runs[name].append(measure(fns[name], **options))
     return {name: Timing(t[0].first_call, statistics.median(r.per_call for r in t), sum(r.repeats for r in t),
-                         t[0].calls_per_repeat) for name, t in runs.items()}
+                         t[0].calls_per_repeat, tuple(s for r in t for s in r.samples)) for name, t in runs.items()}
