@@ -336,6 +336,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Testing hook: the thread owning a product's first task sleeps this long before each item it takes (0: never)");
   m.def("_items_run_by_helpers", &gemmlab::items_run_by_helpers,
         "How many row blocks threads have run from other threads' tasks in this process");
+  m.def(
+      "_time_macro_kernel",
+      [](const std::string& dtype, int64_t kc, int64_t mc, int64_t nc, int repeats) {
+        const bool is_double = is_double_dtype(dtype, "_time_macro_kernel");
+        return gemmlab::time_macro_kernel(gemmlab::selected_path(), is_double, kc, mc, nc, repeats);
+      },
+      py::arg("dtype"), py::arg("kc"), py::arg("mc"), py::arg("nc"), py::arg("repeats") = 3,
+      "Diagnostic: seconds of each of `repeats` passes of the macro-kernel alone over packed kc x mc and kc x nc "
+      "blocks of synthetic data, one thread, on the path cpu_path() names (scripts/macro_kernel_blocks.py)");
   m.def("_set_path_ceiling", &gemmlab::set_path_ceiling, py::arg("ceiling"),
         "Testing hook: pretend this CPU supports no path above `ceiling` ('' lifts it)");
 }

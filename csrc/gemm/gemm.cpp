@@ -492,6 +492,40 @@ BlockingInfo blocking_info(CpuPath path, bool is_double) {
   return is_double ? on_path<double>(path, of) : on_path<float>(path, of);
 }
 
+namespace {
+template <class P>
+std::vector<double> time_macro_kernel_on(int64_t kc, int64_t mc, int64_t nc, int repeats) {
+  using T = typename P::T;
+  AlignedBuffer a_buffer, b_buffer, c_buffer;
+  const int64_t a_size = round_up(mc, P::MR) * kc, b_size = kc * round_up(nc, P::NR);
+  T* pa = static_cast<T*>(a_buffer.get(sizeof(T) * a_size));
+  T* pb = static_cast<T*>(b_buffer.get(sizeof(T) * b_size));
+  T* c = static_cast<T*>(c_buffer.get(sizeof(T) * mc * nc));
+  for (int64_t i = 0; i < a_size; ++i) pa[i] = T(i % 7 + 1) / T(8);  // not zeros, far from overflow
+  for (int64_t i = 0; i < b_size; ++i) pb[i] = T(i % 5 + 1) / T(4);
+  std::fill(c, c + mc * nc, T(0));
+  std::vector<double> seconds;
+  for (int r = -1; r < repeats; ++r) {  // an untimed first pass brings the blocks into the caches
+    const auto start = std::chrono::steady_clock::now();
+    macro_kernel<P>(mc, nc, kc, pa, packed_panels<P>(pb), c, nc, 1, /*accumulate=*/true);
+    if (r >= 0) seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  return seconds;
+}
+}  // namespace
+
+std::vector<double> time_macro_kernel(CpuPath path, bool is_double, int64_t kc, int64_t mc, int64_t nc, int repeats) {
+  constexpr int64_t most = int64_t(1) << 16;
+  TORCH_CHECK_VALUE(kc >= 1 && mc >= 1 && nc >= 1 && kc <= most && mc <= most && nc <= most,
+                    "time_macro_kernel: kc, mc and nc must be 1..", most, "; got kc ", kc, ", mc ", mc, ", nc ", nc);
+  const int64_t bytes = (is_double ? 8 : 4) * ((mc + 64) * kc + kc * (nc + 64) + mc * nc);
+  TORCH_CHECK_VALUE(bytes <= (int64_t(1) << 30), "time_macro_kernel: the blocks of kc ", kc, ", mc ", mc, ", nc ", nc,
+                    " need more than 1 GiB");
+  TORCH_CHECK_VALUE(repeats >= 1 && repeats <= 10000, "time_macro_kernel: repeats must be 1..10000; got ", repeats);
+  auto run = [&](auto p) { return time_macro_kernel_on<decltype(p)>(kc, mc, nc, repeats); };
+  return is_double ? on_path<double>(path, run) : on_path<float>(path, run);
+}
+
 template void gemm<float>(int64_t, int64_t, int64_t, const Operands<float>&, int);
 template void gemm<double>(int64_t, int64_t, int64_t, const Operands<double>&, int);
 template void gemm_on_path<float>(CpuPath, int64_t, int64_t, int64_t, const Operands<float>&, int);

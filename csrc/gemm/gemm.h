@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "cpu_path.h"
 #include "operands.h"
@@ -62,6 +63,12 @@ struct BlockingInfo {
   int64_t mr, nr, kc, mc, nc, ref_kc, ref_mc, ref_nc;
 };
 BlockingInfo blocking_info(CpuPath path, bool is_double);
+
+// Diagnostic: the macro-kernel alone (five_loops.h: the micro-kernel over one packed mc x kc block of
+// A and one packed kc x nc block of B, adding into an mc x nc C) on synthetic data, one thread; the
+// seconds of each of `repeats` passes after an untimed one. scripts/macro_kernel_blocks.py times
+// block shapes against each other with it.
+std::vector<double> time_macro_kernel(CpuPath path, bool is_double, int64_t kc, int64_t mc, int64_t nc, int repeats);
 
 extern template void gemm<float>(int64_t, int64_t, int64_t, const Operands<float>&, int);
 extern template void gemm<double>(int64_t, int64_t, int64_t, const Operands<double>&, int);
