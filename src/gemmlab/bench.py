@@ -69,7 +69,7 @@ class Result:
     gflops: float
     ratio_to_torch: float  # torch @'s time / this backend's time, same shape and dtype, same run
     ratio_to_best_peer: float  # the faster peer's time / this time (peers: torch @, numpy @)
-    spread: float  # its timed repeats' interquartile range over their median (every round): this run's noise
+    spread: float  # its timed repeats' interquartile range over their median (every round): a floor on this run's noise
     error_ratio: float  # max |err| / allowed error against the float64 reference; <= 1 passes
     repeats: int
     calls_per_repeat: int

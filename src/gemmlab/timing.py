@@ -25,7 +25,7 @@ class Timing:
     @property
     def spread(self) -> float:
         """The samples' interquartile range over their median: how far this function's timings moved
-        while it was measured, the noise a ratio between two of them carries (0 with under 2 samples)."""
+        while it was measured, a floor on the noise of a ratio between two timings (0 with under 2 samples)."""
         if len(self.samples) < 2:
             return 0.0
         q1, _, q3 = statistics.quantiles(self.samples, n=4)
