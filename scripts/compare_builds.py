@@ -84,6 +84,7 @@ def main() -> None:
         return float(answer)
 
     from gemmlab.bench import cpu_model
+    from gemmlab.timing import quartiles
 
     def flops(n):
         return 2 * n**3 / 1e9
@@ -107,7 +108,7 @@ def main() -> None:
             time.sleep(1)
             torch_time = statistics.median(torch_times)
             best_peer = min(torch_time, numpy_time)
-            q1, median, q3 = statistics.quantiles(b_over_a, n=4) if len(b_over_a) > 1 else [b_over_a[0]] * 3
+            q1, median, q3 = quartiles(b_over_a)
             print(f"{n}^3 {dtype}: B/A {median:.3f} (quartiles {q1:.3f}-{q3:.3f}); x best peer: "
                   f"A {best_peer / statistics.median(a_times):.3f}, B {best_peer / statistics.median(b_times):.3f} "
                   f"(torch @ {flops(n) / torch_time:.1f}, numpy @ {flops(n) / numpy_time:.1f} GFLOP/s)", flush=True)

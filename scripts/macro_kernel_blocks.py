@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from gemmlab import _cpp
     from gemmlab.bench import machine
+    from gemmlab.timing import quartiles
 
     blocking = _cpp.blocking(args.dtype)
     peak = _cpp.peak_gflops(args.dtype, 1)
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     for shape in args.shapes:
         gflops = statistics.median(speed[shape])
         ratios = [s / f for s, f in zip(speed[shape], speed[first])]
-        q1, median, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
+        q1, median, q3 = quartiles(ratios)
         print(f"KC {shape[0]} MC {shape[1]} NC {shape[2]}: {gflops:.1f} GFLOP/s ({100 * gflops / peak:.0f}% of peak), "
               f"x first {median:.3f} (quartiles {q1:.3f}-{q3:.3f})")
 

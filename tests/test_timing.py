@@ -69,6 +69,12 @@ def test_spread_is_the_interquartile_range_over_the_median(clock):
     assert jumpy.samples == (2.0**-3, 2.0**-3, 2.0**-2, 2.0**-2, 2.0**-1)
     assert jumpy.spread == (3 / 8 - 1 / 8) / (1 / 4)  # quartiles 1/8 and 3/8 (statistics.quantiles), median 1/4
     assert timing.Timing(1.0, 1.0, 1, 1).spread == 0  # no samples
+    assert timing.Timing(1.0, 1.0, 1, 1, (2.0,)).spread == 0  # one
+
+
+def test_quartiles_of_one_value_or_more():
+    assert timing.quartiles([3.0]) == (3.0, 3.0, 3.0)
+    assert timing.quartiles(iter([5.0, 1.0, 4.0, 2.0, 3.0])) == (1.5, 3.0, 4.5)
 
 
 def test_measure_on_the_real_clock():

@@ -26,10 +26,19 @@ class Timing:
     def spread(self) -> float:
         """The samples' interquartile range over their median: how far this function's timings moved
         while it was measured, a floor on the noise of a ratio between two timings (0 with under 2 samples)."""
-        if len(self.samples) < 2:
+        if not self.samples:
             return 0.0
-        q1, _, q3 = statistics.quantiles(self.samples, n=4)
-        return (q3 - q1) / statistics.median(self.samples)
+        q1, median, q3 = quartiles(self.samples)
+        return (q3 - q1) / median
+
+
+def quartiles(values) -> tuple[float, float, float]:
+    """First quartile, median and third quartile of one or more values (statistics.quantiles's)."""
+    values = list(values)
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q1, median, q3 = statistics.quantiles(values, n=4)
+    return q1, median, q3
 
 
 def wall_timer() -> Callable[[], float]:
