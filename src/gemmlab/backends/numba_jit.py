@@ -234,7 +234,17 @@ def _pack_a_block(a, i0, mc, p0, kc, apack):
     for r0 in range(0, mc, MR):
         mr = min(MR, mc - r0)
         panel = _part(apack, r0 * kc, kc * MR)
-        if a.strides[0] <= a.strides[1]:  # column-major-like: walk down the column first
+        if mr == MR and a.strides[1] == a.itemsize:  # whole panel of contiguous rows: one pass of writes
+            row0, row1, row2 = _row(a, i0 + r0, p0, kc), _row(a, i0 + r0 + 1, p0, kc), _row(a, i0 + r0 + 2, p0, kc)
+            row3, row4, row5 = _row(a, i0 + r0 + 3, p0, kc), _row(a, i0 + r0 + 4, p0, kc), _row(a, i0 + r0 + 5, p0, kc)
+            for p in range(kc):
+                panel[p * MR] = row0[p]
+                panel[p * MR + 1] = row1[p]
+                panel[p * MR + 2] = row2[p]
+                panel[p * MR + 3] = row3[p]
+                panel[p * MR + 4] = row4[p]
+                panel[p * MR + 5] = row5[p]
+        elif a.strides[0] <= a.strides[1]:  # column-major-like: walk down the column first
             for p in range(kc):
                 col = np.uintp(p0 + p)
                 for i in range(mr):
