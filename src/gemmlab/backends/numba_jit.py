@@ -135,7 +135,6 @@ _tile_pointer = stack_pointer(MR * NR_BYTES, "A tile of accumulators: LLVM keeps
 _buffer_pointer = stack_pointer(SMALL_BUFFER_BYTES, "The small path's copy of b (it stays in L1).")
 _result_pointer = stack_pointer(MR * SMALL_VECTORS * VECTOR_BYTES, "A small tile's sums.")
 _zero_small_tile = vector_zeroer(2 * MR * SMALL_VECTORS)  # a small tile's two sets of accumulators
-_zero_tile = vector_zeroer(MR * NR_BYTES // VECTOR_BYTES)  # a micro-tile's accumulators
 
 
 def _njit(**options):
@@ -176,11 +175,11 @@ def _vector_width_constant(x):
 
 @_njit(inline="always")
 def _zeroed_tile(like):
-    """A stack array of MR * NR zeros of like's dtype, for a micro-tile's accumulators (zeroed by
-    _zero_tile: see vector_zeroer)."""
-    pointer = _tile_pointer(like.dtype)
-    _zero_tile(pointer)
-    return numba.carray(pointer, (MR * _tile_width(like),))
+    """A stack array of MR * NR zeros of like's dtype, for a micro-tile's accumulators."""
+    acc = numba.carray(_tile_pointer(like.dtype), (MR * _tile_width(like),))
+    for x in range(MR * _tile_width(like)):
+        acc[x] = 0
+    return acc
 
 
 @_njit(inline="always")
