@@ -83,7 +83,7 @@ def main() -> None:
         time.sleep(0.05)  # let the last call's idle threads settle before the next block
         return float(answer)
 
-    from gemmlab.bench import cpu_model
+    from gemmlab.bench import NUMPY_PAUSE_SECONDS, cpu_model
     from gemmlab.timing import quartiles
 
     def flops(n):
@@ -105,7 +105,7 @@ def main() -> None:
                 b_times.append(t["B"])
             # NumPy's @ last, in a block of its own: OpenBLAS's idle threads spin for a while after it
             numpy_time = seconds("B", n, dtype, 3 * repeats, "numpy @")
-            time.sleep(1)
+            time.sleep(NUMPY_PAUSE_SECONDS)
             torch_time = statistics.median(torch_times)
             best_peer = min(torch_time, numpy_time)
             q1, median, q3 = quartiles(b_over_a)
