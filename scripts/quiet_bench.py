@@ -17,6 +17,7 @@ docs/benchmarks.md ("Square products against the peers") has what it recorded.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import statistics
 import subprocess
@@ -54,6 +55,13 @@ def bench(size: int, dtype: str, backends: list[str], threads: int, path: Path) 
     return json.loads(path.read_text())["results"]
 
 
+def stop_time(hh_mm: str) -> float:
+    """The next time (epoch seconds) the local clock reads hh_mm: tomorrow's if today's has passed."""
+    now = datetime.datetime.now()
+    stop = datetime.datetime.combine(now.date(), datetime.time.fromisoformat(hh_mm))
+    return (stop if stop > now else stop + datetime.timedelta(days=1)).timestamp()
+
+
 def merge(paths: list[Path]) -> dict:
     runs = [json.loads(p.read_text()) for p in paths]
     peaks = {}
@@ -77,13 +85,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for each kept run (SIZE_DTYPE.json); "
                         "products already there are not run again")
     parser.add_argument("--json", type=Path, help="merge the kept runs into this file")
-    parser.add_argument("--until", default="", help="HH:MM (local time): stop then, kept runs merged")
+    parser.add_argument("--until", help="HH:MM (local time, within the next 24 hours): stop then, kept runs merged")
     args = parser.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
     queue = [(n, d) for n in args.size for d in args.dtype if not (args.out / f"{n}_{d}.json").exists()]
     best, checks = 0.0, 0
-    while queue and not (args.until and time.strftime("%H:%M") >= args.until):
+    deadline = stop_time(args.until) if args.until else float("inf")
+    while queue and time.time() < deadline:
         medians = check(args.threads)
         best, checks = max(best, *medians), checks + 1
         level = args.quiet or 0.95 * best

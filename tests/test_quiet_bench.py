@@ -68,3 +68,11 @@ def test_products_already_kept_are_not_run_again(quiet_bench, monkeypatch, tmp_p
                                       "--json", str(tmp_path / "merged.json")])
     quiet_bench.main()
     assert json.loads((tmp_path / "merged.json").read_text())["peak"]["float32"]["gflops"] == 100.0
+
+
+def test_stop_time_is_the_next_one(quiet_bench):
+    now = quiet_bench.datetime.datetime.now()
+    soon = (now + quiet_bench.datetime.timedelta(minutes=5)).strftime("%H:%M")
+    past = (now - quiet_bench.datetime.timedelta(minutes=5)).strftime("%H:%M")
+    assert 0 < quiet_bench.stop_time(soon) - now.timestamp() <= 6 * 60  # also across midnight
+    assert 23 * 3600 < quiet_bench.stop_time(past) - now.timestamp() <= 24 * 3600
