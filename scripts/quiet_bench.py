@@ -9,7 +9,7 @@ default 95% of the best median seen so far, once 5 checks have set it). The kept
 into one file in `gemmlab bench --json`'s format (peaks: the median of the runs').
 
     .venv/bin/python scripts/quiet_bench.py --size 256 512 1024 2048 4096 --dtype float32 float64 \\
-        --backend numba cython cpp --out /tmp/quiet --json docs/bench-square.json --until 23:40
+        --backend numba cython cpp --out /tmp/quiet --json docs/bench-square-quiet.json --until 23:40
 
 docs/benchmarks.md ("Square products against the peers") has what it recorded.
 """
@@ -43,6 +43,11 @@ STEADY = (0.97, 1.03)  # the torch row over the torch @ peer in a kept run
 LEARN_CHECKS = 5  # checks that set the default quiet level before any product runs
 
 
+def kept_path(out: Path, size: int, dtype: str) -> Path:
+    """Where a kept run of size^3 dtype lies (the queue skips products kept there; the merge reads every such file)."""
+    return out / f"{size}_{dtype}.json"
+
+
 def check(threads: int) -> list[float]:
     out = subprocess.run([sys.executable, "-c", CHECK, str(threads)], capture_output=True, text=True, check=True)
     return [float(x) for x in out.stdout.split()]
@@ -72,7 +77,7 @@ def merge(paths: list[Path]) -> dict:
     return {"machine": runs[0]["machine"], "peak": peaks, "first_call_seconds": runs[0]["first_call_seconds"],
             "results": [r for run in runs for r in run["results"]],
             "how": "scripts/quiet_bench.py: each product its own gemmlab bench run, kept when the machine was quiet "
-                   "before and after it and the torch row read 0.97-1.03x torch @"}
+                   f"before and after it and the torch row read {STEADY[0]}-{STEADY[1]}x torch @"}
 
 
 def main() -> None:
@@ -89,7 +94,7 @@ def main() -> None:
     args = parser.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
-    queue = [(n, d) for n in args.size for d in args.dtype if not (args.out / f"{n}_{d}.json").exists()]
+    queue = [(n, d) for n in args.size for d in args.dtype if not kept_path(args.out, n, d).exists()]
     best, checks = 0.0, 0
     deadline = stop_time(args.until) if args.until else float("inf")
     while queue and time.time() < deadline:
@@ -110,7 +115,7 @@ def main() -> None:
         print(f"  {size}^3 {dtype}: torch row {torch_row:.3f}, after {' '.join(f'{m:.0f}' for m in after)}; "
               f"x best peer: {ratios} -> {'kept' if kept else 'again later'}", flush=True)
         if kept:
-            trial.rename(args.out / f"{size}_{dtype}.json")
+            trial.rename(kept_path(args.out, size, dtype))
             queue.pop(0)
         else:
             queue.append(queue.pop(0))
