@@ -32,7 +32,7 @@ demo: setup
 
 # The asv smoke run goes first so that pytest's summary is the last thing printed.
 test: setup asv-smoke cuda-check
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 
 # The asv suite must keep working: check it imports, then run every benchmark once on small data
 # in this environment (results are not saved). asv exits non-zero if a benchmark fails.
