@@ -1,12 +1,21 @@
-"""Record `gemmlab bench` on a noisy shared machine: one product at a time, each in a quiet moment.
+"""Record `gemmlab bench` on a noisy shared machine: each product in rounds run in quiet moments.
 
-A check times torch's @ on 2048^3 float32 (three medians of 15 calls, in a child process). A product
-is run (`gemmlab bench --size N --dtype D --backend ... torch --rounds 3 --interleave --json`) right
-after a quiet check, and kept only if the check after it is quiet too and the `torch` row, the same
-MKL call as the `torch @` peer, reads 0.97-1.03x it: the run was steady from start to end. A product
-that fails goes to the back of the queue. Quiet means every median at least --quiet GFLOP/s (by
-default 95% of the best median seen so far, once 5 checks have set it). The kept runs are merged
-into one file in `gemmlab bench --json`'s format (peaks: the median of the runs').
+A check times torch's @ on 2048^3 float32 (three medians of 15 calls). A round of a product (one
+gemmlab.bench.run of it: torch's @, the backends, the `torch` backend and NumPy's @, each checked
+against the float64 reference and timed) runs right after a quiet check, and is kept only if the
+check after it is quiet too and its `torch` row, the same MKL call as the `torch @` peer, reads
+0.97-1.03x it: the machine was steady from start to end. Quiet windows here last seconds to tens of
+seconds, so a round is short (one pass, 5 repeats each) and a product is done once --rounds of its
+rounds are kept, at whatever times they came; a product goes to the back of the queue after each try.
+Quiet means every median at least --quiet GFLOP/s (by default 95% of the best median seen so far,
+once 5 checks have set it). The measured peaks are taken right after the first quiet check.
+
+A product's kept rounds are combined as `gemmlab bench --rounds N` combines rounds: each row's time
+is the median of the rounds' times, its ratios those of the medians; its spread is the kept rounds'
+interquartile range over their median. Each kept round is written to --out (SIZE_DTYPE_roundI.json),
+each finished product too (SIZE_DTYPE.json, also the format of a run recorded whole); a new run
+continues from them. --json merges the finished products into one file in `gemmlab bench --json`'s
+format.
 
     .venv/bin/python scripts/quiet_bench.py --size 256 512 1024 2048 4096 --dtype float32 float64 \\
         --backend numba cython cpp --out /tmp/quiet --json docs/bench-square-quiet.json --until 23:40
@@ -19,45 +28,67 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import re
 import statistics
-import subprocess
-import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
-CHECK = """
-import statistics, sys, time, torch
-torch.set_num_threads(int(sys.argv[1]))
-a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-for _ in range(3):
-    a @ b
-for _ in range(3):
-    times = []
-    for _ in range(15):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    print(2 * 2048**3 / statistics.median(times) / 1e9)
-"""
-STEADY = (0.97, 1.03)  # the torch row over the torch @ peer in a kept run
+import torch
+
+from gemmlab import bench
+from gemmlab.timing import quartiles
+
+STEADY = (0.97, 1.03)  # the torch row over the torch @ peer in a kept round
 LEARN_CHECKS = 5  # checks that set the default quiet level before any product runs
+REPEATS = 5  # per candidate and round (gemmlab bench's default is 7): a round must fit a quiet moment
+PRODUCT_FILE = re.compile(r"(\d+)_(float\d+)\.json")
 
 
 def kept_path(out: Path, size: int, dtype: str) -> Path:
-    """Where a kept run of size^3 dtype lies (the queue skips products kept there; the merge reads every such file)."""
+    """Where a finished product lies (the queue skips products found there; the merge reads every such file)."""
     return out / f"{size}_{dtype}.json"
 
 
-def check(threads: int) -> list[float]:
-    out = subprocess.run([sys.executable, "-c", CHECK, str(threads)], capture_output=True, text=True, check=True)
-    return [float(x) for x in out.stdout.split()]
+def round_paths(out: Path, size: int, dtype: str) -> list[Path]:
+    return sorted(out.glob(f"{size}_{dtype}_round*.json"))
 
 
-def bench(size: int, dtype: str, backends: list[str], threads: int, path: Path) -> list[dict]:
-    command = [sys.executable, "-m", "gemmlab", "bench", "--size", str(size), "--dtype", dtype, "--threads",
-               str(threads), "--backend", *backends, "torch", "--rounds", "3", "--interleave", "--json", str(path)]
-    subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(path.read_text())["results"]
+def check() -> list[float]:
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for _ in range(3):
+        a @ b
+    medians = []
+    for _ in range(3):
+        times = []
+        for _ in range(15):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        medians.append(2 * 2048**3 / statistics.median(times) / 1e9)
+    return medians
+
+
+def bench_round(size: int, dtype: str, backends: list[str]) -> list[dict]:
+    """One round of size^3 dtype: gemmlab.bench.run's rows, as `gemmlab bench --json` writes them."""
+    return [asdict(r) for r in bench.run([*backends, "torch"], [dtype], [(size, size, size)], repeats=REPEATS)]
+
+
+def combine(rounds: list[list[dict]]) -> list[dict]:
+    """One product's rounds (each a list of rows, the backends in one order) as one run: median times,
+    the ratios of the medians, the rounds' spread, the worst error."""
+    by_backend = list(zip(*rounds))  # each backend's row of every round
+    seconds = {rows[0]["backend"]: statistics.median(r["seconds"] for r in rows) for rows in by_backend}
+    best_peer = min(seconds[p] for p in bench.PEERS if p in seconds)
+    combined = []
+    for rows in by_backend:
+        t, times = seconds[rows[0]["backend"]], [r["seconds"] for r in rows]
+        q1, median, q3 = quartiles(times)
+        combined.append({**rows[0], "seconds": t, "gflops": rows[0]["gflops"] * rows[0]["seconds"] / t,
+                         "ratio_to_torch": seconds[bench.TORCH_AT] / t, "ratio_to_best_peer": best_peer / t,
+                         "spread": (q3 - q1) / median, "error_ratio": max(r["error_ratio"] for r in rows),
+                         "repeats": sum(r["repeats"] for r in rows), "round_seconds": times})
+    return combined
 
 
 def stop_time(hh_mm: str) -> float:
@@ -76,8 +107,8 @@ def merge(paths: list[Path]) -> dict:
         peaks[dtype] = {"gflops": statistics.median(values), "how": f"{how}; median of {len(values)} runs"}
     return {"machine": runs[0]["machine"], "peak": peaks, "first_call_seconds": runs[0]["first_call_seconds"],
             "results": [r for run in runs for r in run["results"]],
-            "how": "scripts/quiet_bench.py: each product its own gemmlab bench run, kept when the machine was quiet "
-                   f"before and after it and the torch row read {STEADY[0]}-{STEADY[1]}x torch @"}
+            "how": "scripts/quiet_bench.py: each product's rounds run and kept when the machine was quiet "
+                   f"before and after and the torch row read {STEADY[0]}-{STEADY[1]}x torch @"}
 
 
 def main() -> None:
@@ -86,45 +117,57 @@ def main() -> None:
     parser.add_argument("--dtype", nargs="+", default=["float32", "float64"])
     parser.add_argument("--backend", nargs="+", default=["numba", "cython", "cpp"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="kept rounds that finish a product")
     parser.add_argument("--quiet", type=float, help="GFLOP/s every median of a check must reach (default: see above)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for each kept run (SIZE_DTYPE.json); "
-                        "products already there are not run again")
-    parser.add_argument("--json", type=Path, help="merge the kept runs into this file")
-    parser.add_argument("--until", help="HH:MM (local time, within the next 24 hours): stop then, kept runs merged")
+    parser.add_argument("--out", type=Path, required=True, help="folder for kept rounds and finished products; "
+                        "products finished there are not run again")
+    parser.add_argument("--json", type=Path, help="merge the finished products into this file")
+    parser.add_argument("--until", help="HH:MM (local time, within the next 24 hours): stop then, products merged")
     args = parser.parse_args()
 
+    torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     queue = [(n, d) for n in args.size for d in args.dtype if not kept_path(args.out, n, d).exists()]
+    first_calls = {name: bench.first_call_seconds(name) for name in args.backend} if queue else {}
+    peaks: dict = {}
     best, checks = 0.0, 0
     deadline = stop_time(args.until) if args.until else float("inf")
     while queue and time.time() < deadline:
-        medians = check(args.threads)
+        medians = check()
         best, checks = max(best, *medians), checks + 1
         level = args.quiet or 0.95 * best
         print(f"{time.strftime('%H:%M:%S')} check {' '.join(f'{m:.0f}' for m in medians)} (quiet: {level:.0f})", flush=True)
         if min(medians) < level or (args.quiet is None and checks < LEARN_CHECKS):
             time.sleep(10)
             continue
-        size, dtype = queue[0]
-        trial = args.out / f"trial_{size}_{dtype}.json"
-        rows = bench(size, dtype, args.backend, args.threads, trial)
-        after = check(args.threads)
+        peaks = peaks or {d: asdict(p) for d in args.dtype if (p := bench.measured_peak(args.threads, bench.DTYPES[d]))}
+        size, dtype = queue.pop(0)
+        rows = bench_round(size, dtype, args.backend)
+        after = check()
         torch_row = next(r["ratio_to_torch"] for r in rows if r["backend"] == "torch")
         kept = min(after) >= level and STEADY[0] <= torch_row <= STEADY[1]
         ratios = " ".join(f"{r['backend']} {r['ratio_to_best_peer']:.3f}" for r in rows)
         print(f"  {size}^3 {dtype}: torch row {torch_row:.3f}, after {' '.join(f'{m:.0f}' for m in after)}; "
-              f"x best peer: {ratios} -> {'kept' if kept else 'again later'}", flush=True)
+              f"x best peer: {ratios} -> {'kept' if kept else 'not kept'}", flush=True)
+        rounds = round_paths(args.out, size, dtype)
         if kept:
-            trial.rename(kept_path(args.out, size, dtype))
-            queue.pop(0)
+            path = args.out / f"{size}_{dtype}_round{len(rounds) + 1}.json"
+            path.write_text(json.dumps({"machine": bench.machine(), "peak": {d: p for d, p in peaks.items() if d == dtype},
+                                        "first_call_seconds": first_calls, "results": rows}, indent=2))
+            rounds.append(path)
+        if len(rounds) >= args.rounds:
+            runs = [json.loads(p.read_text()) for p in rounds]
+            product = {**runs[0], "results": combine([run["results"] for run in runs])}
+            kept_path(args.out, size, dtype).write_text(json.dumps(product, indent=2) + "\n")
         else:
-            queue.append(queue.pop(0))
+            queue.append((size, dtype))
     if queue:
-        print("not kept: " + ", ".join(f"{n}^3 {d}" for n, d in queue))
-    kept_runs = sorted(args.out.glob("[0-9]*_*.json"), key=lambda p: (p.stem.split("_")[1], int(p.stem.split("_")[0])))
-    if args.json and kept_runs:
-        args.json.write_text(json.dumps(merge(kept_runs), indent=2) + "\n")
-        print(f"{len(kept_runs)} runs merged into {args.json}")
+        print("not finished: " + ", ".join(f"{n}^3 {d} ({len(round_paths(args.out, n, d))} rounds kept)" for n, d in queue))
+    products = [p for p in args.out.glob("*.json") if PRODUCT_FILE.fullmatch(p.name)]
+    products.sort(key=lambda p: (PRODUCT_FILE.fullmatch(p.name)[2], int(PRODUCT_FILE.fullmatch(p.name)[1])))
+    if args.json and products:
+        args.json.write_text(json.dumps(merge(products), indent=2) + "\n")
+        print(f"{len(products)} products merged into {args.json}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""scripts/quiet_bench.py's bookkeeping: which runs it keeps, the queue, and the merged file (checks and
-bench runs replaced by fakes: the real ones take minutes)."""
+"""scripts/quiet_bench.py: which rounds it keeps, the queue, how rounds combine and the merged file
+(checks and rounds replaced by fakes, the real ones taking seconds each; one real round at the end)."""
 
 import importlib.util
 import json
@@ -17,57 +17,87 @@ def quiet_bench(monkeypatch):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     monkeypatch.setattr(module.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(module.bench, "first_call_seconds", lambda name: 0.5)
+    monkeypatch.setattr(module.bench, "machine", lambda: {"cpu": "test"})
     return module
 
 
-def fake_run(size, dtype, torch_row, peak):
-    rows = [{"backend": name, "dtype": dtype, "m": size, "ratio_to_torch": ratio, "ratio_to_best_peer": ratio}
-            for name, ratio in (("torch @", 1.0), ("cpp", 0.98), ("torch", torch_row))]
-    return {"machine": {"cpu": "test"}, "peak": {dtype: {"gflops": peak, "how": "measured"}},
-            "first_call_seconds": {}, "results": rows}
+def rows(size, dtype, seconds):
+    """A round's rows: backend -> seconds per call."""
+    peer = min(seconds["torch @"], seconds.get("numpy @", float("inf")))
+    return [{"backend": name, "dtype": dtype, "batch": 1, "m": size, "k": size, "n": size, "seconds": t,
+             "gflops": 2 * size**3 / t / 1e9, "ratio_to_torch": seconds["torch @"] / t, "ratio_to_best_peer": peer / t,
+             "spread": 0.01, "error_ratio": 0.1, "repeats": 5, "calls_per_repeat": 1} for name, t in seconds.items()]
 
 
-def test_keeps_steady_quiet_runs_and_retries_the_rest(quiet_bench, monkeypatch, tmp_path):
+def test_keeps_steady_quiet_rounds_until_a_product_has_enough(quiet_bench, monkeypatch, tmp_path):
     checks = iter([[300, 301, 302], [300, 300, 300],  # 64^3: quiet before and after, but its torch row is off
                    [300, 300, 300], [290, 300, 300],  # 96^3: steady, but noisy after
                    [250, 300, 300],  # not quiet: nothing runs
-                   [300, 300, 300], [300, 300, 300],  # 64^3 again: kept
-                   [300, 300, 300], [300, 300, 300]])  # 96^3 again: kept
-    torch_rows = iter([1.10, 1.00, 0.99, 1.02])
-    peaks = iter([100.0, 200.0, 300.0, 400.0])
+                   [300, 300, 300], [300, 300, 300],  # 64^3: kept (1 of 2)
+                   [300, 300, 300], [300, 300, 300],  # 96^3: kept (1 of 2)
+                   [300, 300, 300], [300, 300, 300],  # 64^3: kept (2 of 2), finished
+                   [300, 300, 300], [300, 300, 300]])  # 96^3: kept (2 of 2), finished
+    torch_rows = iter([1.10, 1.00, 0.99, 1.02, 1.0, 0.98])
+    cpp_times = iter([1.0, 1.0, 2.0, 4.0, 3.0, 5.0])
     runs = []
 
-    def bench(size, dtype, backends, threads, path):
+    def bench_round(size, dtype, backends):
         runs.append(size)
-        run = fake_run(size, dtype, next(torch_rows), next(peaks))
-        path.write_text(json.dumps(run))
-        return run["results"]
+        return rows(size, dtype, {"torch @": 2.0, "cpp": next(cpp_times), "torch": 2.0 / next(torch_rows),
+                                  "numpy @": 2.5})
 
-    monkeypatch.setattr(quiet_bench, "check", lambda threads: next(checks))
-    monkeypatch.setattr(quiet_bench, "bench", bench)
+    monkeypatch.setattr(quiet_bench, "check", lambda: next(checks))
+    monkeypatch.setattr(quiet_bench, "bench_round", bench_round)
+    monkeypatch.setattr(quiet_bench.bench, "measured_peak", lambda threads, dtype: quiet_bench.bench.Peak(99.0, "fake"))
     merged = tmp_path / "merged.json"
     monkeypatch.setattr(sys, "argv", ["quiet_bench.py", "--size", "64", "96", "--dtype", "float64", "--quiet", "295",
-                                      "--out", str(tmp_path / "runs"), "--json", str(merged)])
+                                      "--rounds", "2", "--out", str(tmp_path / "runs"), "--json", str(merged)])
     quiet_bench.main()
 
-    assert runs == [64, 96, 64, 96]
-    assert sorted(p.name for p in (tmp_path / "runs").glob("*.json")) == ["64_float64.json", "96_float64.json"]
+    assert runs == [64, 96, 64, 96, 64, 96]
+    assert sorted(p.name for p in (tmp_path / "runs").glob("*.json")) == [
+        "64_float64.json", "64_float64_round1.json", "64_float64_round2.json",
+        "96_float64.json", "96_float64_round1.json", "96_float64_round2.json"]
     document = json.loads(merged.read_text())
     assert [(r["m"], r["backend"]) for r in document["results"]] == [
-        (64, "torch @"), (64, "cpp"), (64, "torch"), (96, "torch @"), (96, "cpp"), (96, "torch")]
-    assert document["peak"]["float64"]["gflops"] == 350.0  # the kept runs' median
+        (64, "torch @"), (64, "cpp"), (64, "torch"), (64, "numpy @"), (96, "torch @"), (96, "cpp"), (96, "torch"), (96, "numpy @")]
+    cpp = {r["m"]: r for r in document["results"] if r["backend"] == "cpp"}
+    assert cpp[64]["round_seconds"] == [2.0, 3.0] and cpp[96]["round_seconds"] == [4.0, 5.0]
+    assert cpp[64]["seconds"] == 2.5 and cpp[64]["ratio_to_best_peer"] == pytest.approx(2.0 / 2.5)
+    assert document["peak"]["float64"]["gflops"] == 99.0
     assert "quiet_bench" in document["how"]
 
 
-def test_products_already_kept_are_not_run_again(quiet_bench, monkeypatch, tmp_path):
+def test_combine_takes_medians_and_their_ratios(quiet_bench):
+    rounds = [rows(64, "float32", {"torch @": t, "cpp": c, "numpy @": n})
+              for t, c, n in ((1.0, 1.2, 0.9), (1.1, 0.8, 1.0), (3.0, 1.0, 1.3))]
+    rounds[1][1]["error_ratio"] = 0.7
+    torch_at, cpp, numpy_at = quiet_bench.combine(rounds)
+    assert (torch_at["seconds"], cpp["seconds"], numpy_at["seconds"]) == (1.1, 1.0, 1.0)
+    assert cpp["ratio_to_torch"] == pytest.approx(1.1) and torch_at["ratio_to_best_peer"] == pytest.approx(1 / 1.1)
+    assert cpp["gflops"] == pytest.approx(2 * 64**3 / 1.0 / 1e9)
+    assert cpp["error_ratio"] == 0.7 and cpp["repeats"] == 15
+    assert cpp["spread"] == pytest.approx((1.2 - 0.8) / 1.0)  # three rounds: their range over the median
+
+
+def test_products_already_finished_are_not_run_again(quiet_bench, monkeypatch, tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
-    (runs / "64_float32.json").write_text(json.dumps(fake_run(64, "float32", 1.0, 100.0)))
-    monkeypatch.setattr(quiet_bench, "check", lambda threads: pytest.fail("nothing is left to run"))
+    product = {"machine": {"cpu": "test"}, "peak": {"float32": {"gflops": 100.0, "how": "measured"}},
+               "first_call_seconds": {}, "results": rows(64, "float32", {"torch @": 1.0, "cpp": 1.0})}
+    (runs / "64_float32.json").write_text(json.dumps(product))
+    monkeypatch.setattr(quiet_bench, "check", lambda: pytest.fail("nothing is left to run"))
     monkeypatch.setattr(sys, "argv", ["quiet_bench.py", "--size", "64", "--dtype", "float32", "--out", str(runs),
                                       "--json", str(tmp_path / "merged.json")])
     quiet_bench.main()
     assert json.loads((tmp_path / "merged.json").read_text())["peak"]["float32"]["gflops"] == 100.0
+
+
+def test_a_real_round_times_the_peers_and_the_torch_row(quiet_bench):
+    got = quiet_bench.bench_round(24, "float64", ["cpp"])
+    assert [r["backend"] for r in got] == ["torch @", "cpp", "torch", "numpy @"]
+    assert all(r["error_ratio"] <= 1.0 and r["seconds"] > 0 and r["m"] == 24 for r in got)
 
 
 def test_stop_time_is_the_next_one(quiet_bench):
