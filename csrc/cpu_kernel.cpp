@@ -333,7 +333,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("FMAS_PER_THREAD") = gemmlab::FMAS_PER_THREAD;
   m.attr("B_RESIDENT_BYTES") = gemmlab::B_RESIDENT_BYTES;
   m.def("_set_task_sharing_test", &gemmlab::set_task_sharing_test, py::arg("owner_delay_us"),
-        "Testing hook: the thread owning a product's first task sleeps this long before each item it takes (0: never)");
+        "Testing hook: the thread owning a product's first task sleeps this long before each item it takes, "
+        "and waits for another thread to run one first; helpers wait for owners to begin (0: none of it)");
   m.def("_items_run_by_helpers", &gemmlab::items_run_by_helpers,
         "How many row blocks threads have run from other threads' tasks in this process");
   m.def(

@@ -153,9 +153,10 @@ def test_results_do_not_depend_on_thread_count(path, threads):
 
 @pytest.fixture
 def slow_first_task():
-    """The thread owning a product's first task sleeps before each of its row blocks, so that the
-    other threads run some of them (gemm.cpp's TaskBoard): the sharing is exercised, not left to
-    timing."""
+    """The thread owning a product's first task waits for another thread to run one of its row
+    blocks and sleeps before each of its own, and a thread done with its own task waits for owners
+    to begin (gemm.cpp's TaskBoard): the sharing is exercised, not left to timing, whichever thread
+    starts last (other processes on the cores)."""
     cpp._set_task_sharing_test(2000)
     yield
     cpp._set_task_sharing_test(0)

@@ -51,9 +51,17 @@ constexpr int PHASE_SHIFT = 32;
 constexpr uint64_t ITEM_MASK = (uint64_t(1) << PHASE_SHIFT) - 1, FINISHED_PHASE = ITEM_MASK;
 
 // Testing hook (set_task_sharing_test): the owner of task 0 sleeps this long before each item it
-// takes, so that other threads take some; and the items taken from others so far.
+// takes, and before its first until another thread has run one (a second at most: a product may run
+// on one thread); helpers wait for owners to begin. So other threads take some items however late
+// their threads start. And the items taken from others so far.
 std::atomic<int> owner_delay_us{0};
 std::atomic<int64_t> items_taken{0};
+
+void wait_for_a_helper(const TaskBoard& board) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  while (board.taken_done.load(std::memory_order_acquire) == 0 && std::chrono::steady_clock::now() < give_up)
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+}
 
 // A spinning wait's step: a pause instruction, or a yield after a while (more threads than cores).
 // Not inlined, so that a profile tells waiting from work (scripts/profile_kernel.py counts it as
@@ -76,6 +84,7 @@ void run_own_task(const TaskLoops<P>& loops, TaskBoard& board, int delay_us) {
   for (int64_t phase = 0; phase < loops.phases(); ++phase) {
     loops.pack_phase(phase, pb);
     board.claim.store(uint64_t(phase + 1) << PHASE_SHIFT, std::memory_order_release);
+    if (phase == 0 && delay_us > 0) wait_for_a_helper(board);
     for (;;) {
       if (delay_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(delay_us));
       const int64_t item = static_cast<int64_t>(board.claim.fetch_add(1, std::memory_order_relaxed) & ITEM_MASK);
@@ -90,7 +99,9 @@ void run_own_task(const TaskLoops<P>& loops, TaskBoard& board, int delay_us) {
 }
 
 // Runs free items of another thread's task until its last phase has none left; returns at once if its
-// owner has not begun it (that thread will run it all).
+// owner has not begun it (that thread will run it all), except under the testing hook, where it waits
+// for the owner to begin: whether the owner's thread started first must not decide whether a test
+// sees sharing.
 template <class P>
 void help_with_task(const TaskLoops<P>& loops, TaskBoard& board) {
   using T = typename P::T;
@@ -98,7 +109,12 @@ void help_with_task(const TaskLoops<P>& loops, TaskBoard& board) {
   const uint64_t items = static_cast<uint64_t>(loops.items()), last_phase = static_cast<uint64_t>(loops.phases());
   for (int spins = 0;;) {
     uint64_t seen = board.claim.load(std::memory_order_acquire);
-    if (seen >> PHASE_SHIFT == 0 || seen >> PHASE_SHIFT == FINISHED_PHASE) return;
+    if (seen >> PHASE_SHIFT == FINISHED_PHASE) return;
+    if (seen >> PHASE_SHIFT == 0) {  // not begun: its owner will run it all, unless a test wants it shared
+      if (owner_delay_us.load(std::memory_order_relaxed) == 0) return;
+      wait_for_others(&spins);
+      continue;
+    }
     if ((seen & ITEM_MASK) >= items) {  // the phase's items are all taken: wait for the next phase
       if (seen >> PHASE_SHIFT == last_phase) return;
       wait_for_others(&spins);
