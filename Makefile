@@ -30,9 +30,11 @@ $(INSTALLED): $(PY) $(BUILD_INPUTS)
 demo: setup
 	$(PY) -m gemmlab ladder
 
-# The asv smoke run goes first so that pytest's summary is the last thing printed.
+# The asv smoke run goes first so that pytest's summary is the last thing printed. Two pytest
+# workers (pytest-xdist) on the 2-core CI machines: much of the suite waits on subprocesses or runs on
+# one core: the suite took 335-366 s against ~450 s with one worker (2-core Xeon, 2026-12-02).
 test: setup asv-smoke cuda-check
-	$(PY) -m pytest --durations=15
+	$(PY) -m pytest -n 2 --dist worksteal --durations=15
 
 # The asv suite must keep working: check it imports, then run every benchmark once on small data
 # in this environment (results are not saved). asv exits non-zero if a benchmark fails.
