@@ -32,7 +32,7 @@ demo: setup
 
 # The asv smoke run goes first so that pytest's summary is the last thing printed. Two pytest
 # workers (pytest-xdist) on the 2-core CI machines: much of the suite waits on subprocesses or runs on
-# one core: the suite took 335-366 s against ~450 s with one worker (2-core Xeon, 2026-12-02).
+# one core, and the suite took 335-378 s against ~450 s with one worker (2-core Xeon, 2026-12-02).
 test: setup asv-smoke cuda-check
 	$(PY) -m pytest -n 2 --dist worksteal --durations=15
 
