@@ -84,7 +84,8 @@ def combine(rounds: list[list[dict]]) -> list[dict]:
     for rows in by_backend:
         t, times = seconds[rows[0]["backend"]], [r["seconds"] for r in rows]
         q1, median, q3 = quartiles(times)
-        combined.append({**rows[0], "seconds": t, "gflops": rows[0]["gflops"] * rows[0]["seconds"] / t,
+        flops = 2.0 * rows[0]["batch"] * rows[0]["m"] * rows[0]["k"] * rows[0]["n"]
+        combined.append({**rows[0], "seconds": t, "gflops": flops / t / 1e9,
                          "ratio_to_torch": seconds[bench.TORCH_AT] / t, "ratio_to_best_peer": best_peer / t,
                          "spread": (q3 - q1) / median, "error_ratio": max(r["error_ratio"] for r in rows),
                          "repeats": sum(r["repeats"] for r in rows), "round_seconds": times})
@@ -129,6 +130,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     queue = [(n, d) for n in args.size for d in args.dtype if not kept_path(args.out, n, d).exists()]
     first_calls = {name: bench.first_call_seconds(name) for name in args.backend} if queue else {}
+    machine = bench.machine()
     peaks: dict = {}
     best, checks = 0.0, 0
     deadline = stop_time(args.until) if args.until else float("inf")
@@ -152,7 +154,7 @@ def main() -> None:
         rounds = round_paths(args.out, size, dtype)
         if kept:
             path = args.out / f"{size}_{dtype}_round{len(rounds) + 1}.json"
-            path.write_text(json.dumps({"machine": bench.machine(), "peak": {d: p for d, p in peaks.items() if d == dtype},
+            path.write_text(json.dumps({"machine": machine, "peak": {d: p for d, p in peaks.items() if d == dtype},
                                         "first_call_seconds": first_calls, "results": rows}, indent=2))
             rounds.append(path)
         if len(rounds) >= args.rounds:
@@ -163,8 +165,8 @@ def main() -> None:
             queue.append((size, dtype))
     if queue:
         print("not finished: " + ", ".join(f"{n}^3 {d} ({len(round_paths(args.out, n, d))} rounds kept)" for n, d in queue))
-    products = [p for p in args.out.glob("*.json") if PRODUCT_FILE.fullmatch(p.name)]
-    products.sort(key=lambda p: (PRODUCT_FILE.fullmatch(p.name)[2], int(PRODUCT_FILE.fullmatch(p.name)[1])))
+    found = sorted((name[2], int(name[1]), p) for p in args.out.glob("*.json") if (name := PRODUCT_FILE.fullmatch(p.name)))
+    products = [p for _, _, p in found]  # float32 before float64, small before large
     if args.json and products:
         args.json.write_text(json.dumps(merge(products), indent=2) + "\n")
         print(f"{len(products)} products merged into {args.json}")
