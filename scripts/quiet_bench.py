@@ -12,13 +12,16 @@ once 5 checks have set it). The measured peaks are taken right after the first q
 
 A product's kept rounds are combined as `gemmlab bench --rounds N` combines rounds: each row's time
 is the median of the rounds' times, its ratios those of the medians; its spread is the kept rounds'
-interquartile range over their median. Each kept round is written to --out (SIZE_DTYPE_roundI.json),
-each finished product too (SIZE_DTYPE.json, also the format of a run recorded whole); a new run
-continues from them. --json merges the finished products into one file in `gemmlab bench --json`'s
+interquartile range over their median. Each kept round is saved in --out (SIZE_DTYPE_roundI.json,
+by default docs/quiet-rounds/, committed, so that the record grows across sessions and machines)
+with the machine and the code it timed: the last commit that changed the kernels, their build or
+the timing (KERNEL_SOURCES; the script will not run while the working tree differs there). Only rounds of this
+machine (its date aside) and this code count towards a product or are combined; others stay for
+their own setting. --json merges the finished products into one file in `gemmlab bench --json`'s
 format.
 
     .venv/bin/python scripts/quiet_bench.py --size 256 512 1024 2048 4096 --dtype float32 float64 \\
-        --backend numba cython cpp --out /tmp/quiet --json docs/bench-square-quiet.json --until 23:40
+        --backend numba cython cpp --json docs/bench-square-quiet.json --until 23:40
 
 docs/benchmarks.md ("Square products against the peers") has what it recorded.
 """
@@ -30,6 +33,7 @@ import datetime
 import json
 import re
 import statistics
+import subprocess
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -42,16 +46,34 @@ from gemmlab.timing import quartiles
 STEADY = (0.97, 1.03)  # the torch row over the torch @ peer in a kept round
 LEARN_CHECKS = 5  # checks that set the default quiet level before any product runs
 REPEATS = 5  # per candidate and round (gemmlab bench's default is 7): a round must fit a quiet moment
-PRODUCT_FILE = re.compile(r"(\d+)_(float\d+)\.json")
+ROUND_FILE = re.compile(r"(\d+)_(float\d+)_round(\d+)\.json")
+ROOT = Path(__file__).resolve().parent.parent
+KERNEL_SOURCES = ["csrc", "src/gemmlab/backends", "src/gemmlab/bench.py", "src/gemmlab/timing.py", "setup.py",
+                  "pyproject.toml"]
 
 
-def kept_path(out: Path, size: int, dtype: str) -> Path:
-    """Where a finished product lies (the queue skips products found there; the merge reads every such file)."""
-    return out / f"{size}_{dtype}.json"
+def code_version() -> str:
+    """The last commit that changed KERNEL_SOURCES, with "+changes" if the working tree differs there."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout.strip()
+    commit = git("log", "-1", "--format=%h", "--", *KERNEL_SOURCES) or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--", *KERNEL_SOURCES) else "")
 
 
-def round_paths(out: Path, size: int, dtype: str) -> list[Path]:
-    return sorted(out.glob(f"{size}_{dtype}_round*.json"))
+def setting(machine: dict, code: str) -> dict:
+    """What rounds must share to count together: the machine (not the day) and the code."""
+    # numpy_blas lists the BLAS libraries loaded so far, which depends on what ran before; NumPy's is pinned.
+    return {**{k: v for k, v in machine.items() if k not in ("date", "numpy_blas")}, "code": code}
+
+
+def all_rounds(out: Path, size: int, dtype: str) -> list[Path]:
+    return sorted(out.glob(f"{size}_{dtype}_round*.json"), key=lambda p: int(ROUND_FILE.fullmatch(p.name)[3]))
+
+
+def rounds_of(out: Path, size: int, dtype: str, this: dict) -> list[dict]:
+    """The product's saved rounds taken in this setting (machine and code), oldest first."""
+    runs = [json.loads(p.read_text()) for p in all_rounds(out, size, dtype)]
+    return [run for run in runs if setting(run["machine"], run.get("code", "")) == this]
 
 
 def check() -> list[float]:
@@ -99,15 +121,20 @@ def stop_time(hh_mm: str) -> float:
     return (stop if stop > now else stop + datetime.timedelta(days=1)).timestamp()
 
 
-def merge(paths: list[Path]) -> dict:
-    runs = [json.loads(p.read_text()) for p in paths]
+def product(runs: list[dict]) -> dict:
+    """A product's kept rounds as one run, as `gemmlab bench --json` writes a run."""
+    return {**runs[0], "results": combine([run["results"] for run in runs])}
+
+
+def merge(products: list[dict]) -> dict:
     peaks = {}
-    for dtype in sorted({d for run in runs for d in run["peak"]}):
-        values = [run["peak"][dtype]["gflops"] for run in runs if dtype in run["peak"]]
-        how = next(run["peak"][dtype]["how"] for run in runs if dtype in run["peak"])
+    for dtype in sorted({d for run in products for d in run["peak"]}):
+        values = [run["peak"][dtype]["gflops"] for run in products if dtype in run["peak"]]
+        how = next(run["peak"][dtype]["how"] for run in products if dtype in run["peak"])
         peaks[dtype] = {"gflops": statistics.median(values), "how": f"{how}; median of {len(values)} runs"}
-    return {"machine": runs[0]["machine"], "peak": peaks, "first_call_seconds": runs[0]["first_call_seconds"],
-            "results": [r for run in runs for r in run["results"]],
+    return {"machine": products[0]["machine"], "code": products[0]["code"], "peak": peaks,
+            "first_call_seconds": products[0]["first_call_seconds"],
+            "results": [r for run in products for r in run["results"]],
             "how": "scripts/quiet_bench.py: each product's rounds run and kept when the machine was quiet "
                    f"before and after and the torch row read {STEADY[0]}-{STEADY[1]}x torch @"}
 
@@ -120,17 +147,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="kept rounds that finish a product")
     parser.add_argument("--quiet", type=float, help="GFLOP/s every median of a check must reach (default: see above)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for kept rounds and finished products; "
-                        "products finished there are not run again")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "quiet-rounds",
+                        help="folder of kept rounds (default: %(default)s); products with --rounds of them "
+                        "in this setting are not run again")
     parser.add_argument("--json", type=Path, help="merge the finished products into this file")
     parser.add_argument("--until", help="HH:MM (local time, within the next 24 hours): stop then, products merged")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    queue = [(n, d) for n in args.size for d in args.dtype if not kept_path(args.out, n, d).exists()]
+    machine, code = bench.machine(), code_version()
+    if code.endswith("+changes"):  # a round names the code it timed by its commit
+        parser.error(f"commit the changes to {', '.join(KERNEL_SOURCES)} first: rounds are tagged by commit ({code})")
+    this = setting(machine, code)
+    queue = [(n, d) for n in args.size for d in args.dtype if len(rounds_of(args.out, n, d, this)) < args.rounds]
     first_calls = {name: bench.first_call_seconds(name) for name in args.backend} if queue else {}
-    machine = bench.machine()
     peaks: dict = {}
     best, checks = 0.0, 0
     deadline = stop_time(args.until) if args.until else float("inf")
@@ -151,25 +182,22 @@ def main() -> None:
         ratios = " ".join(f"{r['backend']} {r['ratio_to_best_peer']:.3f}" for r in rows)
         print(f"  {size}^3 {dtype}: torch row {torch_row:.3f}, after {' '.join(f'{m:.0f}' for m in after)}; "
               f"x best peer: {ratios} -> {'kept' if kept else 'not kept'}", flush=True)
-        rounds = round_paths(args.out, size, dtype)
         if kept:
-            path = args.out / f"{size}_{dtype}_round{len(rounds) + 1}.json"
-            path.write_text(json.dumps({"machine": machine, "peak": {d: p for d, p in peaks.items() if d == dtype},
-                                        "first_call_seconds": first_calls, "results": rows}, indent=2))
-            rounds.append(path)
-        if len(rounds) >= args.rounds:
-            runs = [json.loads(p.read_text()) for p in rounds]
-            product = {**runs[0], "results": combine([run["results"] for run in runs])}
-            kept_path(args.out, size, dtype).write_text(json.dumps(product, indent=2) + "\n")
-        else:
+            path = args.out / f"{size}_{dtype}_round{len(all_rounds(args.out, size, dtype)) + 1}.json"
+            path.write_text(json.dumps({"machine": machine, "code": code, "first_call_seconds": first_calls,
+                                        "peak": {d: p for d, p in peaks.items() if d == dtype}, "results": rows},
+                                       indent=2) + "\n")
+        if len(rounds_of(args.out, size, dtype, this)) < args.rounds:
             queue.append((size, dtype))
     if queue:
-        print("not finished: " + ", ".join(f"{n}^3 {d} ({len(round_paths(args.out, n, d))} rounds kept)" for n, d in queue))
-    found = sorted((name[2], int(name[1]), p) for p in args.out.glob("*.json") if (name := PRODUCT_FILE.fullmatch(p.name)))
-    products = [p for _, _, p in found]  # float32 before float64, small before large
-    if args.json and products:
-        args.json.write_text(json.dumps(merge(products), indent=2) + "\n")
-        print(f"{len(products)} products merged into {args.json}")
+        print("not finished: " + ", ".join(f"{n}^3 {d} ({len(rounds_of(args.out, n, d, this))} rounds kept)"
+                                           for n, d in queue))
+    names = {(m[2], int(m[1])) for p in args.out.glob("*.json") if (m := ROUND_FILE.fullmatch(p.name))}
+    finished = [runs for d, n in sorted(names)  # float32 before float64, small before large
+                if len(runs := rounds_of(args.out, n, d, this)) >= args.rounds]
+    if args.json and finished:
+        args.json.write_text(json.dumps(merge([product(runs) for runs in finished]), indent=2) + "\n")
+        print(f"{len(finished)} products ({code}) merged into {args.json}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -11,14 +12,20 @@ import pytest
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "quiet_bench.py"
 
 
-@pytest.fixture
-def quiet_bench(monkeypatch):
+def load_script():
     spec = importlib.util.spec_from_file_location("quiet_bench", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def quiet_bench(monkeypatch):
+    module = load_script()
     monkeypatch.setattr(module.time, "sleep", lambda seconds: None)
     monkeypatch.setattr(module.bench, "first_call_seconds", lambda name: 0.5)
-    monkeypatch.setattr(module.bench, "machine", lambda: {"cpu": "test"})
+    monkeypatch.setattr(module.bench, "machine", lambda: {"cpu": "test", "numpy_blas": "a 1; b 2", "date": "2026-12-02"})
+    monkeypatch.setattr(module, "code_version", lambda: "abc1234")
     return module
 
 
@@ -57,15 +64,16 @@ def test_keeps_steady_quiet_rounds_until_a_product_has_enough(quiet_bench, monke
 
     assert runs == [64, 96, 64, 96, 64, 96]
     assert sorted(p.name for p in (tmp_path / "runs").glob("*.json")) == [
-        "64_float64.json", "64_float64_round1.json", "64_float64_round2.json",
-        "96_float64.json", "96_float64_round1.json", "96_float64_round2.json"]
+        "64_float64_round1.json", "64_float64_round2.json", "96_float64_round1.json", "96_float64_round2.json"]
+    saved = json.loads((tmp_path / "runs" / "64_float64_round1.json").read_text())
+    assert saved["code"] == "abc1234" and saved["machine"]["cpu"] == "test"
     document = json.loads(merged.read_text())
     assert [(r["m"], r["backend"]) for r in document["results"]] == [
         (64, "torch @"), (64, "cpp"), (64, "torch"), (64, "numpy @"), (96, "torch @"), (96, "cpp"), (96, "torch"), (96, "numpy @")]
     cpp = {r["m"]: r for r in document["results"] if r["backend"] == "cpp"}
     assert cpp[64]["round_seconds"] == [2.0, 3.0] and cpp[96]["round_seconds"] == [4.0, 5.0]
     assert cpp[64]["seconds"] == 2.5 and cpp[64]["ratio_to_best_peer"] == pytest.approx(2.0 / 2.5)
-    assert document["peak"]["float64"]["gflops"] == 99.0
+    assert document["peak"]["float64"]["gflops"] == 99.0 and document["code"] == "abc1234"
     assert "quiet_bench" in document["how"]
 
 
@@ -81,17 +89,44 @@ def test_combine_takes_medians_and_their_ratios(quiet_bench):
     assert cpp["spread"] == pytest.approx((1.2 - 0.8) / 1.0)  # three rounds: their range over the median
 
 
-def test_products_already_finished_are_not_run_again(quiet_bench, monkeypatch, tmp_path):
-    runs = tmp_path / "runs"
+def saved_round(folder, index, cpp_seconds, cpu="test", code="abc1234", date="2026-11-30"):
+    run = {"machine": {"cpu": cpu, "numpy_blas": "b 2", "date": date}, "code": code, "first_call_seconds": {},
+           "peak": {"float32": {"gflops": 100.0, "how": "measured"}},
+           "results": rows(64, "float32", {"torch @": 1.0, "cpp": cpp_seconds})}
+    (folder / f"64_float32_round{index}.json").write_text(json.dumps(run))
+
+
+def test_only_rounds_of_this_machine_and_code_count(quiet_bench, monkeypatch, tmp_path):
+    runs, merged = tmp_path / "runs", tmp_path / "merged.json"
     runs.mkdir()
-    product = {"machine": {"cpu": "test"}, "peak": {"float32": {"gflops": 100.0, "how": "measured"}},
-               "first_call_seconds": {}, "results": rows(64, "float32", {"torch @": 1.0, "cpp": 1.0})}
-    (runs / "64_float32.json").write_text(json.dumps(product))
-    monkeypatch.setattr(quiet_bench, "check", lambda: pytest.fail("nothing is left to run"))
-    monkeypatch.setattr(sys, "argv", ["quiet_bench.py", "--size", "64", "--dtype", "float32", "--out", str(runs),
-                                      "--json", str(tmp_path / "merged.json")])
+    saved_round(runs, 1, 1.0)  # another day, other BLAS libraries loaded: counts
+    saved_round(runs, 2, 9.0, cpu="other")
+    saved_round(runs, 3, 9.0, code="0ld0000")
+    saved_round(runs, 4, 2.0)
+    args = ["quiet_bench.py", "--size", "64", "--dtype", "float32", "--rounds", "2", "--out", str(runs), "--json", str(merged)]
+    monkeypatch.setattr(quiet_bench, "check", lambda: pytest.fail("two rounds of this setting finish the product"))
+    monkeypatch.setattr(sys, "argv", args)
     quiet_bench.main()
-    assert json.loads((tmp_path / "merged.json").read_text())["peak"]["float32"]["gflops"] == 100.0
+    cpp = [r for r in json.loads(merged.read_text())["results"] if r["backend"] == "cpp"]
+    assert cpp[0]["round_seconds"] == [1.0, 2.0] and cpp[0]["seconds"] == 1.5
+
+    class Queued(Exception):
+        pass
+
+    def check():
+        raise Queued
+    monkeypatch.setattr(quiet_bench, "check", check)
+    monkeypatch.setattr(sys, "argv", args[:6] + ["3"] + args[7:])  # a third round wanted: the product runs again
+    with pytest.raises(Queued):
+        quiet_bench.main()
+
+
+def test_rounds_are_tagged_by_the_commit_of_the_kernels(quiet_bench, monkeypatch, tmp_path):
+    assert re.fullmatch(r"[0-9a-f]{7,}(\+changes)?|unknown", load_script().code_version())  # no git: unknown
+    monkeypatch.setattr(quiet_bench, "code_version", lambda: "abc1234+changes")
+    monkeypatch.setattr(sys, "argv", ["quiet_bench.py", "--size", "64", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        quiet_bench.main()
 
 
 def test_a_real_round_times_the_peers_and_the_torch_row(quiet_bench):
