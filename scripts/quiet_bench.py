@@ -15,9 +15,9 @@ is the median of the rounds' times, its ratios those of the medians; its spread 
 interquartile range over their median. Each kept round is saved in --out (SIZE_DTYPE_roundI.json,
 by default docs/quiet-rounds/, committed, so that the record grows across sessions and machines)
 with the machine and the code it timed: the last commit that changed the kernels, their build or
-the timing (KERNEL_SOURCES; the script will not run while the working tree differs there). Only rounds of this
-machine (its date aside) and this code count towards a product or are combined; others stay for
-their own setting. --json merges the finished products into one file in `gemmlab bench --json`'s
+the timing (KERNEL_SOURCES; the script runs only in a git checkout with those committed). Only
+rounds of this machine (its date and the BLAS libraries loaded aside) and this code count towards a
+product or are combined; others stay for their own setting. --json merges the finished products into one file in `gemmlab bench --json`'s
 format.
 
     .venv/bin/python scripts/quiet_bench.py --size 256 512 1024 2048 4096 --dtype float32 float64 \\
@@ -66,8 +66,12 @@ def setting(machine: dict, code: str) -> dict:
     return {**{k: v for k, v in machine.items() if k not in ("date", "numpy_blas")}, "code": code}
 
 
+def round_number(path: Path) -> int:
+    return int(ROUND_FILE.fullmatch(path.name)[3])
+
+
 def all_rounds(out: Path, size: int, dtype: str) -> list[Path]:
-    return sorted(out.glob(f"{size}_{dtype}_round*.json"), key=lambda p: int(ROUND_FILE.fullmatch(p.name)[3]))
+    return sorted(out.glob(f"{size}_{dtype}_round*.json"), key=round_number)
 
 
 def rounds_of(out: Path, size: int, dtype: str, this: dict) -> list[dict]:
@@ -157,8 +161,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     machine, code = bench.machine(), code_version()
-    if code.endswith("+changes"):  # a round names the code it timed by its commit
-        parser.error(f"commit the changes to {', '.join(KERNEL_SOURCES)} first: rounds are tagged by commit ({code})")
+    if code == "unknown" or code.endswith("+changes"):  # a round names the code it timed by its commit
+        parser.error(f"rounds are tagged by the commit of {', '.join(KERNEL_SOURCES)}: run in a git checkout "
+                     f"with those committed (code: {code})")
     this = setting(machine, code)
     queue = [(n, d) for n in args.size for d in args.dtype if len(rounds_of(args.out, n, d, this)) < args.rounds]
     first_calls = {name: bench.first_call_seconds(name) for name in args.backend} if queue else {}
@@ -183,7 +188,8 @@ def main() -> None:
         print(f"  {size}^3 {dtype}: torch row {torch_row:.3f}, after {' '.join(f'{m:.0f}' for m in after)}; "
               f"x best peer: {ratios} -> {'kept' if kept else 'not kept'}", flush=True)
         if kept:
-            path = args.out / f"{size}_{dtype}_round{len(all_rounds(args.out, size, dtype)) + 1}.json"
+            saved = all_rounds(args.out, size, dtype)  # the next number, never one in use (numbers may have gaps)
+            path = args.out / f"{size}_{dtype}_round{round_number(saved[-1]) + 1 if saved else 1}.json"
             path.write_text(json.dumps({"machine": machine, "code": code, "first_call_seconds": first_calls,
                                         "peak": {d: p for d, p in peaks.items() if d == dtype}, "results": rows},
                                        indent=2) + "\n")

@@ -123,10 +123,28 @@ def test_only_rounds_of_this_machine_and_code_count(quiet_bench, monkeypatch, tm
 
 def test_rounds_are_tagged_by_the_commit_of_the_kernels(quiet_bench, monkeypatch, tmp_path):
     assert re.fullmatch(r"[0-9a-f]{7,}(\+changes)?|unknown", load_script().code_version())  # no git: unknown
-    monkeypatch.setattr(quiet_bench, "code_version", lambda: "abc1234+changes")
     monkeypatch.setattr(sys, "argv", ["quiet_bench.py", "--size", "64", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit):
-        quiet_bench.main()
+    monkeypatch.setattr(quiet_bench, "check", lambda: pytest.fail("untagged rounds must not run"))
+    for untagged in ("abc1234+changes", "unknown"):
+        monkeypatch.setattr(quiet_bench, "code_version", lambda: untagged)
+        with pytest.raises(SystemExit):
+            quiet_bench.main()
+
+
+def test_a_new_round_takes_a_number_not_in_use(quiet_bench, monkeypatch, tmp_path):
+    saved_round(tmp_path, 1, 1.0)
+    saved_round(tmp_path, 3, 1.0)  # round 2 deleted
+    checks = iter([[300, 300, 300]] * 2)
+    monkeypatch.setattr(quiet_bench, "check", lambda: next(checks))
+    monkeypatch.setattr(quiet_bench, "bench_round",
+                        lambda size, dtype, backends: rows(64, "float32", {"torch @": 1.0, "cpp": 5.0, "torch": 1.0}))
+    monkeypatch.setattr(quiet_bench.bench, "measured_peak", lambda threads, dtype: quiet_bench.bench.Peak(99.0, "fake"))
+    monkeypatch.setattr(sys, "argv", ["quiet_bench.py", "--size", "64", "--dtype", "float32", "--quiet", "295",
+                                      "--out", str(tmp_path)])
+    quiet_bench.main()
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == [f"64_float32_round{i}.json" for i in (1, 3, 4)]
+    cpp = {r["backend"]: r for r in json.loads((tmp_path / "64_float32_round3.json").read_text())["results"]}["cpp"]
+    assert cpp["seconds"] == 1.0  # round 3 kept intact
 
 
 def test_a_real_round_times_the_peers_and_the_torch_row(quiet_bench):
