@@ -45,9 +45,13 @@ CPP_FLAGS = ["-fno-math-errno"]
 # - AVX2 and SSE2 (one vector = 8 / 4 float): the loop vectoriser picks those permute-heavy plans
 #   (half the speed), while completely unrolling the short loops and letting the basic-block (SLP)
 #   vectoriser pack them gives clean FMAs: loop vectorisation is off there.
-CYTHON_KERNEL_VARIANTS = {"_cython_kernel": ["-fno-tree-loop-vectorize"]}  # portable: x86-64 baseline (SSE2), or any CPU
+#   With 16 vector registers the 6 x 2-vector tile fills them; gcc does not schedule before register
+#   allocation on x86 unless told, and without a register-pressure-aware pass it hoisted the
+#   micro-kernel's broadcasts and spilled accumulators (AMD EPYC Zen 3, AVX2: 0.4-0.5x the best peer).
+SIXTEEN_REGISTERS = ["-fno-tree-loop-vectorize", "-fschedule-insns", "-fsched-pressure"]
+CYTHON_KERNEL_VARIANTS = {"_cython_kernel": SIXTEEN_REGISTERS}  # portable: x86-64 baseline (SSE2), or any CPU
 if platform.machine().lower() in ("x86_64", "amd64"):
-    CYTHON_KERNEL_VARIANTS["_cython_kernel_avx2"] = ["-mavx2", "-mfma", "-fno-tree-loop-vectorize"]
+    CYTHON_KERNEL_VARIANTS["_cython_kernel_avx2"] = ["-mavx2", "-mfma", *SIXTEEN_REGISTERS]
     CYTHON_KERNEL_VARIANTS["_cython_kernel_avx512"] = [
         "-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mavx2", "-mfma",
         "-mprefer-vector-width=512",  # gcc would otherwise favour 256-bit vectors on some tunings

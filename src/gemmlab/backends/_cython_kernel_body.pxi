@@ -271,18 +271,23 @@ cdef inline void fma_rows(real* acc, Py_ssize_t row, const real* b, int rows, re
         fma_row(acc + 5 * row, b, a5)
 
 
-cdef inline void fma_tile_row(real* acc, const real* b, real a0, real a1, real a2, real a3, real a4,
-                              real a5) noexcept nogil:
-    """acc[i * NR + j] += a_i * b[j] for the whole tile, one vector of columns at a time (unrolled
-    by hand: gcc does not fully unroll a loop over the NR_VECTORS vectors itself)."""
-    cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
+cdef inline void fma_tile_line(real* acc, const real* b, real a) noexcept nogil:
+    """acc[j] += a * b[j] for one row of a micro-tile, NR_VECTORS vectors (unrolled by hand: gcc does
+    not fully unroll a loop over the vectors itself).
+
+    The micro-kernels call it a row at a time, reading each a_i in the call, so that each broadcast
+    of a_i is needed only for its own row's FMAs. With 16 vector registers (AVX2, SSE2) the 12
+    accumulators, 2 vectors of B and all 6 broadcasts do not fit at once: when the six a_i were read
+    first, gcc spilled 2-4 accumulators to the stack in the inner loop (store-to-load latency on
+    every k step; AMD EPYC Zen 3, AVX2: 0.4-0.5x the best peer). setup.py also turns on gcc's
+    register-pressure-aware scheduling for those builds, without which it still spilled."""
     cdef Py_ssize_t W = VECTOR_BYTES // sizeof(real)
-    fma_rows(acc, NR, b, MR, a0, a1, a2, a3, a4, a5)
-    fma_rows(acc + W, NR, b + W, MR, a0, a1, a2, a3, a4, a5)
+    fma_row(acc, b, a)
+    fma_row(acc + W, b + W, a)
     if NR_VECTORS > 2:
-        fma_rows(acc + 2 * W, NR, b + 2 * W, MR, a0, a1, a2, a3, a4, a5)
+        fma_row(acc + 2 * W, b + 2 * W, a)
     if NR_VECTORS > 3:
-        fma_rows(acc + 3 * W, NR, b + 3 * W, MR, a0, a1, a2, a3, a4, a5)
+        fma_row(acc + 3 * W, b + 3 * W, a)
 
 
 cdef void update_tile(Py_ssize_t kc, const real* ap, const real* bp, real* out, Py_ssize_t so0, Py_ssize_t so1,
@@ -291,13 +296,20 @@ cdef void update_tile(Py_ssize_t kc, const real* ap, const real* bp, real* out, 
     cdef real acc[TILE_FLOATS]  # the MR x NR accumulators
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
     cdef Py_ssize_t p, j, line
+    cdef const real* b
     for j in range(MR * NR):
         acc[j] = 0
     for p in range(kc):
         for line in range(NR_BYTES // 64):
             prefetch(<const char*>(bp + (p + B_PREFETCH) * NR) + line * 64, 0, 3)
-        fma_tile_row(acc, bp + p * NR, ap[p * MR], ap[p * MR + 1], ap[p * MR + 2], ap[p * MR + 3],
-                     ap[p * MR + 4], ap[p * MR + 5])
+        # A row at a time, each a_i read right before its row's FMAs (see fma_tile_line)
+        b = bp + p * NR
+        fma_tile_line(acc, b, ap[p * MR])
+        fma_tile_line(acc + NR, b, ap[p * MR + 1])
+        fma_tile_line(acc + 2 * NR, b, ap[p * MR + 2])
+        fma_tile_line(acc + 3 * NR, b, ap[p * MR + 3])
+        fma_tile_line(acc + 4 * NR, b, ap[p * MR + 4])
+        fma_tile_line(acc + 5 * NR, b, ap[p * MR + 5])
     store_tile(acc, out, so0, so1, i0, j0, mr, nr, first)
 
 
@@ -312,13 +324,19 @@ cdef void update_tile_unpacked(Py_ssize_t kc, const real* a, Py_ssize_t sa0, Py_
     cdef real acc[TILE_FLOATS]
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
     cdef Py_ssize_t p, j
+    cdef const real* b
     cdef const real* r[MR]
     row_pointers(a, i0, m - 1, p0, sa0, sa1, r)
     for j in range(MR * NR):
         acc[j] = 0
     for p in range(kc):
-        fma_tile_row(acc, bp + p * NR, at(r[0], 0, p, 0, sa1)[0], at(r[1], 0, p, 0, sa1)[0], at(r[2], 0, p, 0, sa1)[0],
-                     at(r[3], 0, p, 0, sa1)[0], at(r[4], 0, p, 0, sa1)[0], at(r[5], 0, p, 0, sa1)[0])
+        b = bp + p * NR
+        fma_tile_line(acc, b, at(r[0], 0, p, 0, sa1)[0])
+        fma_tile_line(acc + NR, b, at(r[1], 0, p, 0, sa1)[0])
+        fma_tile_line(acc + 2 * NR, b, at(r[2], 0, p, 0, sa1)[0])
+        fma_tile_line(acc + 3 * NR, b, at(r[3], 0, p, 0, sa1)[0])
+        fma_tile_line(acc + 4 * NR, b, at(r[4], 0, p, 0, sa1)[0])
+        fma_tile_line(acc + 5 * NR, b, at(r[5], 0, p, 0, sa1)[0])
     store_tile(acc, out, so0, so1, i0, j0, mr, nr, first)
 
 
