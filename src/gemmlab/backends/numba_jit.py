@@ -263,20 +263,32 @@ def _pack_a_block(a, i0, mc, p0, kc, apack):
 # --- the micro-kernel and its write-back -----------------------------------------------------
 
 @_njit(inline="always")
+def _fma_tile_line(tile, row, b, a):
+    """tile[row * NR + j] += a * b[j] for j < NR: one row of the micro-tile, NR / W vector FMAs."""
+    NR = _tile_width(b)
+    W = _vector_width(b)
+    start = offset_pointer(b, 0)
+    for v in range(NR // W):
+        fma_vector(tile, row * NR + v * W, shift(start, v * VECTOR_BYTES), a)
+
+
+@_njit(inline="always")
 def _fma_tile_row(acc, bpanel, at, a0, a1, a2, a3, a4, a5):
     """One k step of the micro-kernel: acc[i * NR + j] += a_i * bpanel[at + j] for the MR x NR tile.
 
-    The MR rows are unrolled by hand, and the loop runs over NR contiguous packed elements with a
-    fixed trip count, so LLVM vectorises it (MR x NR / W vector FMAs)."""
+    Written as vector FMAs, a row at a time: left to LLVM's vectorisers, the same loop over j came
+    out as scalar FMAs in float64 and, in float32, with every a_i broadcast at once, which on 16
+    vector registers (AVX2) spilled accumulators to the stack (AMD EPYC Zen 3: 0.10x and 0.3x the
+    best peer)."""
     NR = _tile_width(bpanel)
-    for j in range(NR):
-        bv = bpanel[at + j]
-        acc[j] += a0 * bv
-        acc[NR + j] += a1 * bv
-        acc[2 * NR + j] += a2 * bv
-        acc[3 * NR + j] += a3 * bv
-        acc[4 * NR + j] += a4 * bv
-        acc[5 * NR + j] += a5 * bv
+    tile = offset_pointer(acc, 0)
+    b = _part(bpanel, at, NR)
+    _fma_tile_line(tile, 0, b, a0)
+    _fma_tile_line(tile, 1, b, a1)
+    _fma_tile_line(tile, 2, b, a2)
+    _fma_tile_line(tile, 3, b, a3)
+    _fma_tile_line(tile, 4, b, a4)
+    _fma_tile_line(tile, 5, b, a5)
 
 
 @_njit()
