@@ -1,0 +1,91 @@
+"""The numba and Cython micro-kernels as compiled for this CPU: vector FMAs, the tile in registers.
+
+Both leave the vector code to a compiler, and what it makes of the same source differs between
+CPUs: on an AVX2-only CPU (16 vector registers) LLVM once left numba's float64 micro-kernel scalar
+and both compilers spilled accumulators to the stack in the inner loop, at 0.1-0.5x the speed of
+the same kernels on the AVX-512 machine they had been measured on. These tests read the inner
+loop's instructions (no timing): one packed FMA per accumulator vector per k-step, no scalar FMA,
+nothing loaded from or stored to the stack.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+pytestmark = pytest.mark.skipif(not X86, reason="reads x86-64 instructions")
+
+PACKED_FMA = re.compile(r"\bvfn?madd\d{3}p[sd]\b")
+SCALAR_FMA = re.compile(r"\bvfn?madd\d{3}s[sd]\b")
+
+
+def assert_register_tile(loop: str, vectors: int, what: str) -> None:
+    fmas = len(PACKED_FMA.findall(loop))
+    assert fmas == vectors and not SCALAR_FMA.search(loop) and "rsp" not in loop, (
+        f"{what}: inner loop has {fmas} packed FMAs (want {vectors}), "
+        f"{len(SCALAR_FMA.findall(loop))} scalar FMAs, {loop.count('rsp')} stack accesses (want 0):\n{loop}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: d.__name__)
+def test_numba_micro_kernel_loop(dtype):
+    import numba
+    from numba import types
+
+    from gemmlab.backends import numba_jit as nj
+    if nj.PATH == "generic":
+        pytest.skip("no AVX2: the portable path multiplies and adds")
+    scalar = types.float32 if dtype == np.float32 else types.float64
+    signature = (types.int64, types.Array(scalar, 1, "C"), types.Array(scalar, 1, "C"), types.Array(scalar, 2, "A"),
+                 types.int64, types.int64, types.int64, types.int64, types.boolean)
+    # Compiled again, uncached: Numba does not show the code of a function loaded from its cache.
+    update_tile = numba.njit(fastmath=True, boundscheck=False, error_model="numpy")(nj._update_tile.py_func)
+    update_tile.compile(signature)
+    asm = update_tile.inspect_asm(signature)
+    # LLVM's loops: a label, then the body, ending in a branch back to that label.
+    loops = [body for _, body in re.findall(r"^(\.LBB\w+):\n(.*?^\s+j\w+\s+\1\n)", asm, re.M | re.S)
+             if PACKED_FMA.search(body)]
+    assert loops, f"no loop of packed FMAs in numba's _update_tile:\n{asm}"
+    vectors = nj.MR * nj.NR_BYTES // nj.VECTOR_BYTES
+    assert_register_tile(min(loops, key=len), vectors, f"numba _update_tile ({dtype.__name__}, {nj.PATH})")
+
+
+def objdump_loops(path: str, symbol: str) -> dict[str, list[str]]:
+    """For each function whose name contains symbol, in the shared library at path: its loops (from a
+    backward jump's target to the jump), as objdump prints them."""
+    listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", "-C", path], capture_output=True, text=True,
+                             check=True).stdout
+    found = {}
+    for function in listing.split("\n\n"):
+        name = function.split("\n", 1)[0]
+        if symbol not in name:
+            continue
+        lines = [(int(m[1], 16), m[2]) for m in re.finditer(r"^\s*([0-9a-f]+):\s*(.*)$", function, re.M)]
+        found[name] = []
+        for address, line in lines:
+            jump = re.search(r"\bj\w+\s+([0-9a-f]+) <", line)
+            if jump and int(jump[1], 16) < address:
+                found[name].append("\n".join(text for at, text in lines if int(jump[1], 16) <= at <= address))
+    return found
+
+
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="needs objdump (binutils)")
+@pytest.mark.parametrize("function", ["update_tile(", "update_tile_unpacked("])
+def test_cython_micro_kernel_loop(function):
+    from gemmlab.backends import cython_ext
+    build = cython_ext._kernel
+    if build.VARIANT == "generic":
+        pytest.skip("the portable build (SSE2) has no FMA")
+    blocking = build.blocking("float32")
+    vectors = blocking["MR"] * blocking["NR"] * 4 // (64 if build.VARIANT == "avx512" else 32)
+    functions = objdump_loops(build.__file__, f"_cython_kernel_{build.VARIANT}_{function}")
+    assert len(functions) == 2, f"want the float and double {function} of the {build.VARIANT} build; found {list(functions)}"
+    for name, loops in functions.items():
+        with_fmas = [loop for loop in loops if PACKED_FMA.search(loop)]
+        assert with_fmas, f"no loop of packed FMAs in {name}"
+        assert_register_tile(min(with_fmas, key=len), vectors, name)  # the innermost: the k loop
