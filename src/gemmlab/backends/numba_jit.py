@@ -70,10 +70,13 @@ PATH = "avx512" if WIDE else "avx2" if VECTOR_BYTES == 32 else "generic"  # for 
 # earlier, KC 256 alone gave 2-4% float32, 7-11% float64, 34% on 50000x784 @ 784x50, 2 threads.
 KC = 1024 if WIDE else max(64, min(384, 32768 // NR_BYTES))
 # MC: the packed A block (MC x KC) is streamed once per B micro-panel and should stay in L2: on
-# AVX-512 768 KiB (192 float32 rows, 96 float64), else at most 192 KiB for float64. Tasks are also
-# made smaller when that balances the threads (see _plan).
-MC = 192 if WIDE else max(MR, 196608 // (KC * 8) // MR * MR)  # float32
-MC_DOUBLE = 96 if WIDE else MC
+# AVX-512 768 KiB (192 float32 rows, 96 float64); with 16 registers 252 rows (378 KiB float32, 756
+# float64 at KC 384). Each B panel is fetched from L3 once per A block, so a small block starves the
+# micro-kernel: the earlier 60 rows (MC 18 on a 512 KiB L2) ran 2048^3 at 56 and 23 GFLOP/s
+# (float32, float64) on one thread of an AMD EPYC Zen 3, against 70 and 31 with MC 90-96. Tasks are
+# also made smaller when that balances the threads (see _plan).
+MC = 192 if WIDE else 252  # float32 (a multiple of MR)
+MC_DOUBLE = 96 if WIDE else 252
 # NC: the packed block of B is shared by all threads and read from L2/L3.
 NC = 4096
 # Packing as much of k as fits PACK_B_ELEMENTS at once keeps parallel regions (a few us each) to
