@@ -275,8 +275,8 @@ cdef inline void fma_tile_line(real* acc, const real* b, real a) noexcept nogil:
     """acc[j] += a * b[j] for one row of a micro-tile, NR_VECTORS vectors (unrolled by hand: gcc does
     not fully unroll a loop over the vectors itself).
 
-    The micro-kernels call it a row at a time, reading each a_i in the call, so that each broadcast
-    of a_i is needed only for its own row's FMAs. With 16 vector registers (AVX2, SSE2) the 12
+    fma_tile_row calls it a row at a time, reading each a_i in the call, so that each broadcast of
+    a_i is needed only for its own row's FMAs. With 16 vector registers (AVX2, SSE2) the 12
     accumulators, 2 vectors of B and all 6 broadcasts do not fit at once: when the six a_i were read
     first, gcc spilled 2-4 accumulators to the stack in the inner loop (store-to-load latency on
     every k step; AMD EPYC Zen 3, AVX2: 0.4-0.5x the best peer). setup.py also turns on gcc's
@@ -290,26 +290,32 @@ cdef inline void fma_tile_line(real* acc, const real* b, real a) noexcept nogil:
         fma_row(acc + 3 * W, b + 3 * W, a)
 
 
+cdef inline void fma_tile_row(real* acc, const real* b, const real* a0, const real* a1, const real* a2,
+                              const real* a3, const real* a4, const real* a5) noexcept nogil:
+    """One k step of a micro-kernel: acc[i * NR + j] += *a_i * b[j] for the whole tile, a row at a
+    time. The a_i come as pointers, each read just before its row (see fma_tile_line)."""
+    cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
+    fma_tile_line(acc, b, a0[0])
+    fma_tile_line(acc + NR, b, a1[0])
+    fma_tile_line(acc + 2 * NR, b, a2[0])
+    fma_tile_line(acc + 3 * NR, b, a3[0])
+    fma_tile_line(acc + 4 * NR, b, a4[0])
+    fma_tile_line(acc + 5 * NR, b, a5[0])
+
+
 cdef void update_tile(Py_ssize_t kc, const real* ap, const real* bp, real* out, Py_ssize_t so0, Py_ssize_t so1,
                       Py_ssize_t i0, Py_ssize_t j0, Py_ssize_t mr, Py_ssize_t nr, bint first) noexcept nogil:
     """The micro-kernel: out tile (i0, j0) = (or +=) packed A panel ap (kc x MR) times packed B panel bp (kc x NR)."""
     cdef real acc[TILE_FLOATS]  # the MR x NR accumulators
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
     cdef Py_ssize_t p, j, line
-    cdef const real* b
     for j in range(MR * NR):
         acc[j] = 0
     for p in range(kc):
         for line in range(NR_BYTES // 64):
             prefetch(<const char*>(bp + (p + B_PREFETCH) * NR) + line * 64, 0, 3)
-        # A row at a time, each a_i read right before its row's FMAs (see fma_tile_line)
-        b = bp + p * NR
-        fma_tile_line(acc, b, ap[p * MR])
-        fma_tile_line(acc + NR, b, ap[p * MR + 1])
-        fma_tile_line(acc + 2 * NR, b, ap[p * MR + 2])
-        fma_tile_line(acc + 3 * NR, b, ap[p * MR + 3])
-        fma_tile_line(acc + 4 * NR, b, ap[p * MR + 4])
-        fma_tile_line(acc + 5 * NR, b, ap[p * MR + 5])
+        fma_tile_row(acc, bp + p * NR, ap + p * MR, ap + p * MR + 1, ap + p * MR + 2, ap + p * MR + 3,
+                     ap + p * MR + 4, ap + p * MR + 5)
     store_tile(acc, out, so0, so1, i0, j0, mr, nr, first)
 
 
@@ -324,19 +330,13 @@ cdef void update_tile_unpacked(Py_ssize_t kc, const real* a, Py_ssize_t sa0, Py_
     cdef real acc[TILE_FLOATS]
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
     cdef Py_ssize_t p, j
-    cdef const real* b
     cdef const real* r[MR]
     row_pointers(a, i0, m - 1, p0, sa0, sa1, r)
     for j in range(MR * NR):
         acc[j] = 0
     for p in range(kc):
-        b = bp + p * NR
-        fma_tile_line(acc, b, at(r[0], 0, p, 0, sa1)[0])
-        fma_tile_line(acc + NR, b, at(r[1], 0, p, 0, sa1)[0])
-        fma_tile_line(acc + 2 * NR, b, at(r[2], 0, p, 0, sa1)[0])
-        fma_tile_line(acc + 3 * NR, b, at(r[3], 0, p, 0, sa1)[0])
-        fma_tile_line(acc + 4 * NR, b, at(r[4], 0, p, 0, sa1)[0])
-        fma_tile_line(acc + 5 * NR, b, at(r[5], 0, p, 0, sa1)[0])
+        fma_tile_row(acc, bp + p * NR, at(r[0], 0, p, 0, sa1), at(r[1], 0, p, 0, sa1), at(r[2], 0, p, 0, sa1),
+                     at(r[3], 0, p, 0, sa1), at(r[4], 0, p, 0, sa1), at(r[5], 0, p, 0, sa1))
     store_tile(acc, out, so0, so1, i0, j0, mr, nr, first)
 
 
