@@ -43,8 +43,9 @@ def test_numba_micro_kernel_loop(dtype):
     scalar = types.float32 if dtype == np.float32 else types.float64
     signature = (types.int64, types.Array(scalar, 1, "C"), types.Array(scalar, 1, "C"), types.Array(scalar, 2, "A"),
                  types.int64, types.int64, types.int64, types.int64, types.boolean)
-    # Compiled again, uncached: Numba does not show the code of a function loaded from its cache.
-    update_tile = numba.njit(fastmath=True, boundscheck=False, error_model="numpy")(nj._update_tile.py_func)
+    # Compiled again with the same options, uncached: Numba does not show the code of a function
+    # loaded from its cache.
+    update_tile = numba.njit(**nj._update_tile.targetoptions)(nj._update_tile.py_func)
     update_tile.compile(signature)
     asm = update_tile.inspect_asm(signature)
     # LLVM's loops: a label, then the body, ending in a branch back to that label.
@@ -81,8 +82,7 @@ def test_cython_micro_kernel_loop(function):
     build = cython_ext._kernel
     if build.VARIANT == "generic":
         pytest.skip("the portable build (SSE2) has no FMA")
-    blocking = build.blocking("float32")
-    vectors = blocking["MR"] * blocking["NR"] * 4 // (64 if build.VARIANT == "avx512" else 32)
+    vectors = build.BLOCKING["MR"] * build.BLOCKING["NR_BYTES"] // build.BLOCKING["VECTOR_BYTES"]
     functions = objdump_loops(build.__file__, f"_cython_kernel_{build.VARIANT}_{function}")
     assert len(functions) == 2, f"want the float and double {function} of the {build.VARIANT} build; found {list(functions)}"
     for name, loops in functions.items():
