@@ -5,7 +5,7 @@ CPUs: on an AVX2-only CPU (16 vector registers) LLVM once left numba's float64 m
 and both compilers spilled accumulators to the stack in the inner loop, at 0.1-0.5x the speed of
 the same kernels on the AVX-512 machine they had been measured on. These tests read the inner
 loop's instructions (no timing): one packed FMA per accumulator vector per k-step, no scalar FMA,
-nothing loaded from or stored to the stack.
+nothing loaded from or stored to the stack; and numba's write-back of a whole tile in vectors.
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ def test_numba_micro_kernel_loop(dtype):
     assert loops, f"no loop of packed FMAs in numba's _update_tile:\n{asm}"
     vectors = nj.MR * nj.NR_BYTES // nj.VECTOR_BYTES
     assert_register_tile(min(loops, key=len), vectors, f"numba _update_tile ({dtype.__name__}, {nj.PATH})")
+    # A whole tile's write-back (out += tile): a vector add per accumulator vector, where it once
+    # went element by element through the stack (a scalar load, add and store each).
+    vector_adds = len(re.findall(r"\bvaddp[sd]\s+[^\n]*%[yz]mm", asm))
+    assert vector_adds >= vectors, f"numba _update_tile ({dtype.__name__}): {vector_adds} vector adds in the write-back (want {vectors}):\n{asm}"
 
 
 def objdump_loops(path: str, symbol: str) -> dict[str, list[str]]:

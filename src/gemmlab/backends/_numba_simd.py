@@ -298,20 +298,38 @@ def vector_zeroer(count: int):
     return zero
 
 
+def _store_or_add(context, builder, dst_type, dst, value, first):
+    """dst[:W] = value, or += value unless first: one vector store, or a load, an add and a store."""
+    dst_at, _ = _vector_at(context, builder, dst_type, dst, context.get_constant(types.intp, 0))
+    with builder.if_else(first) as (then, otherwise):
+        with then:
+            builder.store(value, dst_at, align=1)
+        with otherwise:
+            builder.store(builder.fadd(builder.load(dst_at, align=1), value), dst_at, align=1)
+
+
+@intrinsic
+def store_vector(typingctx, dst, acc, at, first):
+    """dst[:W] = (or += unless first) acc[at:at + W], in vector operations. (Element by element, a
+    tile's write-back went through the stack, a scalar load, add and store per element.)"""
+
+    def codegen(context, builder, signature, args):
+        x, _ = _vector_at(context, builder, signature.args[1], args[1], args[2])
+        _store_or_add(context, builder, signature.args[0], args[0], builder.load(x, align=1), args[3])
+        return context.get_dummy_value()
+
+    return types.none(dst, acc, types.intp, types.boolean), codegen
+
+
 @intrinsic
 def store_vector_sum(typingctx, dst, acc, at, other, first):
     """dst[:W] = (or += unless first) acc[at:at + W] + acc[other:other + W], in vector operations."""
 
     def codegen(context, builder, signature, args):
-        dst_at, _ = _vector_at(context, builder, signature.args[0], args[0], context.get_constant(types.intp, 0))
         x, _ = _vector_at(context, builder, signature.args[1], args[1], args[2])
         y, _ = _vector_at(context, builder, signature.args[1], args[1], args[3])
         total = builder.fadd(builder.load(x, align=1), builder.load(y, align=1))
-        with builder.if_else(args[4]) as (then, otherwise):
-            with then:
-                builder.store(total, dst_at, align=1)
-            with otherwise:
-                builder.store(builder.fadd(builder.load(dst_at, align=1), total), dst_at, align=1)
+        _store_or_add(context, builder, signature.args[0], args[0], total, args[4])
         return context.get_dummy_value()
 
     return types.none(dst, acc, types.intp, types.intp, types.boolean), codegen
