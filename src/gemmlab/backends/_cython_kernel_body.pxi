@@ -309,9 +309,18 @@ cdef void update_tile(Py_ssize_t kc, const real* ap, const real* bp, real* out, 
     cdef real acc[TILE_FLOATS]  # the MR x NR accumulators
     cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
     cdef Py_ssize_t p, j, line
+    cdef Py_ssize_t warm = min(kc, mr)
     for j in range(MR * NR):
         acc[j] = 0
-    for p in range(kc):
+    # Ask for the tile's rows of out during the first k-steps, a row a step, so that they arrive
+    # while the kernel computes (as numba_jit's _update_tile; left to the write-back, each tile
+    # waited there on L3 or memory).
+    for p in range(warm):
+        prefetch(at_mut(out, i0 + p, j0, so0, so1), 0, 3)
+        prefetch(at_mut(out, i0 + p, j0 + nr - 1, so0, so1), 0, 3)
+        fma_tile_row(acc, bp + p * NR, ap + p * MR, ap + p * MR + 1, ap + p * MR + 2, ap + p * MR + 3,
+                     ap + p * MR + 4, ap + p * MR + 5)
+    for p in range(warm, kc):
         for line in range(NR_BYTES // 64):
             prefetch(<const char*>(bp + (p + B_PREFETCH) * NR) + line * 64, 0, 3)
         fma_tile_row(acc, bp + p * NR, ap + p * MR, ap + p * MR + 1, ap + p * MR + 2, ap + p * MR + 3,
