@@ -49,15 +49,22 @@ def test_numba_micro_kernel_loop(dtype):
     update_tile.compile(signature)
     asm = update_tile.inspect_asm(signature)
     # LLVM's loops: a label, then the body, ending in a branch back to that label.
-    loops = [body for _, body in re.findall(r"^(\.LBB\w+):\n(.*?^\s+j\w+\s+\1\n)", asm, re.M | re.S)
-             if PACKED_FMA.search(body)]
-    assert loops, f"no loop of packed FMAs in numba's _update_tile:\n{asm}"
+    loops = innermost_fma_loops([body for _, body in re.findall(r"^(\.LBB\w+):\n(.*?^\s+j\w+\s+\1\n)", asm, re.M | re.S)])
+    assert loops, f"no loop of FMAs in numba's _update_tile:\n{asm}"
     vectors = nj.MR * nj.NR_BYTES // nj.VECTOR_BYTES
-    assert_register_tile(min(loops, key=len), vectors, f"numba _update_tile ({dtype.__name__}, {nj.PATH})")
+    for loop in loops:
+        assert_register_tile(loop, vectors, f"numba _update_tile ({dtype.__name__}, {nj.PATH})")
     # A whole tile's write-back (out += tile): a vector add per accumulator vector, where it once
     # went element by element through the stack (a scalar load, add and store each).
     vector_adds = len(re.findall(r"\bvaddp[sd]\s+[^\n]*%[yz]mm", asm))
     assert vector_adds >= vectors, f"numba _update_tile ({dtype.__name__}): {vector_adds} vector adds in the write-back (want {vectors}):\n{asm}"
+
+
+def innermost_fma_loops(loops: list[str]) -> list[str]:
+    """Of these loops (each one's text), those with FMAs that hold no other loop: the k-loops (a
+    micro-kernel may run its first k-steps in a loop of their own)."""
+    with_fmas = [loop for loop in loops if PACKED_FMA.search(loop) or SCALAR_FMA.search(loop)]
+    return [loop for loop in with_fmas if not any(other != loop and other in loop for other in loops)]
 
 
 def objdump_loops(path: str, symbol: str) -> dict[str, list[str]]:
@@ -90,6 +97,7 @@ def test_cython_micro_kernel_loop(function):
     functions = objdump_loops(build.__file__, f"_cython_kernel_{build.VARIANT}_{function}")
     assert len(functions) == 2, f"want the float and double {function} of the {build.VARIANT} build; found {list(functions)}"
     for name, loops in functions.items():
-        with_fmas = [loop for loop in loops if PACKED_FMA.search(loop)]
-        assert with_fmas, f"no loop of packed FMAs in {name}"
-        assert_register_tile(min(with_fmas, key=len), vectors, name)  # the innermost: the k loop
+        k_loops = innermost_fma_loops(loops)
+        assert k_loops, f"no loop of FMAs in {name}"
+        for loop in k_loops:
+            assert_register_tile(loop, vectors, name)
