@@ -292,7 +292,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Testing hook: derive the blocking from these cache sizes (bytes) instead of this CPU's (all 0 lifts it)");
   m.def(
       "peak_gflops",
-      [](const std::string& dtype, int threads, const std::optional<std::string>& path) {
+      [](const std::string& dtype, int threads, const std::optional<std::string>& path, bool refresh) {
         const bool is_double = is_double_dtype(dtype, "peak_gflops");
         gemmlab::CpuPath chosen = gemmlab::selected_path();
         if (path) {
@@ -306,11 +306,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           TORCH_CHECK_VALUE(known, "peak_gflops(): unknown CPU path '", *path, "'; use avx512, avx2 or generic");
         }
         py::gil_scoped_release no_gil;
-        return gemmlab::peak_gflops(chosen, is_double, threads);
+        return gemmlab::peak_gflops(chosen, is_double, threads, refresh);
       },
-      py::arg("dtype"), py::arg("threads"), py::arg("path") = py::none(),
+      py::arg("dtype"), py::arg("threads"), py::arg("path") = py::none(), py::arg("refresh") = false,
       "Measured peak GFLOP/s of `threads` threads doing register-only multiply-adds on a CPU path (default: the one "
-      "cpu_path() names), for 'float32' or 'float64'; measured once per process (a few ms)");
+      "cpu_path() names), for 'float32' or 'float64'; measured once per process (tens of ms), or with refresh=True "
+      "measured again, keeping the higher figure");
   m.def(
       "loop_for",
       [](int64_t m, int64_t k, int64_t n, const std::string& dtype, bool b_transposed) {

@@ -156,6 +156,8 @@ def test_peak_is_positive_and_finite_on_every_path(dtype):
             gflops = cpp.peak_gflops(dtype, threads, path)
             assert math.isfinite(gflops) and gflops > 0, (path, dtype, threads, gflops)
             assert cpp.peak_gflops(dtype, threads, path) == gflops  # measured once per process
+            again = cpp.peak_gflops(dtype, threads, path, refresh=True)  # measured again, the higher kept
+            assert again >= gflops and cpp.peak_gflops(dtype, threads, path) == again
 
 
 def test_peak_follows_the_selected_path(monkeypatch):

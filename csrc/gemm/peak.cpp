@@ -134,7 +134,7 @@ double measure(CpuPath path, bool is_double, int threads) {
 
 }  // namespace
 
-double peak_gflops(CpuPath path, bool is_double, int threads) {
+double peak_gflops(CpuPath path, bool is_double, int threads, bool refresh) {
   const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
   TORCH_CHECK_VALUE(threads >= 1 && static_cast<unsigned>(threads) <= cpus, "peak_gflops: threads must be 1..", cpus,
                     " (this machine's logical CPUs); got ", threads);
@@ -144,7 +144,8 @@ double peak_gflops(CpuPath path, bool is_double, int threads) {
   std::lock_guard<std::mutex> lock(mutex);  // one measurement at a time: two would share the cores
   const auto key = std::make_tuple(static_cast<int>(path), is_double, threads);
   auto found = measured.find(key);
-  if (found == measured.end()) found = measured.emplace(key, measure(path, is_double, threads)).first;
+  if (found == measured.end()) return measured[key] = measure(path, is_double, threads);
+  if (refresh) found->second = std::max(found->second, measure(path, is_double, threads));
   return found->second;
 }
 

@@ -96,9 +96,10 @@ class Peak:
     how: str
 
 
-def measured_peak(threads: int, dtype: torch.dtype) -> Peak | None:
+def measured_peak(threads: int, dtype: torch.dtype, refresh: bool = False) -> Peak | None:
     """The machine's own limit: register-only multiply-adds on `threads` threads, on the CPU path the
-    cpp kernel uses (gemmlab._cpp.peak_gflops: measured once per process); None without the extension."""
+    cpp kernel uses (gemmlab._cpp.peak_gflops: measured once per process, or with refresh measured
+    again and the higher figure kept); None without the extension."""
     try:
         from gemmlab import _cpp
     except (ImportError, OSError):  # not built, or built against another torch
@@ -106,7 +107,7 @@ def measured_peak(threads: int, dtype: torch.dtype) -> Peak | None:
     threads = max(1, min(threads, os.cpu_count() or 1))  # more threads than CPUs would measure time-sharing
     name = str(dtype).removeprefix("torch.")
     path = _cpp.cpu_path()
-    return Peak(_cpp.peak_gflops(name, threads), f"measured: {threads} thread(s) of independent {name} multiply-adds "
+    return Peak(_cpp.peak_gflops(name, threads, refresh=refresh), f"measured: {threads} thread(s) of independent {name} multiply-adds "
                                                  f"in registers on the cpp kernel's {path} path")
 
 
