@@ -62,7 +62,7 @@ def code_version() -> str:
 
 def setting(machine: dict, code: str) -> dict:
     """What rounds must share to count together: the machine (not the day) and the code."""
-    # numpy_blas lists the BLAS libraries loaded so far, which depends on what ran before; NumPy's is pinned.
+    # numpy_blas can list every BLAS loaded so far (NumPy on a system BLAS), which depends on what ran before; NumPy's is pinned.
     return {**{k: v for k, v in machine.items() if k not in ("date", "numpy_blas")}, "code": code}
 
 

@@ -167,6 +167,22 @@ def test_measured_peak_is_the_extensions(threads):
     assert f"measured: {os.cpu_count()} thread(s)" in bench.measured_peak(os.cpu_count() + 3, torch.float32).how
 
 
+def test_numpy_blas_names_numpys_own_library(monkeypatch):
+    import numpy as np
+    import threadpoolctl
+
+    numpy_libs = os.path.dirname(os.path.realpath(np.__file__)) + ".libs"
+    scipy = {"user_api": "blas", "internal_api": "openblas", "version": "0.3.30", "architecture": "Haswell",
+             "filepath": "/somewhere/scipy.libs/libscipy_openblas.so"}
+    own = {**scipy, "version": "0.3.31", "architecture": "Zen", "filepath": numpy_libs + "/libscipy_openblas64_.so"}
+    omp = {"user_api": "openmp", "internal_api": "openmp", "version": None, "filepath": "/x/libgomp.so.1"}
+    monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda: [scipy, own, omp])
+    assert bench.numpy_blas() == "openblas 0.3.31 (Zen)"
+    # NumPy on a system BLAS (nothing in its folders): every BLAS loaded
+    monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda: [scipy, omp])
+    assert bench.numpy_blas() == "openblas 0.3.30 (Haswell)"
+
+
 def check_machine(machine, threads):
     """bench.machine()'s fields, as both bench commands write them."""
     assert set(machine) == {"cpu", "capability", "cores", "threads", "torch", "torch_blas", "numpy_blas", "date"}

@@ -80,14 +80,21 @@ class Result:
 
 
 def numpy_blas() -> str:
-    """NumPy's BLAS library, version and kernel (threadpoolctl's report), e.g. 'openblas 0.3.31 (SkylakeX)'."""
+    """NumPy's BLAS library, version and kernel (threadpoolctl's report), e.g. 'openblas 0.3.31 (SkylakeX)'.
+
+    The BLAS libraries in NumPy's own folders (a wheel's numpy.libs) where there are any: SciPy
+    brings an OpenBLAS of its own, and once it is loaded threadpoolctl lists both. Otherwise (NumPy
+    linked against a system BLAS) every BLAS loaded."""
     from threadpoolctl import threadpool_info
 
     import numpy as np
 
     np.ones((2, 2)) @ np.ones((2, 2))  # load the library
     libs = [i for i in threadpool_info() if i["user_api"] == "blas"]
-    return "; ".join(f"{i['internal_api']} {i['version']} ({i.get('architecture') or 'unknown kernel'})" for i in libs) or "unknown"
+    numpy_dir = os.path.dirname(os.path.realpath(np.__file__))
+    own = [i for i in libs if os.path.realpath(i["filepath"]).startswith((numpy_dir + os.sep, numpy_dir + ".libs" + os.sep))]
+    return "; ".join(f"{i['internal_api']} {i['version']} ({i.get('architecture') or 'unknown kernel'})"
+                     for i in own or libs) or "unknown"
 
 
 @dataclass
