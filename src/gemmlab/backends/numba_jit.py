@@ -305,8 +305,9 @@ def _update_tile(kc, apanel, bpanel, out, i0, j0, mr, nr, first):
     NR = _tile_width(bpanel)
     LINE = NR * 64 // NR_BYTES  # elements per 64-byte cache line
     # Ask for the tile's rows of out during the first k-steps, a row a step, so that they arrive
-    # while the kernel computes: left to the write-back, each tile waited there on L3 or memory (1
-    # thread, float32, one A block of a 2048^3 product against its slice of B: +50%, AMD EPYC Zen 3).
+    # while the kernel computes: left to the write-back, each tile waited there on L3 or memory
+    # (with the vector write-back below: 1.30x at 2048^3 float32, 2 threads, AMD EPYC Zen 3,
+    # scripts/compare_builds.py).
     # A prefetch is only a hint: a row that is not contiguous is merely not fetched whole.
     warm = min(kc, mr)
     for p in range(warm):
