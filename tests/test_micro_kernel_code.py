@@ -107,6 +107,6 @@ def test_cython_micro_kernel_loop(function):
         assert k_loops, f"no loop of FMAs in {name}"
         for loop in k_loops:
             assert_register_tile(loop, vectors, name)
-        # gcc zeroed a tile it kept in memory with a `rep stos` on every call (5% of the kernel's
-        # time at 2048^3 float32 on a Zen 3) when a way into the k-loops skipped every step.
+        # gcc zeroed a tile it kept in memory with a `rep stos` on every call (5% of the function's
+        # perf samples at 2048^3 float32 on a Zen 3) when a way into the k-loops skipped every step.
         assert "rep stos" not in functions_text[name], f"{name} zeroes its tile in memory (rep stos)"

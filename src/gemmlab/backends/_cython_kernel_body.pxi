@@ -317,7 +317,8 @@ cdef void update_tile(Py_ssize_t kc, const real* ap, const real* bp, real* out, 
     # while the kernel computes (as numba_jit's _update_tile; left to the write-back, each tile
     # waited there on L3 or memory). The first step comes before the loops (kc >= 1: every K slice
     # has a row): with a way into them that skipped every step, gcc kept the tile in memory there
-    # and zeroed it with a `rep stos` per call, 5% of the kernel's time (2048^3 float32, Zen 3).
+    # and zeroed it with a `rep stos` per call (5% of the function's perf samples at 2048^3
+    # float32 on a Zen 3).
     prefetch(at_mut(out, i0, j0, so0, so1), 0, 3)
     prefetch(at_mut(out, i0, j0 + nr - 1, so0, so1), 0, 3)
     fma_tile_row(acc, bp, ap, ap + 1, ap + 2, ap + 3, ap + 4, ap + 5)
