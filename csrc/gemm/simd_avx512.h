@@ -47,6 +47,7 @@ struct F32 {
   GEMMLAB_AVX512_INLINE static Mask mask(int n) { return static_cast<Mask>((1u << n) - 1u); }
   GEMMLAB_AVX512_INLINE static V maskz_loadu(Mask m, const T* p) { return _mm512_maskz_loadu_ps(m, p); }
   GEMMLAB_AVX512_INLINE static void mask_storeu(T* p, Mask m, V v) { _mm512_mask_storeu_ps(p, m, v); }
+  GEMMLAB_AVX512_INLINE static void store_first(T* p, V v, int n) { mask_storeu(p, mask(n), v); }  // n < L lanes
   GEMMLAB_AVX512_INLINE static T sum(V v) { return _mm512_reduce_add_ps(v); }
   // In-register transpose of a 16 x 16 block: r[i] holds row i on entry, column i on exit.
   // Four rounds of 16 shuffles: 2x2 blocks of floats, of float pairs, then 4x4 of 128-bit lanes.
@@ -92,6 +93,7 @@ struct F64 {
   GEMMLAB_AVX512_INLINE static Mask mask(int n) { return static_cast<Mask>((1u << n) - 1u); }
   GEMMLAB_AVX512_INLINE static V maskz_loadu(Mask m, const T* p) { return _mm512_maskz_loadu_pd(m, p); }
   GEMMLAB_AVX512_INLINE static void mask_storeu(T* p, Mask m, V v) { _mm512_mask_storeu_pd(p, m, v); }
+  GEMMLAB_AVX512_INLINE static void store_first(T* p, V v, int n) { mask_storeu(p, mask(n), v); }  // n < L lanes
   GEMMLAB_AVX512_INLINE static T sum(V v) { return _mm512_reduce_add_pd(v); }
   // In-register transpose of an 8 x 8 block (see F32::transpose): pairs, then 4x4 of 128-bit lanes.
   GEMMLAB_AVX512_INLINE static void transpose(V r[8]) {
