@@ -12,6 +12,27 @@
 
 namespace gemmlab::avx2 {
 
+// The first `bytes` bytes of v (a multiple of 4 below 32) to p, in 16-, 8- and 4-byte pieces: each
+// type's store_first, the partial store of its transposing pack. AMD microcodes the masked store
+// (vmaskmovps), which had taken half of the cpp kernel's packing time at 256^3 on a Zen 3.
+GEMMLAB_AVX2_INLINE void store_first_bytes(void* p, __m256i v, int bytes) {
+  char* at = static_cast<char*>(p);
+  __m128i part = _mm256_castsi256_si128(v);
+  if (bytes >= 16) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(at), part);
+    part = _mm256_extracti128_si256(v, 1);
+    at += 16;
+    bytes -= 16;
+  }
+  if (bytes >= 8) {
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(at), part);
+    part = _mm_srli_si128(part, 8);
+    at += 8;
+    bytes -= 8;
+  }
+  if (bytes) _mm_store_ss(reinterpret_cast<float*>(at), _mm_castsi128_ps(part));
+}
+
 struct F32 {
   using T = float;
   using V = __m256;
@@ -28,24 +49,7 @@ struct F32 {
   }
   GEMMLAB_AVX2_INLINE static V maskz_loadu(__m256i m, const T* p) { return _mm256_maskload_ps(p, m); }
   GEMMLAB_AVX2_INLINE static void mask_storeu(T* p, __m256i m, V v) { _mm256_maskstore_ps(p, m, v); }
-  // v's first n lanes (0 < n < L) to p, in 16-, 8- and 4-byte pieces: AMD's vmaskmovps store is
-  // microcoded (Zen 3: half the cpp kernel's packing time at 256^3).
-  GEMMLAB_AVX2_INLINE static void store_first(T* p, V v, int n) {
-    __m128 part = _mm256_castps256_ps128(v);
-    if (n >= 4) {
-      _mm_storeu_ps(p, part);
-      part = _mm256_extractf128_ps(v, 1);
-      p += 4;
-      n -= 4;
-    }
-    if (n >= 2) {
-      _mm_storel_pi(reinterpret_cast<__m64*>(p), part);
-      part = _mm_movehl_ps(part, part);
-      p += 2;
-      n -= 2;
-    }
-    if (n) _mm_store_ss(p, part);
-  }
+  GEMMLAB_AVX2_INLINE static void store_first(T* p, V v, int n) { store_first_bytes(p, _mm256_castps_si256(v), n * 4); }
   // In-register transpose of an 8 x 8 block: r[i] holds row i on entry, column i on exit.
   GEMMLAB_AVX2_INLINE static void transpose(V r[8]) {
     V a[8], b[8];
@@ -86,16 +90,7 @@ struct F64 {
   }
   GEMMLAB_AVX2_INLINE static V maskz_loadu(__m256i m, const T* p) { return _mm256_maskload_pd(p, m); }
   GEMMLAB_AVX2_INLINE static void mask_storeu(T* p, __m256i m, V v) { _mm256_maskstore_pd(p, m, v); }
-  GEMMLAB_AVX2_INLINE static void store_first(T* p, V v, int n) {  // as F32's
-    __m128d part = _mm256_castpd256_pd128(v);
-    if (n >= 2) {
-      _mm_storeu_pd(p, part);
-      part = _mm256_extractf128_pd(v, 1);
-      p += 2;
-      n -= 2;
-    }
-    if (n) _mm_store_sd(p, part);
-  }
+  GEMMLAB_AVX2_INLINE static void store_first(T* p, V v, int n) { store_first_bytes(p, _mm256_castpd_si256(v), n * 8); }
   // In-register transpose of a 4 x 4 block.
   GEMMLAB_AVX2_INLINE static void transpose(V r[4]) {
     const V a0 = _mm256_unpacklo_pd(r[0], r[1]), a1 = _mm256_unpackhi_pd(r[0], r[1]);
