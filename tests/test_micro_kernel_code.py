@@ -118,7 +118,8 @@ def test_cpp_avx2_packing_has_no_masked_stores():
     masked store (vmaskmovps), microcoded on AMD, it had taken half of cpp's packing time at 256^3
     float32 on a Zen 3 (compare_builds: 1.25x at 256^3 float32, 2 threads)."""
     from gemmlab import _cpp
-    functions = objdump_loops(_cpp.__file__, "Avx2Path", texts := {})
+    texts = {}
+    functions = objdump_loops(_cpp.__file__, "Avx2Path", texts)
     tasks = [name for name in functions if "::task" in name]
     assert tasks, f"no AVX2 task functions in {_cpp.__file__}"
     for name in tasks:

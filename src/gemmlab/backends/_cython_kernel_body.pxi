@@ -303,6 +303,21 @@ cdef inline void fma_tile_row(real* acc, const real* b, const real* a0, const re
     fma_tile_line(acc + 5 * NR, b, a5[0])
 
 
+cdef inline void packed_k_step(real* acc, const real* ap, const real* bp, Py_ssize_t p) noexcept nogil:
+    """k-step p of the micro-kernel on a packed A and B micro-panel."""
+    cdef Py_ssize_t NR = NR_BYTES // sizeof(real)
+    fma_tile_row(acc, bp + p * NR, ap + p * MR, ap + p * MR + 1, ap + p * MR + 2, ap + p * MR + 3, ap + p * MR + 4,
+                 ap + p * MR + 5)
+
+
+cdef inline void warm_k_step(real* acc, const real* ap, const real* bp, Py_ssize_t p, real* out, Py_ssize_t so0,
+                             Py_ssize_t so1, Py_ssize_t i0, Py_ssize_t j0, Py_ssize_t nr) noexcept nogil:
+    """packed_k_step p (< MR), asking for row p of the out tile meanwhile (see update_tile)."""
+    prefetch(at_mut(out, i0 + p, j0, so0, so1), 0, 3)
+    prefetch(at_mut(out, i0 + p, j0 + nr - 1, so0, so1), 0, 3)
+    packed_k_step(acc, ap, bp, p)
+
+
 cdef void update_tile(Py_ssize_t kc, const real* ap, const real* bp, real* out, Py_ssize_t so0, Py_ssize_t so1,
                       Py_ssize_t i0, Py_ssize_t j0, Py_ssize_t mr, Py_ssize_t nr, bint first) noexcept nogil:
     """The micro-kernel: out tile (i0, j0) = (or +=) packed A panel ap (kc x MR) times packed B panel bp
@@ -319,19 +334,13 @@ cdef void update_tile(Py_ssize_t kc, const real* ap, const real* bp, real* out, 
     # has a row): with a way into them that skipped every step, gcc kept the tile in memory there
     # and zeroed it with a `rep stos` per call (5% of the function's perf samples at 2048^3
     # float32 on a Zen 3).
-    prefetch(at_mut(out, i0, j0, so0, so1), 0, 3)
-    prefetch(at_mut(out, i0, j0 + nr - 1, so0, so1), 0, 3)
-    fma_tile_row(acc, bp, ap, ap + 1, ap + 2, ap + 3, ap + 4, ap + 5)
+    warm_k_step(acc, ap, bp, 0, out, so0, so1, i0, j0, nr)
     for p in range(1, warm):
-        prefetch(at_mut(out, i0 + p, j0, so0, so1), 0, 3)
-        prefetch(at_mut(out, i0 + p, j0 + nr - 1, so0, so1), 0, 3)
-        fma_tile_row(acc, bp + p * NR, ap + p * MR, ap + p * MR + 1, ap + p * MR + 2, ap + p * MR + 3,
-                     ap + p * MR + 4, ap + p * MR + 5)
+        warm_k_step(acc, ap, bp, p, out, so0, so1, i0, j0, nr)
     for p in range(warm, kc):
         for line in range(NR_BYTES // 64):
             prefetch(<const char*>(bp + (p + B_PREFETCH) * NR) + line * 64, 0, 3)
-        fma_tile_row(acc, bp + p * NR, ap + p * MR, ap + p * MR + 1, ap + p * MR + 2, ap + p * MR + 3,
-                     ap + p * MR + 4, ap + p * MR + 5)
+        packed_k_step(acc, ap, bp, p)
     store_tile(acc, out, so0, so1, i0, j0, mr, nr, first)
 
 
