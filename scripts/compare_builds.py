@@ -4,7 +4,7 @@ Each build runs in a process of its own (PYTHONPATH=its src folder, so two check
 can be compared without reinstalling), kept alive for the whole run. The parent alternates them in
 short blocks (the order swapped every pair) with torch's @ after each pair, so that a change in the
 machine's speed between blocks hits both builds alike; NumPy's @ follows all pairs in a block of its
-own (OpenBLAS's idle threads spin after it). Per size and dtype it prints the median and quartiles
+own (OpenBLAS's idle threads spin after it). Per product and dtype it prints the median and quartiles
 of B's speed over A's, one ratio per pair, and each build's median speed over the best peer's.
 
     git worktree add /tmp/old HEAD~1 && (cd /tmp/old && python setup.py build_ext --inplace)
@@ -22,8 +22,8 @@ import time
 
 
 def serve(threads: int) -> None:
-    """Child: read 'n dtype repeats what' lines, answer each with the median seconds of one call of
-    `what` (a backend, "torch @" or "numpy @", as gemmlab bench runs them)."""
+    """Child: read 'm k n dtype repeats what' lines, answer each with the median seconds of one call of
+    `what` (a backend, "torch @" or "numpy @", as gemmlab bench runs them) on an m x k @ k x n product."""
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -32,15 +32,16 @@ def serve(threads: int) -> None:
     torch.set_num_threads(threads)
     operands, calls = {}, {}
     for line in sys.stdin:
-        n, dtype, repeats, what = line.rstrip("\n").split(" ", 3)
-        n, repeats = int(n), int(repeats)
-        if (n, dtype) not in operands:
+        m, k, n, dtype, repeats, what = line.rstrip("\n").split(" ", 5)
+        shape, repeats = (int(m), int(k), int(n)), int(repeats)
+        if (shape, dtype) not in operands:
             g = torch.Generator().manual_seed(0)
-            operands[n, dtype] = [torch.randn(n, n, generator=g, dtype=getattr(torch, dtype)) for _ in range(2)]
-        if (n, dtype, what) not in calls:
+            operands[shape, dtype] = [torch.randn(rows, cols, generator=g, dtype=getattr(torch, dtype))
+                                      for rows, cols in ((shape[0], shape[1]), (shape[1], shape[2]))]
+        if (shape, dtype, what) not in calls:
             backends = [] if what in (TORCH_AT, NUMPY_AT) else [what]
-            calls[n, dtype, what] = _products(backends, *operands[n, dtype], direct=False)[0][what]
-        call = calls[n, dtype, what]
+            calls[shape, dtype, what] = _products(backends, *operands[shape, dtype], direct=False)[0][what]
+        call = calls[shape, dtype, what]
         with threadpool_limits(limits=threads, user_api="blas"):  # NumPy's BLAS on as many threads as torch
             call()
             times = []
@@ -56,7 +57,9 @@ def main() -> None:
     parser.add_argument("a", help="build A's src folder (the one holding gemmlab/)")
     parser.add_argument("b", help="build B's src folder")
     parser.add_argument("--backend", default="cpp")
-    parser.add_argument("--size", type=int, nargs="+", default=[256, 1024], help="square products size^3")
+    parser.add_argument("--size", type=int, nargs="+", default=[], help="square products size^3 (default 256 1024)")
+    parser.add_argument("--shape", type=int, nargs=3, action="append", default=[], metavar=("M", "K", "N"),
+                        help="an M x K @ K x N product (repeatable)")
     parser.add_argument("--dtype", nargs="+", default=["float32", "float64"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--pairs", type=int, default=15, help="blocks per build, per size and dtype")
@@ -73,9 +76,9 @@ def main() -> None:
 
     builds = {"A": start(args.a), "B": start(args.b)}
 
-    def seconds(build, n, dtype, repeats, what):
+    def seconds(build, shape, dtype, repeats, what):
         child = builds[build]
-        child.stdin.write(f"{n} {dtype} {repeats} {what}\n")
+        child.stdin.write(f"{' '.join(map(str, shape))} {dtype} {repeats} {what}\n")
         child.stdin.flush()
         answer = child.stdout.readline()
         if not answer:
@@ -86,32 +89,34 @@ def main() -> None:
     from gemmlab.bench import NUMPY_PAUSE_SECONDS, cpu_model
     from gemmlab.timing import quartiles
 
-    def flops(n):
-        return 2 * n**3 / 1e9
+    def gflop(shape):
+        return 2 * shape[0] * shape[1] * shape[2] / 1e9
 
     print(f"{cpu_model()}, {args.backend}, {args.threads} thread(s): B's speed over A's per pair, and each build's "
           "median speed over the best peer's (torch @ after each pair, numpy @ in a block of its own after all pairs)")
-    for n in args.size:
+    shapes = [(n, n, n) for n in args.size] + [tuple(shape) for shape in args.shape]
+    for shape in shapes or [(256, 256, 256), (1024, 1024, 1024)]:
+        name = f"{shape[0]}^3" if len(set(shape)) == 1 else "x".join(map(str, shape))
         for dtype in args.dtype:
-            first = seconds("A", n, dtype, 1, args.backend)  # warm up both, and size the blocks
-            seconds("B", n, dtype, 1, args.backend)
+            first = seconds("A", shape, dtype, 1, args.backend)  # warm up both, and size the blocks
+            seconds("B", shape, dtype, 1, args.backend)
             repeats = max(3, int(args.block_seconds / first))
             b_over_a, a_times, b_times, torch_times = [], [], [], []
             for pair in range(args.pairs):
-                t = {build: seconds(build, n, dtype, repeats, args.backend) for build in (("A", "B") if pair % 2 == 0 else ("B", "A"))}
-                torch_times.append(seconds("B", n, dtype, repeats, "torch @"))
+                t = {build: seconds(build, shape, dtype, repeats, args.backend) for build in (("A", "B") if pair % 2 == 0 else ("B", "A"))}
+                torch_times.append(seconds("B", shape, dtype, repeats, "torch @"))
                 b_over_a.append(t["A"] / t["B"])
                 a_times.append(t["A"])
                 b_times.append(t["B"])
             # NumPy's @ last, in a block of its own: OpenBLAS's idle threads spin for a while after it
-            numpy_time = seconds("B", n, dtype, 3 * repeats, "numpy @")
+            numpy_time = seconds("B", shape, dtype, 3 * repeats, "numpy @")
             time.sleep(NUMPY_PAUSE_SECONDS)
             torch_time = statistics.median(torch_times)
             best_peer = min(torch_time, numpy_time)
             q1, median, q3 = quartiles(b_over_a)
-            print(f"{n}^3 {dtype}: B/A {median:.3f} (quartiles {q1:.3f}-{q3:.3f}); x best peer: "
+            print(f"{name} {dtype}: B/A {median:.3f} (quartiles {q1:.3f}-{q3:.3f}); x best peer: "
                   f"A {best_peer / statistics.median(a_times):.3f}, B {best_peer / statistics.median(b_times):.3f} "
-                  f"(torch @ {flops(n) / torch_time:.1f}, numpy @ {flops(n) / numpy_time:.1f} GFLOP/s)", flush=True)
+                  f"(torch @ {gflop(shape) / torch_time:.1f}, numpy @ {gflop(shape) / numpy_time:.1f} GFLOP/s)", flush=True)
     for child in builds.values():
         child.stdin.close()
         child.wait()
