@@ -48,9 +48,12 @@ cdef enum:
     TILE_FLOATS = MR * (NR_BYTES >> 2)  # room for an MR x NR tile of float (double uses half)
     # The reference NC: the packed block of B is shared by all threads and read from L2/L3.
     REF_NC = 4096
-    # Packing as much of k as fits at once keeps the parallel regions to two per block of B even
-    # for k = 50000.
-    PACK_B_ELEMENTS = 1 << 22
+    # Rows of B packed at once (a super-block): as many KC slices as fit this many elements, at
+    # least one. Each task sweeps all of a super-block, so it must stay in L3; at 16 MiB (k = 2048
+    # float32 packed whole) it came from memory, and 1 MiB ran 2048^3-4096^3 2-11% faster (AMD EPYC
+    # Zen 3, scripts/compare_builds.py). A narrow B (n = 50) still packs 4000+ rows at once:
+    # k = 50000 takes 13 super-blocks, two parallel regions (a few us) each.
+    PACK_B_ELEMENTS = 1 << 18
     # Below this many multiply-adds (m * n * k) the serial unpacked loop is used: threads and
     # packing cost more than they save (about break-even at 64^3 on 2 AVX-512 cores).
     SMALL_WORK = 64 * 64 * 64

@@ -80,9 +80,12 @@ MC = 192 if WIDE else 252  # float32 (a multiple of MR)
 MC_DOUBLE = 96 if WIDE else 252
 # NC: the packed block of B is shared by all threads and read from L2/L3.
 NC = 4096
-# Packing as much of k as fits PACK_B_ELEMENTS at once keeps parallel regions (a few us each) to
-# two per block of B even for k = 50000.
-PACK_B_ELEMENTS = 1 << 22  # 16 MiB of float32
+# Rows of B packed at once (a super-block): as many KC slices as fit PACK_B_ELEMENTS, at least one.
+# Each task sweeps a whole super-block, so it must stay in L3: packed whole (16 MiB at 2048^3
+# float32) it came from memory, and 1 MiB ran 2048^3 float32 and float64 7% and 21% faster (AMD EPYC
+# Zen 3, scripts/compare_builds.py). A narrow B (n = 50) still packs 4000+ rows at once:
+# k = 50000 takes 13 super-blocks, two parallel regions (a few us) each.
+PACK_B_ELEMENTS = 1 << 18  # 1 MiB of float32
 # A task packs its block of A only when it covers more B panels than this; for fewer, reading A's
 # MR rows in place (each a sequential stream, from L1/L2) costs no more than reading a packed panel,
 # and packing is one more pass of scattered writes (1 thread, 128x64 @ 64x128: 25 -> ~20 us).
