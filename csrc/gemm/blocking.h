@@ -20,7 +20,11 @@
 //       ~520 KiB blocks were 3-5% slower.
 //   NC (columns per packed B block, reused by all MC blocks; in L3): insensitive between 512 and
 //       4096; 2048 bounds each thread's B buffer to KC*NC (8 MiB float32).
-// AVX2 and the portable path were flat within noise around the BLIS-style values used here.
+// AVX2 was measured on an AMD EPYC Zen 3 (L1d 32 KiB, L2 512 KiB; 2 threads, one process alternating
+// the blockings): in float32, KC 512 (a 32 KiB B panel, all of L1) ran 256^3-2048^3 3-7% faster
+// than the 168 that a reference KC of 256 scales to there, and the reference KC is set to give it;
+// float64 was flat between KC 168 and 512 at 1024^3-2048^3 and lost 5% at 4096^3 with 512, so it
+// keeps 256. The portable path was flat within noise around the BLIS-style values used here.
 // All are multiples of MR/NR so the balanced blocks (five_loops.h) stay aligned to micro-panels.
 #pragma once
 
@@ -74,9 +78,10 @@ struct GenericPath : Blocking<generic::MicroTile<T, 6, 2 * (16 / int(sizeof(T)))
 };
 
 #ifdef GEMMLAB_HAVE_X86
-// AVX2: 16 ymm registers: 6 rows x 2 vectors = 12 accumulators, 2 for B, 1 broadcast.
+// AVX2: 16 ymm registers: 6 rows x 2 vectors = 12 accumulators, 2 for B, 1 broadcast. KC per type
+// (see above): float32 768, float64 256.
 template <class T>
-struct Avx2Path : Blocking<avx2::MicroTile<typename avx2::Simd<T>::type, 6>, 256, 144, 2048> {
+struct Avx2Path : Blocking<avx2::MicroTile<typename avx2::Simd<T>::type, 6>, sizeof(T) == 4 ? 768 : 256, 144, 2048> {
   static constexpr int SMALL_ROWS = 6, SMALL_VECTORS = 1;
   static constexpr bool UNPACKED_MEDIUM = false;
   static constexpr const auto& small = avx2::small_kernels<typename Avx2Path::Simd, SMALL_ROWS, SMALL_VECTORS>;
