@@ -20,11 +20,11 @@
 //       ~520 KiB blocks were 3-5% slower.
 //   NC (columns per packed B block, reused by all MC blocks; in L3): insensitive between 512 and
 //       4096; 2048 bounds each thread's B buffer to KC*NC (8 MiB float32).
-// AVX2 was measured on an AMD EPYC Zen 3 (L1d 32 KiB, L2 512 KiB; 2 threads, one process alternating
-// the blockings): in float32, KC 512 (a 32 KiB B panel, all of L1) ran 256^3-2048^3 3-7% faster
-// than the 168 that a reference KC of 256 scales to there, and the reference KC is set to give it;
-// float64 was flat between KC 168 and 512 at 1024^3-2048^3 and lost 5% at 4096^3 with 512, so it
-// keeps 256. The portable path was flat within noise around the BLIS-style values used here.
+// AVX2 was measured on an AMD EPYC Zen 3 (L1d 32 KiB, L2 512 KiB; 2 threads,
+// scripts/compare_builds.py): in float32, KC 512 (a 32 KiB B panel, all of L1) against the 168 that
+// a reference KC of 256 scales to there ran 256^3-4096^3 at 1.07, 0.99, 1.07, 1.03 and 1.01x, and
+// the reference KC is set to give it; float64 went 1.03 and 1.01x at 1024^3-2048^3 but 0.94-0.95x
+// at 4096^3, so it keeps 256. The portable path was flat within noise around the BLIS-style values used here.
 // All are multiples of MR/NR so the balanced blocks (five_loops.h) stay aligned to micro-panels.
 #pragma once
 

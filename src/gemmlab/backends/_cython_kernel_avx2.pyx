@@ -12,8 +12,9 @@ cdef enum:
     # derives what runs from this CPU's):
     # KC x NR panel of B: 48 KiB (float32), from L1 and L2 (B_PREFETCH); on a 32 KiB L1, KC 512.
     # Longer K slices mean fewer micro-kernel calls and passes over C, each of which costs this
-    # kernel more than cpp's: on an AMD EPYC Zen 3 (2 threads, 1024^3-2048^3), KC 512 ran 14-17%
-    # faster than the 168 that REF_KC 256 scaled to, float32 and float64 alike.
+    # kernel more than cpp's: on an AMD EPYC Zen 3 (2 threads, scripts/compare_builds.py), KC 512
+    # against the 168 that REF_KC 256 scaled to ran 256^3-4096^3 1.03-1.20x as fast, float32 and
+    # float64 (1.08 and 1.20 at 1024^3).
     REF_KC = 768
     # MC x KC block of A: 576 KiB float32 (1152 KiB float64) in L2: MC 72 on a 512 KiB L2. (96 rows,
     # scaled to MC 36 on that L2, fetched each B panel from L3 too often: Zen 3, 2048^3, 1 thread,
