@@ -70,25 +70,24 @@ def innermost_fma_loops(loops: list[str]) -> list[str]:
     return [loop for loop in with_fmas if not any(other != loop and other in loop for other in loops)]
 
 
-def objdump_loops(path: str, symbol: str, texts: dict | None = None) -> dict[str, list[str]]:
-    """For each function whose name contains symbol, in the shared library at path: its loops (from a
-    backward jump's target to the jump), as objdump prints them; its whole listing into texts."""
+def objdump_functions(path: str, symbol: str) -> dict[str, str]:
+    """Each function whose name contains symbol, in the shared library at path: its listing, as
+    objdump prints it (the first line names it)."""
     listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", "-C", path], capture_output=True, text=True,
                              check=True).stdout
-    found = {}
-    for function in listing.split("\n\n"):
-        name = function.split("\n", 1)[0]
-        if symbol not in name:
-            continue
-        lines = [(int(m[1], 16), m[2]) for m in re.finditer(r"^\s*([0-9a-f]+):\s*(.*)$", function, re.M)]
-        found[name] = []
-        if texts is not None:
-            texts[name] = function
-        for address, line in lines:
-            jump = re.search(r"\bj\w+\s+([0-9a-f]+) <", line)
-            if jump and int(jump[1], 16) < address:
-                found[name].append("\n".join(text for at, text in lines if int(jump[1], 16) <= at <= address))
-    return found
+    return {function.split("\n", 1)[0]: function for function in listing.split("\n\n")
+            if symbol in function.split("\n", 1)[0]}
+
+
+def loops_in(function: str) -> list[str]:
+    """The loops of an objdump listing of one function: from a backward jump's target to the jump."""
+    lines = [(int(m[1], 16), m[2]) for m in re.finditer(r"^\s*([0-9a-f]+):\s*(.*)$", function, re.M)]
+    loops = []
+    for address, line in lines:
+        jump = re.search(r"\bj\w+\s+([0-9a-f]+) <", line)
+        if jump and int(jump[1], 16) < address:
+            loops.append("\n".join(text for at, text in lines if int(jump[1], 16) <= at <= address))
+    return loops
 
 
 @pytest.mark.skipif(shutil.which("objdump") is None, reason="needs objdump (binutils)")
@@ -99,17 +98,16 @@ def test_cython_micro_kernel_loop(function):
     if build.VARIANT == "generic":
         pytest.skip("the portable build (SSE2) has no FMA")
     vectors = build.BLOCKING["MR"] * build.BLOCKING["NR_BYTES"] // build.BLOCKING["VECTOR_BYTES"]
-    functions_text = {}
-    functions = objdump_loops(build.__file__, f"_cython_kernel_{build.VARIANT}_{function}", functions_text)
+    functions = objdump_functions(build.__file__, f"_cython_kernel_{build.VARIANT}_{function}")
     assert len(functions) == 2, f"want the float and double {function} of the {build.VARIANT} build; found {list(functions)}"
-    for name, loops in functions.items():
-        k_loops = innermost_fma_loops(loops)
+    for name, listing in functions.items():
+        k_loops = innermost_fma_loops(loops_in(listing))
         assert k_loops, f"no loop of FMAs in {name}"
         for loop in k_loops:
             assert_register_tile(loop, vectors, name)
         # gcc zeroed a tile it kept in memory with a `rep stos` on every call (5% of the function's
         # perf samples at 2048^3 float32 on a Zen 3) when a way into the k-loops skipped every step.
-        assert "rep stos" not in functions_text[name], f"{name} zeroes its tile in memory (rep stos)"
+        assert "rep stos" not in listing, f"{name} zeroes its tile in memory (rep stos)"
 
 
 @pytest.mark.skipif(shutil.which("objdump") is None, reason="needs objdump (binutils)")
@@ -118,9 +116,7 @@ def test_cpp_avx2_packing_has_no_masked_stores():
     masked store (vmaskmovps), microcoded on AMD, it had taken half of cpp's packing time at 256^3
     float32 on a Zen 3 (compare_builds: 1.25x at 256^3 float32, 2 threads)."""
     from gemmlab import _cpp
-    texts = {}
-    functions = objdump_loops(_cpp.__file__, "Avx2Path", texts)
-    tasks = [name for name in functions if "::task" in name]
+    tasks = {name: listing for name, listing in objdump_functions(_cpp.__file__, "Avx2Path").items() if "::task" in name}
     assert tasks, f"no AVX2 task functions in {_cpp.__file__}"
-    for name in tasks:
-        assert not re.search(r"\bvmaskmovp[sd]\s+%ymm", texts[name]), f"{name} packs with masked stores"
+    for name, listing in tasks.items():
+        assert not re.search(r"\bvmaskmovp[sd]\s+%ymm", listing), f"{name} packs with masked stores"
