@@ -24,7 +24,8 @@
 // scripts/compare_builds.py): in float32, KC 512 (a 32 KiB B panel, all of L1) against the 168 that
 // a reference KC of 256 scales to there ran 256^3-4096^3 at 1.07, 0.99, 1.07, 1.03 and 1.01x, and
 // the reference KC is set to give it; float64 went 1.03 and 1.01x at 1024^3-2048^3 but 0.94-0.95x
-// at 4096^3, so it keeps 256. The portable path was flat within noise around the BLIS-style values used here.
+// at 4096^3, so it keeps 256. The portable path was flat within noise around the BLIS-style values
+// used here.
 // All are multiples of MR/NR so the balanced blocks (five_loops.h) stay aligned to micro-panels.
 #pragma once
 
